@@ -105,15 +105,21 @@ def fetch(name: str, directory: str | None, from_dir: str | None) -> None:
 @cli.command(context_settings=CONTEXT)
 @click.argument("source")
 @click.option("--out", "-o", required=True, type=click.Path(), help="Dataset to write (DATA.zarr).")
-@click.option("--labels", type=click.Path(), help="IDX or .npy file of integer labels, one a sample.")
+@click.option(
+    "--labels", type=click.Path(), help="IDX or .npy file of integer labels, one a sample."
+)
 @click.option("--threshold", type=float, help="A value at least this is 1 [default: 128].")
 @click.option(
     "--binarize",
     type=click.Choice(["threshold", "stochastic", "none"]),
     help="threshold (default), stochastic (value/255 is the chance of a 1), or none (0/1 data).",
 )
-@click.option("--seed", type=click.IntRange(min=0), help="Seed for --binarize stochastic [default: 0].")
-@click.option("--chunk-rows", type=click.IntRange(min=1), help="Rows a chunk [default: about 1 MiB packed].")
+@click.option(
+    "--seed", type=click.IntRange(min=0), help="Seed for --binarize stochastic [default: 0]."
+)
+@click.option(
+    "--chunk-rows", type=click.IntRange(min=1), help="Rows a chunk [default: about 1 MiB packed]."
+)
 @click.option("--overwrite", is_flag=True, help="Replace the output if it exists.")
 def ingest(
     source: str,
@@ -131,10 +137,13 @@ def ingest(
     fetched MNIST files when the cache holds them, else the copy inside the package; it
     writes OUT/train and OUT/test.
     """
-    from bmm_dask.datasets import Binarization, ingest as ingest_file, ingest_mnist
+    from bmm_dask.datasets import Binarization, ingest_mnist
+    from bmm_dask.datasets import ingest as ingest_file
 
     if binarize is None:
-        binarize = "stochastic" if seed is not None else "threshold" if threshold is not None else None
+        binarize = (
+            "stochastic" if seed is not None else "threshold" if threshold is not None else None
+        )
     if threshold is not None and binarize != "threshold":
         raise click.UsageError(f"--threshold goes with --binarize threshold, not {binarize}")
     if seed is not None and binarize != "stochastic":
@@ -149,7 +158,11 @@ def ingest(
             if labels is not None:
                 raise click.UsageError("--labels does not go with mnist: it has its own")
             written = ingest_mnist(
-                out, binarization=binarization, chunk_rows=chunk_rows, overwrite=overwrite, progress=progress
+                out,
+                binarization=binarization,
+                chunk_rows=chunk_rows,
+                overwrite=overwrite,
+                progress=progress,
             )
         else:
             written = ingest_file(
@@ -164,7 +177,9 @@ def ingest(
     click.echo(f"wrote {written}")
 
 
-def _parse_shape(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, ...] | None:
+def _parse_shape(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> tuple[int, ...] | None:
     if value is None:
         return None
     try:
@@ -180,10 +195,16 @@ def _parse_shape(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option("--n", "n_samples", required=True, type=int, help="Rows to draw.")
 @click.option("--d", "n_features", required=True, type=int, help="Bits a row.")
 @click.option("--k", "n_components", required=True, type=int, help="Components of the mixture.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the mixture and the rows.")
+@click.option(
+    "--seed", default=0, show_default=True, type=int, help="Seed of the mixture and the rows."
+)
 @click.option("--out", "-o", required=True, type=click.Path(), help="Dataset to write (DATA.zarr).")
-@click.option("--chunk-rows", type=click.IntRange(min=1), help="Rows a chunk [default: about 1 MiB packed].")
-@click.option("--image-shape", callback=_parse_shape, help="Shape of a row as an image, e.g. 28x28.")
+@click.option(
+    "--chunk-rows", type=click.IntRange(min=1), help="Rows a chunk [default: about 1 MiB packed]."
+)
+@click.option(
+    "--image-shape", callback=_parse_shape, help="Shape of a row as an image, e.g. 28x28."
+)
 @click.option("--overwrite", is_flag=True, help="Replace the output if it exists.")
 def synth(
     n_samples: int,
@@ -250,7 +271,9 @@ def _format_dataset(info: dict[str, Any]) -> list[str]:
     source = info.get("source") or {}
     for role, entry in source.items():
         if isinstance(entry, dict) and "file" in entry:
-            lines.append(f"  source         {role}: {entry['file']} (md5 {entry['md5']} of the {entry['md5_of']})")
+            lines.append(
+                f"  source         {role}: {entry['file']} (md5 {entry['md5']} of the {entry['md5_of']})"
+            )
         else:
             lines.append(f"  source         {role}: {entry}")
     return lines
@@ -282,7 +305,11 @@ def info(path: str, as_json: bool) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status (2 for a user's mistake, with one line)."""
     try:
-        cli.main(args=list(argv) if argv is not None else None, prog_name="bmm-dask", standalone_mode=False)
+        cli.main(
+            args=list(argv) if argv is not None else None,
+            prog_name="bmm-dask",
+            standalone_mode=False,
+        )
     except click.exceptions.Exit as err:
         return err.exit_code
     except click.UsageError as err:

@@ -268,7 +268,9 @@ def open_source(path: str | os.PathLike[str]) -> ImageSource:
         with _open_maybe_gzip(path, compressed) as f:
             head = f.read(4)
             if len(head) < 4:
-                raise DataError(f"{path}: truncated: {len(head)} bytes, too short for an IDX header")
+                raise DataError(
+                    f"{path}: truncated: {len(head)} bytes, too short for an IDX header"
+                )
             if head[0] != 0 or head[1] != 0:
                 raise DataError(
                     f"{path}: wrong magic number {head.hex(' ')}: an IDX file starts with "
@@ -287,7 +289,9 @@ def open_source(path: str | os.PathLike[str]) -> ImageSource:
         raise DataError(f"{path}: corrupt or truncated gzip stream: {err}") from err
     shape = struct.unpack(f">{ndim}i", dims_bytes)
     if any(n <= 0 for n in shape):
-        raise DataError(f"{path}: wrong dimensions {' x '.join(map(str, shape))}: each must be positive")
+        raise DataError(
+            f"{path}: wrong dimensions {' x '.join(map(str, shape))}: each must be positive"
+        )
     dtype = np.dtype(_IDX_TYPES[type_code])
     offset = 4 + 4 * ndim
     expected = offset + math.prod(shape) * dtype.itemsize
@@ -323,8 +327,10 @@ def _open_npy(path: Path) -> ImageSource:
     except (ValueError, OSError, EOFError) as err:
         raise DataError(f"{path}: cannot read as .npy: {err}") from err
     if array.ndim < 1 or array.shape[0] == 0 or 0 in array.shape:
-        raise DataError(f"{path}: wrong dimensions {array.shape}: expected N samples of at least one value")
-    if not (array.dtype.kind in "biuf"):
+        raise DataError(
+            f"{path}: wrong dimensions {array.shape}: expected N samples of at least one value"
+        )
+    if array.dtype.kind not in "biuf":
         raise DataError(f"{path}: values of type {array.dtype} cannot be pixels or bits")
     offset = int(array.offset) if hasattr(array, "offset") else 0
     return ImageSource(path, "npy", tuple(array.shape), array.dtype, False, offset)
@@ -349,8 +355,12 @@ def _check_values(source: ImageSource, block: NDArray[Any], start: int, method: 
                 f"(between {low} and {high})"
             )
     elif low < 0 or high > 255:
-        bad = low if low < 0 else high
-        raise DataError(f"{source.path}: value {bad} in {rows} is outside 0..255")
+        outside = ((block < 0) | (block > 255)).any(axis=1)
+        row = int(np.flatnonzero(outside)[0])
+        bad = block[row][(block[row] < 0) | (block[row] > 255)][0]
+        raise DataError(
+            f"{source.path}: value {bad} in row {start + row} is outside 0..255 (pixels are 0..255)"
+        )
 
 
 def _open_labels(path: str | os.PathLike[str], n_samples: int) -> ImageSource:
@@ -370,7 +380,12 @@ def _open_labels(path: str | os.PathLike[str], n_samples: int) -> ImageSource:
 
 def _source_attrs(source: ImageSource, digest: Any) -> dict[str, Any]:
     md5_of = "uncompressed bytes" if source.compressed else "file"
-    return {"file": source.path.name, "format": source.kind, "md5": digest.hexdigest(), "md5_of": md5_of}
+    return {
+        "file": source.path.name,
+        "format": source.kind,
+        "md5": digest.hexdigest(),
+        "md5_of": md5_of,
+    }
 
 
 _IDX_CODES = {np.dtype(v).newbyteorder("="): k for k, v in _IDX_TYPES.items()}
@@ -388,13 +403,17 @@ def write_idx(path: str | os.PathLike[str], array: NDArray[Any], *, block_rows: 
         raise SettingsError(f"IDX has no type code for {array.dtype}")
     if array.ndim < 1 or array.ndim > 255:
         raise SettingsError(f"IDX holds 1 to 255 dimensions; got {array.ndim}")
-    header = bytes([0, 0, _IDX_CODES[dtype], array.ndim]) + struct.pack(f">{array.ndim}i", *array.shape)
+    header = bytes([0, 0, _IDX_CODES[dtype], array.ndim]) + struct.pack(
+        f">{array.ndim}i", *array.shape
+    )
     opener: Callable[..., IO[bytes]] = gzip.open if path.suffix == ".gz" else open  # type: ignore[assignment]
     big_endian = np.dtype(_IDX_TYPES[_IDX_CODES[dtype]])
     with opener(path, "wb") as f:
         f.write(header)
         for start in range(0, array.shape[0], block_rows):
-            f.write(np.ascontiguousarray(array[start : start + block_rows], dtype=big_endian).tobytes())
+            f.write(
+                np.ascontiguousarray(array[start : start + block_rows], dtype=big_endian).tobytes()
+            )
     return path
 
 
@@ -488,7 +507,11 @@ def _write_source(
     if label_blocks is not None:
         for _ in label_blocks:  # runs the label reader's end-of-file check
             pass
-    if images.dtype.kind != "b" and highest <= 1 < binarization.threshold and binarization.method == "threshold":
+    if (
+        images.dtype.kind != "b"
+        and highest <= 1 < binarization.threshold
+        and binarization.method == "threshold"
+    ):
         raise DataError(
             f"{images.path}: every value is 0 or 1, so threshold {binarization.threshold} would make "
             "every bit 0; pass --binarize none for data that is binary already"
@@ -654,7 +677,10 @@ def _download(
         fd, tmp_name = tempfile.mkstemp(prefix=f".{filename}.", suffix=".part", dir=target)
         tmp = Path(tmp_name)
         try:
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+            with (
+                os.fdopen(fd, "wb") as out,
+                urllib.request.urlopen(url, timeout=timeout) as response,
+            ):
                 shutil.copyfileobj(response, out, 1 << 20)
             problem = _verify(tmp, md5, size)
             if problem is None:
@@ -720,7 +746,9 @@ def ingest_mnist(
     with atomic_output(out, overwrite=overwrite) as tmp:
         import zarr
 
-        zarr.open_group(zarr.storage.LocalStore(tmp), mode="w").attrs["datasets"] = list(MNIST_SPLITS)
+        zarr.open_group(zarr.storage.LocalStore(tmp), mode="w").attrs["datasets"] = list(
+            MNIST_SPLITS
+        )
         for split, (images_name, labels_name) in MNIST_SPLITS.items():
             if files is not None:
                 images = open_source(files[images_name])
@@ -733,7 +761,12 @@ def ingest_mnist(
                 }
                 _write_source(tmp / split, images, labels, binarization, rows, attrs, progress)
             else:
-                _copy_dataset(open_dataset(f"{packaged_mnist_path()}/{split}"), tmp / split, chunk_rows, progress)
+                _copy_dataset(
+                    open_dataset(f"{packaged_mnist_path()}/{split}"),
+                    tmp / split,
+                    chunk_rows,
+                    progress,
+                )
     return Path(out)
 
 
@@ -848,7 +881,9 @@ def synth(
         ("seed", seed, 0),
     ):
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < least:
-            raise SettingsError(f"--{name} must be a whole number of at least {least}; got {value!r}")
+            raise SettingsError(
+                f"--{name} must be a whole number of at least {least}; got {value!r}"
+            )
     if means is None or weights is None:
         default_means, default_weights = synth_parameters(n_features, n_components, seed)
         means = default_means if means is None else means

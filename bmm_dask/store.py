@@ -199,7 +199,9 @@ class DatasetWriter:
     def chunk_rows(self) -> int:
         return int(self.bits.chunks[0])
 
-    def write(self, start: int, packed: NDArray[np.uint8], labels: NDArray[Any] | None = None) -> None:
+    def write(
+        self, start: int, packed: NDArray[np.uint8], labels: NDArray[Any] | None = None
+    ) -> None:
         """Write rows ``start : start + len(packed)`` of the bits (and labels)."""
         stop = start + len(packed)
         self.bits[start:stop] = packed
@@ -292,7 +294,11 @@ def _open_group(path: str, storage_options: Mapping[str, Any] | None) -> zarr.Gr
             raise DataError(f"{path}: no such file or folder")
     try:
         return zarr.open_group(store, mode="r", path=inner or None, storage_options=storage_options)
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError) as err:
+    except (
+        FileNotFoundError,
+        zarr.errors.GroupNotFoundError,
+        zarr.errors.NodeTypeValidationError,
+    ) as err:
         raise DataError(f"{path}: not a Zarr group (is it a dataset written by bmm-dask?)") from err
     except (ValueError, TypeError, KeyError, OSError) as err:
         raise DataError(f"{path}: cannot read it as a Zarr group: {err}") from err
@@ -303,7 +309,9 @@ def _check_array(path: str, group: zarr.Group, name: str, ndim: int) -> zarr.Arr
         node = group[name]
     except KeyError:
         children = sorted(
-            key for key, child in group.members() if isinstance(child, zarr.Group) and "bits" in child
+            key
+            for key, child in group.members()
+            if isinstance(child, zarr.Group) and "bits" in child
         )
         if name == "bits" and children:
             raise DataError(
@@ -346,14 +354,18 @@ def open_dataset(
     bits_array = _check_array(path, group, "bits", 2)
     n_features = attrs.get("n_features")
     if not isinstance(n_features, int) or n_features < 1:
-        raise DataError(f"{path}: attribute n_features should be a positive integer; found {n_features!r}")
+        raise DataError(
+            f"{path}: attribute n_features should be a positive integer; found {n_features!r}"
+        )
     if bits_array.dtype != np.uint8 or bits_array.shape[1] != n_packed_bytes(n_features):
         raise DataError(
             f"{path}/bits: expected uint8 rows of {n_packed_bytes(n_features)} bytes for "
             f"{n_features} features; found {bits_array.dtype} of shape {bits_array.shape}"
         )
     if bits_array.chunks[1] != bits_array.shape[1]:
-        raise DataError(f"{path}/bits: must be chunked by rows only; found chunks {bits_array.chunks}")
+        raise DataError(
+            f"{path}/bits: must be chunked by rows only; found chunks {bits_array.chunks}"
+        )
     token = tokenize(path, attrs, bits_array.shape, bits_array.chunks, _mtime(path))
     bits = da.from_zarr(bits_array, chunks=bits_array.chunks, name=f"bmm-read-bits-{token}")
     labels = None
@@ -363,10 +375,10 @@ def open_dataset(
             raise DataError(
                 f"{path}/labels: has {labels_array.shape[0]} labels for {bits_array.shape[0]} rows"
             )
-        labels = da.from_zarr(
-            labels_array, chunks=bits.chunks[0], name=f"bmm-read-labels-{token}"
-        )
-    return Dataset(path=path, bits=bits, labels=labels, n_features=n_features, attrs=attrs, group=group)
+        labels = da.from_zarr(labels_array, chunks=bits.chunks[0], name=f"bmm-read-labels-{token}")
+    return Dataset(
+        path=path, bits=bits, labels=labels, n_features=n_features, attrs=attrs, group=group
+    )
 
 
 def _mtime(path: str) -> int | None:
@@ -406,7 +418,9 @@ def describe_path(path_or_url: str | os.PathLike[str]) -> list[dict[str, Any]]:
     group = _open_group(path, None)
     if "bits" in group:
         return [describe_dataset(open_dataset(path))]
-    names = sorted(key for key, child in group.members() if isinstance(child, zarr.Group) and "bits" in child)
+    names = sorted(
+        key for key, child in group.members() if isinstance(child, zarr.Group) and "bits" in child
+    )
     if not names:
         raise DataError(f"{path}: a Zarr group, but neither a dataset nor a group of datasets")
     return [describe_dataset(open_dataset(f"{path.rstrip('/')}/{name}")) for name in names]

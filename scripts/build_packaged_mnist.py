@@ -35,14 +35,18 @@ def zip_folder(folder: Path, out: Path) -> None:
     """Zip a folder with fixed dates and sorted names, storing (already compressed) members."""
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as zf:
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            info = zipfile.ZipInfo(path.relative_to(folder).as_posix(), date_time=(1980, 1, 1, 0, 0, 0))
+            info = zipfile.ZipInfo(
+                path.relative_to(folder).as_posix(), date_time=(1980, 1, 1, 0, 0, 0)
+            )
             info.external_attr = 0o644 << 16
             zf.writestr(info, path.read_bytes())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--from", dest="source", default=str(ROOT.parent / "shared" / "data" / "mnist"))
+    parser.add_argument(
+        "--from", dest="source", default=str(ROOT.parent / "shared" / "data" / "mnist")
+    )
     args = parser.parse_args()
     source = Path(args.source)
     for name, (md5, size) in MNIST_FILES.items():
@@ -56,7 +60,13 @@ def main() -> None:
         root = Path(tmp) / "mnist"
         root.mkdir()
         (root / "zarr.json").write_text(
-            json.dumps({"zarr_format": 3, "node_type": "group", "attributes": {"datasets": list(MNIST_SPLITS)}})
+            json.dumps(
+                {
+                    "zarr_format": 3,
+                    "node_type": "group",
+                    "attributes": {"datasets": list(MNIST_SPLITS)},
+                }
+            )
         )
         for split, (images, labels) in MNIST_SPLITS.items():
             out = root / split
@@ -75,7 +85,9 @@ def main() -> None:
                 "n_samples": dataset.n_samples,
             }
         zip_folder(root, DATA / "mnist.zarr.zip")
-    (DATA / "mnist-checksums.json").write_text(json.dumps(checksums, indent=2, sort_keys=True) + "\n")
+    (DATA / "mnist-checksums.json").write_text(
+        json.dumps(checksums, indent=2, sort_keys=True) + "\n"
+    )
     size = (DATA / "mnist.zarr.zip").stat().st_size
     print(f"wrote {DATA / 'mnist.zarr.zip'} ({size:,} bytes) and mnist-checksums.json")
 

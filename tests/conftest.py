@@ -14,7 +14,9 @@ SHARED_MNIST = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
 
 @pytest.fixture(autouse=True)
-def isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+def isolated_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
     """Every test gets an empty data cache, never the user's ~/.cache/bmm-dask."""
     cache = tmp_path_factory.mktemp("cache")
     monkeypatch.setenv("BMM_DASK_DATA", str(cache))

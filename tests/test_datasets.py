@@ -42,12 +42,19 @@ def stored(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
         ((300, 17), 1000, ""),  # one chunk larger than the data
     ],
 )
-def test_ingest_idx_equals_packbits(tmp_path: Path, shape: tuple[int, ...], chunk_rows: int | None, suffix: str) -> None:
+def test_ingest_idx_equals_packbits(
+    tmp_path: Path, shape: tuple[int, ...], chunk_rows: int | None, suffix: str
+) -> None:
     X = images(*shape)
     y = np.random.default_rng(1).integers(0, 10, size=shape[0], dtype=np.uint8)
     write_idx(tmp_path / f"x-idx3-ubyte{suffix}", X)
     write_idx(tmp_path / f"y-idx1-ubyte{suffix}", y)
-    out = ingest(tmp_path / f"x-idx3-ubyte{suffix}", tmp_path / "d.zarr", labels=tmp_path / f"y-idx1-ubyte{suffix}", chunk_rows=chunk_rows)
+    out = ingest(
+        tmp_path / f"x-idx3-ubyte{suffix}",
+        tmp_path / "d.zarr",
+        labels=tmp_path / f"y-idx1-ubyte{suffix}",
+        chunk_rows=chunk_rows,
+    )
     bits, labels = stored(out)
     expected = np.packbits(X.reshape(shape[0], -1) >= 128, axis=1)
     np.testing.assert_array_equal(bits, expected)
@@ -56,15 +63,21 @@ def test_ingest_idx_equals_packbits(tmp_path: Path, shape: tuple[int, ...], chun
     assert dataset.n_features == int(np.prod(shape[1:]))
     assert dataset.image_shape == (shape[1:] if len(shape) > 2 else None)
     assert dataset.binarization == {"method": "threshold", "threshold": 128}
-    np.testing.assert_array_equal(dataset.unpacked().compute(), (X.reshape(shape[0], -1) >= 128).astype(np.uint8))
+    np.testing.assert_array_equal(
+        dataset.unpacked().compute(), (X.reshape(shape[0], -1) >= 128).astype(np.uint8)
+    )
 
 
 @pytest.mark.parametrize("threshold", [1, 100, 127.5, 255])
 def test_threshold_is_at_least(tmp_path: Path, threshold: float) -> None:
     X = images(200, 20)
     np.save(tmp_path / "x.npy", X)
-    ingest(tmp_path / "x.npy", tmp_path / "d.zarr", binarization=Binarization("threshold", threshold))
-    np.testing.assert_array_equal(stored(tmp_path / "d.zarr")[0], np.packbits(X >= threshold, axis=1))
+    ingest(
+        tmp_path / "x.npy", tmp_path / "d.zarr", binarization=Binarization("threshold", threshold)
+    )
+    np.testing.assert_array_equal(
+        stored(tmp_path / "d.zarr")[0], np.packbits(threshold <= X, axis=1)
+    )
 
 
 @pytest.mark.parametrize(
@@ -110,11 +123,18 @@ def test_stochastic_bits_do_not_depend_on_chunking(tmp_path: Path) -> None:
     runs = []
     for chunk_rows in (10_000, 1000, 333):
         out = tmp_path / f"d{chunk_rows}.zarr"
-        ingest(tmp_path / "x.gz", out, binarization=Binarization("stochastic", seed=7), chunk_rows=chunk_rows)
+        ingest(
+            tmp_path / "x.gz",
+            out,
+            binarization=Binarization("stochastic", seed=7),
+            chunk_rows=chunk_rows,
+        )
         runs.append(stored(out)[0])
     np.testing.assert_array_equal(runs[0], runs[1])
     np.testing.assert_array_equal(runs[0], runs[2])
-    other = ingest(tmp_path / "x.gz", tmp_path / "seed8.zarr", binarization=Binarization("stochastic", seed=8))
+    other = ingest(
+        tmp_path / "x.gz", tmp_path / "seed8.zarr", binarization=Binarization("stochastic", seed=8)
+    )
     assert not np.array_equal(stored(other)[0], runs[0])
     assert open_dataset(other).binarization == {"method": "stochastic", "seed": 8}
 
@@ -220,13 +240,18 @@ def test_mnist_bits_equal_packbits_of_the_original(tmp_path: Path, shared_mnist:
     bits, labels = stored(out)
     np.testing.assert_array_equal(bits, expected)
     np.testing.assert_array_equal(labels, y)
-    assert open_dataset(out).attrs["source"]["images"]["md5"] == MNIST_FILES["train-images-idx3-ubyte"][0]
+    assert (
+        open_dataset(out).attrs["source"]["images"]["md5"]
+        == MNIST_FILES["train-images-idx3-ubyte"][0]
+    )
     packaged_bits, packaged_labels = stored(Path(f"{packaged_mnist_path()}/train"))
     np.testing.assert_array_equal(packaged_bits, expected)
     np.testing.assert_array_equal(packaged_labels, y)
 
 
-def test_ingest_mnist_uses_the_fetched_files(tmp_path: Path, shared_mnist: Path, isolated_cache: Path) -> None:
+def test_ingest_mnist_uses_the_fetched_files(
+    tmp_path: Path, shared_mnist: Path, isolated_cache: Path
+) -> None:
     from bmm_dask.datasets import fetch_mnist
 
     fetch_mnist(from_dir=shared_mnist)
