@@ -47,8 +47,12 @@ def main() -> None:
     parser.add_argument(
         "--from", dest="source", default=str(ROOT.parent / "shared" / "data" / "mnist")
     )
+    parser.add_argument(
+        "--out-dir", type=Path, default=DATA, help="where to write (default: bmm_dask/data)"
+    )
     args = parser.parse_args()
     source = Path(args.source)
+    out_dir: Path = args.out_dir
     for name, (md5, size) in MNIST_FILES.items():
         found = _find(source, name)
         problem = "missing" if found is None else _verify(found, md5, size)
@@ -84,12 +88,12 @@ def main() -> None:
                 "labels": array_md5(dataset.labels.compute()),
                 "n_samples": dataset.n_samples,
             }
-        zip_folder(root, DATA / "mnist.zarr.zip")
-    (DATA / "mnist-checksums.json").write_text(
+        zip_folder(root, out_dir / "mnist.zarr.zip")
+    (out_dir / "mnist-checksums.json").write_text(
         json.dumps(checksums, indent=2, sort_keys=True) + "\n"
     )
-    size = (DATA / "mnist.zarr.zip").stat().st_size
-    print(f"wrote {DATA / 'mnist.zarr.zip'} ({size:,} bytes) and mnist-checksums.json")
+    size = (out_dir / "mnist.zarr.zip").stat().st_size
+    print(f"wrote {out_dir / 'mnist.zarr.zip'} ({size:,} bytes) and mnist-checksums.json")
 
 
 if __name__ == "__main__":

@@ -263,3 +263,21 @@ def test_ingest_mnist_uses_the_fetched_files(
     # Stochastic bits average out to the grey levels: compare the mean image.
     mean = test.unpacked().mean(axis=0).compute()
     assert np.abs(mean - X.mean(axis=0) / 255).max() < 0.03
+
+
+def test_the_build_script_reproduces_the_packaged_copy(tmp_path: Path, shared_mnist: Path) -> None:
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "build_packaged_mnist.py"
+    run = subprocess.run(
+        [sys.executable, str(script), "--from", str(shared_mnist), "--out-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    packaged = packaged_mnist_path()
+    recorded = (packaged.parent / "mnist-checksums.json").read_text()
+    assert (tmp_path / "mnist-checksums.json").read_text() == recorded
+    # Same arrays; the zip bytes match too while the zstd library is the same version.
+    assert (tmp_path / "mnist.zarr.zip").read_bytes() == packaged.read_bytes()
