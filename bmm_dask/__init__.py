@@ -12,6 +12,7 @@ from bmm_dask.errors import (
     OutputError,
     SettingsError,
 )
+from bmm_dask.model import BernoulliMixture
 from bmm_dask.store import Dataset, open_dataset
 
 try:
@@ -20,6 +21,7 @@ except PackageNotFoundError:  # running from a source tree that was not installe
     __version__ = "0+unknown"
 
 __all__ = [
+    "BernoulliMixture",
     "BmmDaskError",
     "DataError",
     "Dataset",

@@ -35,6 +35,8 @@ __all__ = [
     "describe_path",
     "open_dataset",
     "parse_chunk_rows",
+    "read_model",
+    "write_model",
 ]
 
 logger = logging.getLogger(__name__)
@@ -424,3 +426,64 @@ def describe_path(path_or_url: str | os.PathLike[str]) -> list[dict[str, Any]]:
     if not names:
         raise DataError(f"{path}: a Zarr group, but neither a dataset nor a group of datasets")
     return [describe_dataset(open_dataset(f"{path.rstrip('/')}/{name}")) for name in names]
+
+
+# --------------------------------------------------------------------------- models
+
+#: What a model group's ``format`` attribute holds.
+MODEL_FORMAT = {"name": "bmm_dask.model", "version": 1}
+
+
+def write_model(
+    path: str | os.PathLike[str],
+    means: NDArray[np.float64],
+    weights: NDArray[np.float64],
+    attrs: Mapping[str, Any],
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Write a model group (``means`` (K, D) float64, ``weights`` (K,), attrs) atomically."""
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        group = zarr.open_group(zarr.storage.LocalStore(tmp), mode="w")
+        group.attrs.update({"format": MODEL_FORMAT, **attrs})
+        group.create_array(
+            "means",
+            data=np.asarray(means, dtype=np.float64),
+            dimension_names=("component", "feature"),
+        )
+        group.create_array(
+            "weights", data=np.asarray(weights, dtype=np.float64), dimension_names=("component",)
+        )
+    return Path(path)
+
+
+def read_model(
+    path: str | os.PathLike[str],
+) -> tuple[NDArray[np.float64], NDArray[np.float64], dict[str, Any]]:
+    """Read a model group: means (K, D), weights (K,) and its attributes, checked."""
+    path = os.fspath(path)
+    from bmm_dask.errors import ModelFileError
+
+    try:
+        group = _open_group(path, None)
+    except DataError as err:
+        raise ModelFileError(str(err)) from err
+    attrs = dict(group.attrs)
+    if attrs.get("format", {}).get("name") != MODEL_FORMAT["name"]:
+        raise ModelFileError(f"{path}: not a bmm-dask model (no model format attribute)")
+    try:
+        means = np.asarray(group["means"][...], dtype=np.float64)
+        weights = np.asarray(group["weights"][...], dtype=np.float64)
+    except Exception as err:
+        raise ModelFileError(
+            f"{path}: cannot read the model's arrays (truncated or corrupt?): {err}"
+        ) from err
+    if means.ndim != 2 or weights.shape != (means.shape[0],):
+        raise ModelFileError(
+            f"{path}: means {means.shape} and weights {weights.shape} do not fit together"
+        )
+    if not (
+        np.all((means > 0) & (means < 1)) and np.all(weights >= 0) and np.isclose(weights.sum(), 1)
+    ):
+        raise ModelFileError(f"{path}: means must lie in (0, 1) and weights sum to 1")
+    return means, weights, attrs

@@ -1,0 +1,493 @@
+"""The EM driver over a Dask array of packed rows: initialisation, the loop, the tree reduction, convergence."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import dask
+import dask.array as da
+import numpy as np
+import psutil
+from dask.base import tokenize
+from dask.delayed import Delayed
+from dask.highlevelgraph import HighLevelGraph
+from numpy.typing import NDArray
+
+from bmm_dask.errors import DataError, SettingsError
+from bmm_dask.kernels import (
+    combine_stats,
+    estep_stats,
+    log_parameters,
+    log_prior,
+    log_resp,
+    mstep,
+    n_packed_bytes,
+    pack_bits,
+    unpack_bits,
+)
+from bmm_dask.store import Dataset, default_chunk_rows
+
+__all__ = [
+    "EMResult",
+    "PackedData",
+    "as_packed",
+    "estep",
+    "fit_em",
+    "initialize",
+    "predict_log_resp",
+    "run_em",
+]
+
+logger = logging.getLogger(__name__)
+
+Init = Literal["random", "random_from_data", "kmeans++"]
+INITS: tuple[str, ...] = ("random", "random_from_data", "kmeans++")
+
+#: A component whose responsibilities sum to less than this (a thousandth of a row) has lost
+#: its mass and is re-seeded.
+EMPTY_MASS = 1e-3
+
+#: Statistics of at most this many blocks are added in one task of the tree reduction.
+SPLIT_EVERY = 8
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class PackedData:
+    """Rows packed 8 bits to a byte, as a Dask array chunked by rows, and their width in bits."""
+
+    bits: da.Array
+    n_features: int
+    source: str = "array"
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.bits.shape[0])
+
+
+def _check_binary_block(block: NDArray[Any]) -> NDArray[np.uint8]:
+    if block.dtype != bool and not np.isin(block, (0, 1)).all():
+        raise DataError("X must hold only 0 and 1 (or booleans); found other values")
+    return pack_bits(block)
+
+
+def as_packed(X: Any, *, chunk_rows: int | None = None) -> PackedData:
+    """Accept the inputs the estimator takes and return them as packed rows.
+
+    Parameters
+    ----------
+    X : NumPy array of 0/1 (or bool) of shape (n_samples, n_features), a Dask array of the
+        same, an opened :class:`~bmm_dask.store.Dataset`, or a :class:`PackedData`.
+    chunk_rows : int, optional
+        Rows a chunk for NumPy input; by default about 1 MiB of packed rows.
+    """
+    if isinstance(X, PackedData):
+        return X
+    if isinstance(X, Dataset):
+        return PackedData(X.bits, X.n_features, X.path)
+    if isinstance(X, da.Array):
+        if X.ndim != 2:
+            raise DataError(f"X must be 2-dimensional (n_samples, n_features); got shape {X.shape}")
+        if X.numblocks[1] != 1:
+            X = X.rechunk({1: -1})
+        n_features = int(X.shape[1])
+        bits = X.map_blocks(
+            _check_binary_block,
+            dtype=np.uint8,
+            chunks=(X.chunks[0], (n_packed_bytes(n_features),)),
+            name="bmm-pack-" + tokenize(X),
+            meta=np.empty((0, 0), dtype=np.uint8),
+        )
+        return PackedData(bits, n_features, "dask array")
+    array = np.asarray(X)
+    if array.ndim != 2:
+        raise DataError(f"X must be 2-dimensional (n_samples, n_features); got shape {array.shape}")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise DataError(f"X must have at least one sample and one feature; got shape {array.shape}")
+    packed = _check_binary_block(array)
+    rows = chunk_rows or default_chunk_rows(array.shape[1])
+    bits = da.from_array(
+        packed, chunks=(rows, packed.shape[1]), name="bmm-data-" + tokenize(packed)
+    )
+    return PackedData(bits, int(array.shape[1]), "numpy array")
+
+
+def _fits_in_memory(data: PackedData) -> bool:
+    """Whether the packed rows take at most half the memory of the cluster (or this machine)."""
+    nbytes = data.bits.nbytes
+    try:
+        from distributed import default_client
+
+        client = default_client()
+    except (ImportError, ValueError):
+        return nbytes <= 0.5 * psutil.virtual_memory().available
+    workers = client.scheduler_info(n_workers=-1)["workers"].values()
+    total = sum(w.get("memory_limit") or 0 for w in workers)
+    return total > 0 and nbytes <= 0.5 * total
+
+
+# --------------------------------------------------------------------------- one E-step
+
+
+def _estep_task(
+    packed: NDArray[np.uint8], n_features: int, params: dict[str, Any], n_worst: int, offset: int
+) -> dict[str, Any]:
+    return estep_stats(packed, n_features, params["W"], params["b"], n_worst, offset)
+
+
+def _estep_graph(
+    data: PackedData, W: NDArray[Any], b: NDArray[Any], n_worst: int, split_every: int
+) -> Delayed:
+    """One E-step as a graph: a task a chunk, then a tree of sums; the root holds the statistics."""
+    token = tokenize(data.bits.name, W, b, n_worst, split_every)
+    params = f"bmm-params-{token}"
+    layer: dict[Any, Any] = {params: {"W": W, "b": b}}
+    level = []
+    offsets = np.cumsum((0, *data.bits.chunks[0]))
+    for i, key in enumerate(k for row in data.bits.__dask_keys__() for k in row):
+        level.append((f"bmm-estep-{token}", i))
+        layer[level[-1]] = (_estep_task, key, data.n_features, params, n_worst, int(offsets[i]))
+    depth = 0
+    while len(level) > 1:
+        parents = []
+        for j in range(0, len(level), split_every):
+            parents.append((f"bmm-combine-{token}", depth, j // split_every))
+            layer[parents[-1]] = (combine_stats, level[j : j + split_every])
+        level, depth = parents, depth + 1
+    root = f"bmm-stats-{token}"
+    layer[root] = (combine_stats, level)
+    graph = HighLevelGraph.from_collections(root, layer, dependencies=[data.bits])
+    return Delayed(root, graph)
+
+
+def estep(
+    data: PackedData,
+    means: NDArray[np.float64],
+    weights: NDArray[np.float64],
+    *,
+    dtype: np.typing.DTypeLike = np.float32,
+    n_worst: int = 0,
+    split_every: int = SPLIT_EVERY,
+) -> dict[str, Any]:
+    """Run one E-step over all chunks (one ``compute``) and return the summed statistics."""
+    W, b = log_parameters(means, weights, dtype)
+    (stats,) = dask.compute(_estep_graph(data, W, b, n_worst, split_every))
+    return stats
+
+
+# --------------------------------------------------------------------------- initialisation
+
+
+def _sample_rows(data: PackedData, n: int, rng: np.random.Generator) -> NDArray[np.uint8]:
+    """``n`` rows drawn on the driver (without replacement when there are enough), in row order."""
+    replace = n > data.n_samples
+    index = np.sort(rng.choice(data.n_samples, size=n, replace=replace))
+    (rows,) = dask.compute(data.bits[np.unique(index)])
+    if replace:
+        rows = rows[np.searchsorted(np.unique(index), index)]
+    return rows
+
+
+def _soft(rows: NDArray[np.uint8], n_features: int) -> NDArray[np.float64]:
+    """Means that lean towards given rows: 0.75 where the row has a 1, 0.25 where it has a 0."""
+    return 0.25 + 0.5 * unpack_bits(rows, n_features, np.float64)
+
+
+def _kmeans_plus_plus(
+    X: NDArray[np.float64], n_components: int, rng: np.random.Generator
+) -> NDArray[np.intp]:
+    """k-means++ seeding by Hamming distance (the squared Euclidean distance of 0/1 rows)."""
+    n = len(X)
+    ones = X.sum(axis=1)
+    centres = [int(rng.integers(n))]
+    closest = ones + ones[centres[0]] - 2 * (X @ X[centres[0]])
+    for _ in range(1, n_components):
+        total = closest.sum()
+        if total <= 0:  # every row equals a centre already: pick any
+            centres.append(int(rng.integers(n)))
+            continue
+        pick = int(np.searchsorted(np.cumsum(closest), rng.random() * total, side="right"))
+        pick = min(pick, n - 1)
+        centres.append(pick)
+        np.minimum(closest, ones + ones[pick] - 2 * (X @ X[pick]), out=closest)
+    return np.asarray(centres)
+
+
+def initialize(
+    data: PackedData,
+    n_components: int,
+    init: str,
+    rng: np.random.Generator,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Starting means (n_components, n_features) and weights (n_components,), drawn on the driver.
+
+    ``random``: means uniform in [0.25, 0.75]. ``random_from_data``: n_components rows, softened
+    to 0.25 / 0.75. ``kmeans++``: k-means++ seeding by Hamming distance on a sample of rows, then
+    each component starts at the (Laplace-smoothed) mean of the sample rows nearest to it.
+    """
+    D = data.n_features
+    if init == "random":
+        return rng.uniform(0.25, 0.75, size=(n_components, D)), np.full(
+            n_components, 1 / n_components
+        )
+    if init == "random_from_data":
+        rows = _sample_rows(data, n_components, rng)
+        return _soft(rows, D), np.full(n_components, 1 / n_components)
+    if init == "kmeans++":
+        n_sample = min(data.n_samples, max(20 * n_components, 2000))
+        X = unpack_bits(_sample_rows(data, n_sample, rng), D, np.float64)
+        centres = X[_kmeans_plus_plus(X, n_components, rng)]
+        ones = X.sum(axis=1)
+        distance = ones[:, None] + centres.sum(axis=1)[None, :] - 2 * (X @ centres.T)
+        nearest = np.argmin(distance, axis=1)
+        counts = np.bincount(nearest, minlength=n_components).astype(np.float64)
+        sums = np.zeros((n_components, D))
+        np.add.at(sums, nearest, X)
+        means = (sums + 1) / (counts[:, None] + 2)
+        weights = (counts + 1) / (counts.sum() + n_components)
+        return means, weights
+    raise SettingsError(f"init must be one of {', '.join(INITS)}; got {init!r}")
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+@dataclass
+class EMResult:
+    """The outcome of one EM run from one start."""
+
+    means: NDArray[np.float64]
+    weights: NDArray[np.float64]
+    converged: bool
+    n_iter: int
+    lower_bound: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+@contextmanager
+def single_threaded_blas() -> Iterator[None]:
+    """One BLAS thread while Dask's threads run the E-steps, so they do not fight over the cores.
+
+    (Dask's worker processes set this themselves through OPENBLAS_NUM_THREADS and friends.)
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+def _reseed(
+    means: NDArray[np.float64],
+    weights: NDArray[np.float64],
+    resp_sum: NDArray[np.float64],
+    worst: tuple[NDArray[np.float64], NDArray[np.intp], NDArray[np.uint8]],
+    n_features: int,
+    n_samples: int,
+) -> int:
+    """Move components that lost their mass onto the worst-explained rows; return how many."""
+    empty = np.flatnonzero(resp_sum < EMPTY_MASS)
+    if len(empty) == 0:
+        return 0
+    rows = worst[2]
+    for i, k in enumerate(empty):
+        if len(rows):
+            means[k] = _soft(rows[i % len(rows)][None, :], n_features)[0]
+        weights[k] = 1.0 / n_samples
+    weights /= weights.sum()
+    return len(empty)
+
+
+def run_em(
+    data: PackedData,
+    means: NDArray[np.float64],
+    weights: NDArray[np.float64],
+    *,
+    alpha: float,
+    max_iter: int,
+    tol: float,
+    mean_tol: float | None = None,
+    dtype: np.typing.DTypeLike = np.float32,
+    split_every: int = SPLIT_EVERY,
+    callback: Callable[[dict[str, Any]], None] | None = None,
+) -> EMResult:
+    """EM from the given start: one graph and one ``compute`` an iteration.
+
+    Stops when the objective (mean log-likelihood per sample, plus the log of the smoothing
+    prior) changes by less than ``tol``, or the means move less than ``mean_tol`` (L2), or after
+    ``max_iter`` iterations. ``tol = 0`` runs exactly ``max_iter`` iterations.
+    """
+    means = np.array(means, dtype=np.float64)
+    weights = np.array(weights, dtype=np.float64)
+    n_components = len(weights)
+    history: list[dict[str, Any]] = []
+    objective = previous = -math.inf
+    converged = False
+    for iteration in range(1, max_iter + 1):
+        start = time.perf_counter()
+        stats = estep(
+            data, means, weights, dtype=dtype, n_worst=n_components, split_every=split_every
+        )
+        objective = (stats["loglik"] + log_prior(means, alpha)) / stats["n_samples"]
+        change = objective - previous
+        new_means, new_weights = mstep(
+            stats["resp_sum"], stats["resp_x"], stats["n_samples"], alpha
+        )
+        reseeded = _reseed(
+            new_means,
+            new_weights,
+            stats["resp_sum"],
+            stats["worst"],
+            data.n_features,
+            stats["n_samples"],
+        )
+        shift = float(np.linalg.norm(new_means - means))
+        means, weights, previous = new_means, new_weights, objective
+        seconds = time.perf_counter() - start
+        record = {
+            "iteration": iteration,
+            "objective": objective,
+            "change": change,
+            "mean_shift": shift,
+            "seconds": seconds,
+            "reseeded": reseeded,
+        }
+        history.append(record)
+        logger.info(
+            "iteration %d  objective %.6f  change %.3e  mean shift %.3e  %.3f s%s",
+            iteration,
+            objective,
+            change,
+            shift,
+            seconds,
+            f"  re-seeded {reseeded}" if reseeded else "",
+        )
+        if callback is not None:
+            callback(record)
+        if not math.isfinite(objective):
+            raise DataError(
+                f"the objective became {objective}; the data or settings give no finite likelihood"
+            )
+        if reseeded == 0 and (abs(change) < tol or (mean_tol is not None and shift < mean_tol)):
+            converged = True
+            break
+    return EMResult(means, weights, converged, len(history), objective, history)
+
+
+def fit_em(
+    data: PackedData,
+    *,
+    n_components: int,
+    rng: np.random.Generator,
+    n_init: int = 1,
+    init: str = "kmeans++",
+    means_init: NDArray[np.float64] | None = None,
+    weights_init: NDArray[np.float64] | None = None,
+    alpha: float = 1.0,
+    max_iter: int = 100,
+    tol: float = 1e-4,
+    mean_tol: float | None = None,
+    dtype: np.typing.DTypeLike = np.float32,
+    persist: bool | None = None,
+    callback: Callable[[dict[str, Any]], None] | None = None,
+) -> EMResult:
+    """Run EM ``n_init`` times (once when starting values are given) and keep the best run.
+
+    The data is persisted in the cluster's memory when it takes at most half of it (``persist``
+    forces the choice either way); otherwise every iteration streams it from its store.
+    """
+    if persist is None:
+        persist = _fits_in_memory(data)
+    if persist:
+        (bits,) = dask.persist(data.bits)
+        data = PackedData(bits, data.n_features, data.source)
+        logger.info("data persisted in memory (%.1f MB packed)", data.bits.nbytes / 1e6)
+    else:
+        logger.info(
+            "data streamed from its store each iteration (%.1f MB packed)", data.bits.nbytes / 1e6
+        )
+    best: EMResult | None = None
+    runs = 1 if means_init is not None else n_init
+    with single_threaded_blas():
+        for run in range(runs):
+            if means_init is not None:
+                means = np.asarray(means_init, dtype=np.float64)
+                weights = (
+                    np.full(n_components, 1 / n_components)
+                    if weights_init is None
+                    else np.asarray(weights_init, dtype=np.float64)
+                )
+            else:
+                means, weights = initialize(data, n_components, init, rng)
+                if weights_init is not None:
+                    weights = np.asarray(weights_init, dtype=np.float64)
+            if runs > 1:
+                logger.info("start %d of %d", run + 1, runs)
+            result = run_em(
+                data,
+                means,
+                weights,
+                alpha=alpha,
+                max_iter=max_iter,
+                tol=tol,
+                mean_tol=mean_tol,
+                dtype=dtype,
+                callback=callback,
+            )
+            if best is None or result.lower_bound > best.lower_bound:
+                best = result
+    assert best is not None
+    return best
+
+
+# --------------------------------------------------------------------------- prediction
+
+
+def _log_resp_block(
+    packed: NDArray[np.uint8], n_features: int, params: dict[str, Any], what: str
+) -> NDArray[Any]:
+    loglik, log_resp_ = log_resp(packed, n_features, params["W"], params["b"])
+    if what == "score":
+        return loglik
+    if what == "proba":
+        return np.exp(log_resp_)
+    return np.argmax(log_resp_, axis=1)
+
+
+def predict_log_resp(
+    data: PackedData,
+    means: NDArray[np.float64],
+    weights: NDArray[np.float64],
+    what: Literal["score", "proba", "label"],
+    dtype: np.typing.DTypeLike = np.float64,
+) -> da.Array:
+    """Lazy per-row results: log-likelihoods, responsibilities or most likely components."""
+    W, b = log_parameters(means, weights, dtype)
+    params = dask.delayed({"W": W, "b": b}, pure=True)
+    n_components = len(weights)
+    row_chunks = data.bits.chunks[0]
+    if what == "proba":
+        chunks: tuple[Any, ...] = (row_chunks, (n_components,))
+        dtype_out: Any = np.float64
+        drop: Any = None
+    else:
+        chunks, dtype_out, drop = (row_chunks,), (np.float64 if what == "score" else np.intp), 1
+    return da.map_blocks(
+        _log_resp_block,
+        data.bits,
+        data.n_features,
+        params,
+        what,
+        chunks=chunks,
+        drop_axis=drop,
+        dtype=dtype_out,
+        name=f"bmm-{what}-" + tokenize(data.bits.name, W, b, what),
+        meta=np.empty((0,) * len(chunks), dtype=dtype_out),
+    )

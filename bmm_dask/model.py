@@ -1,0 +1,415 @@
+"""``BernoulliMixture``: the scikit-learn style face of the EM driver."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+from datetime import UTC, datetime
+from numbers import Integral, Real
+from pathlib import Path
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+from numpy.typing import NDArray
+from sklearn.base import BaseEstimator, ClusterMixin
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
+
+from bmm_dask.em import INITS, PackedData, as_packed, fit_em, predict_log_resp
+from bmm_dask.errors import SettingsError
+from bmm_dask.store import read_model, write_model
+
+__all__ = ["BernoulliMixture"]
+
+logger = logging.getLogger(__name__)
+
+_SAVED_SETTINGS = (
+    "n_components",
+    "max_iter",
+    "tol",
+    "mean_tol",
+    "n_init",
+    "init",
+    "alpha",
+    "random_state",
+    "dtype",
+)
+
+
+class BernoulliMixture(ClusterMixin, BaseEstimator):
+    """A mixture of multivariate Bernoulli distributions, fitted by EM over Dask chunks.
+
+    ``log p(x) = logsumexp_k [log pi_k + sum_d x_d log mu_kd + (1 - x_d) log(1 - mu_kd)]``
+
+    Parameters
+    ----------
+    n_components : int, default 1
+        The number of components K.
+    max_iter : int, default 100
+        EM iterations per start at most.
+    tol : float, default 1e-4
+        Stop when the objective (mean log-likelihood per sample plus the smoothing prior's log)
+        changes by less than this. 0 runs exactly ``max_iter`` iterations.
+    mean_tol : float, optional
+        Also stop when the means move less than this (L2 distance between successive means, the
+        original notebook's test).
+    n_init : int, default 1
+        Starts to run; the one with the highest objective is kept.
+    init : {"kmeans++", "random", "random_from_data"}, default "kmeans++"
+        How to start: k-means++ by Hamming distance on a sample of rows, uniform random means, or
+        randomly chosen rows (softened to 0.25 / 0.75).
+    means_init : array of shape (n_components, n_features), optional
+        Starting means in (0, 1); then ``init`` and ``n_init`` are not used.
+    weights_init : array of shape (n_components,), optional
+        Starting weights (positive, summing to 1); uniform when not given.
+    alpha : float, default 1.0
+        Additive (Lidstone) smoothing of the means, as in BernoulliNB:
+        ``mu = (S + alpha) / (N_k + 2 alpha)``. 0 is maximum likelihood, with means clipped to
+        [1e-10, 1 - 1e-10].
+    random_state : int, numpy Generator or None
+        Seeds every random draw, all made on the driver: the same seed gives the same model on
+        any cluster.
+    dtype : {"float32", "float64"}, default "float32"
+        Arithmetic of the E-step: float32 for speed, float64 for exactness. Statistics are
+        always summed in float64.
+    warm_start : bool, default False
+        Start from the fitted means and weights of a previous ``fit``.
+    verbose : int, default 0
+        1 shows a progress bar of the iterations on stderr; 2 a line per iteration.
+
+    Attributes
+    ----------
+    means_ : array of shape (n_components, n_features)
+    weights_ : array of shape (n_components,)
+    converged_ : bool
+    n_iter_ : int
+        Iterations of the best start.
+    lower_bound_ : float
+        The objective of the best start at its last iteration.
+    history_ : list of dict
+        Per iteration of the best start: objective, change, mean_shift, seconds, reseeded.
+    n_features_in_ : int
+    """
+
+    def __init__(
+        self,
+        n_components: int = 1,
+        *,
+        max_iter: int = 100,
+        tol: float = 1e-4,
+        mean_tol: float | None = None,
+        n_init: int = 1,
+        init: str = "kmeans++",
+        means_init: NDArray[np.float64] | None = None,
+        weights_init: NDArray[np.float64] | None = None,
+        alpha: float = 1.0,
+        random_state: int | np.random.Generator | None = None,
+        dtype: str = "float32",
+        warm_start: bool = False,
+        verbose: int = 0,
+    ) -> None:
+        self.n_components = n_components
+        self.max_iter = max_iter
+        self.tol = tol
+        self.mean_tol = mean_tol
+        self.n_init = n_init
+        self.init = init
+        self.means_init = means_init
+        self.weights_init = weights_init
+        self.alpha = alpha
+        self.random_state = random_state
+        self.dtype = dtype
+        self.warm_start = warm_start
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ checks
+
+    def _check_settings(self, n_features: int) -> None:
+        def whole(name: str, value: Any, least: int) -> None:
+            if isinstance(value, bool) or not isinstance(value, Integral) or value < least:
+                raise SettingsError(
+                    f"{name} must be a whole number of at least {least}; got {value!r}"
+                )
+
+        def number(name: str, value: Any) -> None:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, Real)
+                or not np.isfinite(value)
+                or value < 0
+            ):
+                raise SettingsError(f"{name} must be a number of at least 0; got {value!r}")
+
+        whole("n_components", self.n_components, 1)
+        whole("max_iter", self.max_iter, 1)
+        whole("n_init", self.n_init, 1)
+        number("tol", self.tol)
+        number("alpha", self.alpha)
+        if self.mean_tol is not None:
+            number("mean_tol", self.mean_tol)
+        if self.init not in INITS:
+            raise SettingsError(f"init must be one of {', '.join(INITS)}; got {self.init!r}")
+        if str(self.dtype) not in ("float32", "float64"):
+            raise SettingsError(f"dtype must be 'float32' or 'float64'; got {self.dtype!r}")
+        K = self.n_components
+        if self.means_init is not None:
+            means = np.asarray(self.means_init, dtype=np.float64)
+            if means.shape != (K, n_features):
+                raise SettingsError(
+                    f"means_init must have shape ({K}, {n_features}); got {means.shape}"
+                )
+            if not np.all((means > 0) & (means < 1)):
+                raise SettingsError("means_init must lie strictly between 0 and 1")
+        if self.weights_init is not None:
+            weights = np.asarray(self.weights_init, dtype=np.float64)
+            if weights.shape != (K,) or np.any(weights <= 0) or not np.isclose(weights.sum(), 1):
+                raise SettingsError(f"weights_init must be {K} positive numbers summing to 1")
+
+    def _rng(self) -> np.random.Generator:
+        if isinstance(self.random_state, np.random.Generator):
+            return self.random_state
+        return np.random.default_rng(self.random_state)
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "means_"):
+            raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit first")
+
+    def _data(self, X: Any) -> tuple[PackedData, bool]:
+        """Packed rows, and whether results should be computed (NumPy in, NumPy out)."""
+        lazy = isinstance(X, da.Array) or hasattr(X, "bits")
+        data = as_packed(X)
+        if hasattr(self, "n_features_in_") and data.n_features != self.n_features_in_:
+            from bmm_dask.errors import DataError
+
+            raise DataError(
+                f"{data.source}: has {data.n_features} features but the model was fitted on "
+                f"{self.n_features_in_}"
+            )
+        return data, not lazy
+
+    # ------------------------------------------------------------------ fitting
+
+    def fit(self, X: Any, y: Any = None) -> BernoulliMixture:
+        """Fit the mixture by EM.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) of 0/1, a Dask array of the same, or an
+            opened dataset (``bmm_dask.open_dataset``)
+        y : ignored
+
+        Returns
+        -------
+        self
+        """
+        data = as_packed(X)
+        self._check_settings(data.n_features)
+        if self.n_components > data.n_samples:
+            raise SettingsError(
+                f"n_components ({self.n_components}) is larger than the number of samples "
+                f"({data.n_samples}) in {data.source}"
+            )
+        means_init, weights_init = self.means_init, self.weights_init
+        if self.warm_start and hasattr(self, "means_"):
+            means_init, weights_init = self.means_, self.weights_
+        with _progress(self.verbose, self.max_iter) as callback:
+            result = fit_em(
+                data,
+                n_components=self.n_components,
+                rng=self._rng(),
+                n_init=self.n_init,
+                init=self.init,
+                means_init=means_init,
+                weights_init=weights_init,
+                alpha=float(self.alpha),
+                max_iter=self.max_iter,
+                tol=float(self.tol),
+                mean_tol=self.mean_tol,
+                dtype=np.dtype(self.dtype),
+                callback=callback,
+            )
+        self.means_ = result.means
+        self.weights_ = result.weights
+        self.converged_ = result.converged
+        self.n_iter_ = result.n_iter
+        self.lower_bound_ = result.lower_bound
+        self.history_ = result.history
+        self.n_features_in_ = data.n_features
+        if not result.converged:
+            last = result.history[-1]["change"] if result.history else float("nan")
+            warnings.warn(
+                f"EM did not converge in {self.max_iter} iterations (the last change of the "
+                f"objective was {last:.2e}, tol is {self.tol}); try a larger max_iter, a larger "
+                "tol, or more smoothing (alpha)",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
+        return self
+
+    def fit_predict(self, X: Any, y: Any = None) -> Any:
+        """Fit, then return the most likely component of each row (as ``fit(X).predict(X)``)."""
+        return self.fit(X).predict(X)
+
+    # ------------------------------------------------------------------ using the model
+
+    def _per_row(self, X: Any, what: str) -> Any:
+        self._check_fitted()
+        data, eager = self._data(X)
+        result = predict_log_resp(data, self.means_, self.weights_, what, np.dtype(self.dtype))  # type: ignore[arg-type]
+        if eager:
+            (result,) = dask.compute(result)
+        return result
+
+    def predict(self, X: Any) -> Any:
+        """The most likely component of each row: array of shape (n_samples,)."""
+        return self._per_row(X, "label")
+
+    def predict_proba(self, X: Any) -> Any:
+        """Responsibilities: array of shape (n_samples, n_components), rows summing to 1."""
+        return self._per_row(X, "proba")
+
+    def score_samples(self, X: Any) -> Any:
+        """Log-likelihood of each row in nats: array of shape (n_samples,)."""
+        return self._per_row(X, "score")
+
+    def score(self, X: Any, y: Any = None) -> float:
+        """Mean log-likelihood per row, in nats."""
+        self._check_fitted()
+        data, _ = self._data(X)
+        scores = predict_log_resp(data, self.means_, self.weights_, "score", np.dtype(self.dtype))
+        (total,) = dask.compute(scores.sum())
+        return float(total) / data.n_samples
+
+    def _n_parameters(self) -> int:
+        K, D = self.means_.shape
+        return K * D + K - 1
+
+    def bic(self, X: Any) -> float:
+        """Bayesian information criterion: ``-2 log L + p log N``; lower is better."""
+        n = as_packed(X).n_samples
+        return -2 * self.score(X) * n + self._n_parameters() * np.log(n)
+
+    def aic(self, X: Any) -> float:
+        """Akaike information criterion: ``-2 log L + 2 p``; lower is better."""
+        return -2 * self.score(X) * as_packed(X).n_samples + 2 * self._n_parameters()
+
+    def sample(self, n_samples: int = 1) -> tuple[NDArray[np.uint8], NDArray[np.intp]]:
+        """Draw rows from the fitted mixture.
+
+        Returns
+        -------
+        X : uint8 array of shape (n_samples, n_features), 0/1
+        y : array of shape (n_samples,), the component of each row
+        """
+        self._check_fitted()
+        if isinstance(n_samples, bool) or not isinstance(n_samples, Integral) or n_samples < 1:
+            raise SettingsError(
+                f"n_samples must be a whole number of at least 1; got {n_samples!r}"
+            )
+        rng = self._rng()
+        y = rng.choice(len(self.weights_), size=n_samples, p=self.weights_ / self.weights_.sum())
+        X = (rng.random((n_samples, self.means_.shape[1])) < self.means_[y]).astype(np.uint8)
+        return X, y
+
+    # ------------------------------------------------------------------ files
+
+    def save(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        overwrite: bool = False,
+        attrs: dict[str, Any] | None = None,
+    ) -> Path:
+        """Write the fitted model as a Zarr group (``means``, ``weights`` and attributes), atomically."""
+        from bmm_dask import __version__
+
+        self._check_fitted()
+        settings = {name: getattr(self, name) for name in _SAVED_SETTINGS}
+        if not isinstance(settings["random_state"], int | type(None)):
+            settings["random_state"] = None
+        settings["dtype"] = str(settings["dtype"])
+        meta = {
+            "settings": settings,
+            "n_iter": int(self.n_iter_),
+            "converged": bool(self.converged_),
+            "lower_bound": float(self.lower_bound_),
+            "history": _jsonable(self.history_),
+            "n_features": int(self.n_features_in_),
+            "bmm_dask_version": __version__,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            **(attrs or {}),
+        }
+        return write_model(path, self.means_, self.weights_, meta, overwrite=overwrite)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> BernoulliMixture:
+        """Read a model written by :meth:`save` (or ``bmm-dask fit``)."""
+        means, weights, attrs = read_model(path)
+        settings = {k: v for k, v in attrs.get("settings", {}).items() if k in _SAVED_SETTINGS}
+        model = cls(**settings)
+        model.means_, model.weights_ = means, weights
+        model.converged_ = bool(attrs.get("converged", False))
+        model.n_iter_ = int(attrs.get("n_iter", 0))
+        model.lower_bound_ = float(attrs.get("lower_bound", np.nan))
+        model.history_ = list(attrs.get("history", []))
+        model.n_features_in_ = means.shape[1]
+        model.attrs_ = attrs
+        return model
+
+
+def _jsonable(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """History with plain floats, and infinities (the first change) as None, for JSON."""
+    out = []
+    for record in history:
+        out.append(
+            {
+                k: (None if isinstance(v, float) and not np.isfinite(v) else v)
+                for k, v in record.items()
+            }
+        )
+    return out
+
+
+class _progress:
+    """A progress bar (verbose 1) or a line an iteration (verbose 2) on stderr; nothing at 0."""
+
+    def __init__(self, verbose: int, max_iter: int) -> None:
+        self.verbose, self.max_iter = verbose, max_iter
+        self.bar: Any = None
+        self.handler: logging.Handler | None = None
+
+    def __enter__(self) -> Any:
+        if self.verbose >= 2:
+            self.handler = logging.StreamHandler(sys.stderr)
+            em_logger = logging.getLogger("bmm_dask.em")
+            em_logger.addHandler(self.handler)
+            self.level = em_logger.level
+            em_logger.setLevel(logging.INFO)
+            return None
+        if self.verbose >= 1:
+            return self._update
+        return None
+
+    def _update(self, record: dict[str, Any]) -> None:
+        import click
+
+        if self.bar is None or record["iteration"] == 1:
+            if self.bar is not None:
+                self.bar.__exit__(None, None, None)
+            self.bar = click.progressbar(
+                length=self.max_iter, label="EM", file=sys.stderr, show_pos=True
+            )
+            self.bar.__enter__()
+        self.bar.update(1)
+        self.bar.label = f"EM objective {record['objective']:.4f}"
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+        if self.handler is not None:
+            em_logger = logging.getLogger("bmm_dask.em")
+            em_logger.removeHandler(self.handler)
+            em_logger.setLevel(self.level)
