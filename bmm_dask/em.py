@@ -74,8 +74,10 @@ class PackedData:
 
 
 def _check_binary_block(block: NDArray[Any]) -> NDArray[np.uint8]:
-    if block.dtype != bool and not np.isin(block, (0, 1)).all():
-        raise DataError("X must hold only 0 and 1 (or booleans); found other values")
+    if block.dtype != bool:
+        if not np.isin(block, (0, 1)).all():
+            raise DataError("X must hold only 0 and 1 (or booleans); found other values")
+        block = block != 0
     return pack_bits(block)
 
 

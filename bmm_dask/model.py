@@ -238,7 +238,7 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
         self.lower_bound_ = result.lower_bound
         self.history_ = result.history
         self.n_features_in_ = data.n_features
-        if not result.converged:
+        if not result.converged and (self.tol > 0 or self.mean_tol is not None):
             last = result.history[-1]["change"] if result.history else float("nan")
             warnings.warn(
                 f"EM did not converge in {self.max_iter} iterations (the last change of the "

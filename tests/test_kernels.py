@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -23,3 +25,106 @@ def test_first_feature_is_the_highest_bit() -> None:
     X = np.zeros((1, 10), dtype=bool)
     X[0, 0] = X[0, 9] = True
     assert pack_bits(X).tolist() == [[0b10000000, 0b01000000]]
+
+
+# --------------------------------------------------------------------------- EM kernels
+
+from bmm_dask.kernels import (  # noqa: E402
+    combine_stats,
+    estep_stats,
+    log_parameters,
+    log_resp,
+    mstep,
+)
+
+
+def brute_force_estep(X: np.ndarray, means: np.ndarray, weights: np.ndarray):
+    """The notebook's formula, pixel by pixel, in plain Python."""
+    n, d = X.shape
+    k_count = len(weights)
+    resp = np.zeros((n, k_count))
+    loglik = np.zeros(n)
+    for i in range(n):
+        logp = []
+        for k in range(k_count):
+            total = math.log(weights[k])
+            for j in range(d):
+                p = means[k, j]
+                total += math.log(p) if X[i, j] else math.log(1 - p)
+            logp.append(total)
+        top = max(logp)
+        loglik[i] = top + math.log(sum(math.exp(v - top) for v in logp))
+        resp[i] = [math.exp(v - loglik[i]) for v in logp]
+    return resp, loglik
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_estep_equals_the_per_pixel_loop(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n, d, k = rng.integers(1, 40), rng.integers(1, 30), rng.integers(1, 6)
+    X = (rng.random((n, d)) < rng.random(d)).astype(np.uint8)
+    means = rng.uniform(0.02, 0.98, size=(k, d))
+    weights = rng.dirichlet(np.ones(k))
+    resp, loglik = brute_force_estep(X, means, weights)
+
+    W, b = log_parameters(means, weights, np.float64)
+    stats = estep_stats(pack_bits(X), d, W, b, n_worst=3, offset=100)
+    np.testing.assert_allclose(stats["resp_sum"], resp.sum(axis=0), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(stats["resp_x"], resp.T @ X, rtol=1e-12, atol=1e-12)
+    assert stats["loglik"] == pytest.approx(loglik.sum(), rel=1e-12)
+    assert stats["n_samples"] == n
+    worst_ll, worst_index, worst_rows = stats["worst"]
+    np.testing.assert_allclose(worst_ll, np.sort(loglik)[:3], rtol=1e-12)
+    np.testing.assert_allclose(loglik[worst_index - 100], worst_ll, rtol=1e-12)
+    np.testing.assert_array_equal(worst_rows, pack_bits(X)[worst_index - 100])
+
+    row_ll, log_r = log_resp(pack_bits(X), d, W, b)
+    np.testing.assert_allclose(row_ll, loglik, rtol=1e-12)
+    np.testing.assert_allclose(np.exp(log_r), resp, rtol=1e-10, atol=1e-12)
+
+    W32, b32 = log_parameters(means, weights, np.float32)
+    stats32 = estep_stats(pack_bits(X), d, W32, b32)
+    np.testing.assert_allclose(stats32["resp_x"], resp.T @ X, rtol=1e-4, atol=1e-4)
+    assert stats32["loglik"] == pytest.approx(loglik.sum(), rel=1e-5)
+
+
+def test_statistics_add_up_over_blocks_in_any_split() -> None:
+    rng = np.random.default_rng(0)
+    X = rng.random((1000, 37)) < 0.3
+    means, weights = rng.uniform(0.1, 0.9, (4, 37)), np.full(4, 0.25)
+    W, b = log_parameters(means, weights, np.float64)
+    whole = estep_stats(pack_bits(X), 37, W, b, n_worst=4)
+    parts = [
+        estep_stats(pack_bits(X[a:z]), 37, W, b, n_worst=4, offset=a)
+        for a, z in ((0, 1), (1, 333), (333, 1000))
+    ]
+    combined = combine_stats(parts)
+    np.testing.assert_allclose(combined["resp_x"], whole["resp_x"], rtol=1e-12)
+    np.testing.assert_allclose(combined["resp_sum"], whole["resp_sum"], rtol=1e-12)
+    assert combined["loglik"] == pytest.approx(whole["loglik"], rel=1e-12)
+    assert combined["n_samples"] == 1000
+    for got, want in zip(combined["worst"], whole["worst"], strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_mstep_smoothing_and_clip() -> None:
+    resp_sum = np.array([4.0, 0.0])
+    resp_x = np.array([[0.0, 4.0, 2.0], [0.0, 0.0, 0.0]])
+    means, weights = mstep(resp_sum, resp_x, 4, alpha=1.0)
+    np.testing.assert_allclose(means[0], [1 / 6, 5 / 6, 0.5])
+    np.testing.assert_allclose(weights, [1.0, 0.0])
+    means, _ = mstep(resp_sum, resp_x, 4, alpha=0.0)
+    assert means.min() > 0 and means.max() < 1  # clipped, never 0 or 1
+    np.testing.assert_allclose(means[0], [1e-10, 1 - 1e-10, 0.5])
+    assert np.all(np.isfinite(log_parameters(means, np.array([0.5, 0.5]))[0]))
+
+
+def test_extreme_means_give_no_subnormal_slowdown_or_nan() -> None:
+    X = np.zeros((300, 16), dtype=bool)
+    X[::2] = True
+    means = np.array([[1e-10] * 16, [1 - 1e-10] * 16])
+    for dtype in (np.float32, np.float64):
+        W, b = log_parameters(means, np.array([0.5, 0.5]), dtype)
+        stats = estep_stats(pack_bits(X), 16, W, b)
+        assert np.isfinite(stats["loglik"])
+        np.testing.assert_allclose(stats["resp_sum"], [150, 150], rtol=1e-6)

@@ -1,0 +1,172 @@
+"""The EM driver: equal to an in-memory NumPy EM, and the same model whatever the chunks or scheduler."""
+
+from __future__ import annotations
+
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+from distributed import Client, LocalCluster
+from scipy.optimize import linear_sum_assignment
+from scipy.special import logsumexp
+
+from bmm_dask import BernoulliMixture, open_dataset
+from bmm_dask.datasets import synth
+from bmm_dask.em import _estep_graph, as_packed
+from bmm_dask.kernels import log_parameters
+
+
+def numpy_em(X: np.ndarray, means: np.ndarray, weights: np.ndarray, alpha: float, n_iter: int):
+    """EM as a user writes it with NumPy, in float64 and in memory."""
+    X = X.astype(np.float64)
+    for _ in range(n_iter):
+        L = X @ np.log(means).T + (1 - X) @ np.log1p(-means).T + np.log(weights)
+        loglik = logsumexp(L, axis=1)
+        resp = np.exp(L - loglik[:, None])
+        n_k = resp.sum(axis=0)
+        means = (resp.T @ X + alpha) / (n_k[:, None] + 2 * alpha)
+        weights = n_k / len(X)
+    return means, weights
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(42)
+    true = rng.uniform(0.05, 0.95, size=(4, 45))
+    z = rng.integers(0, 4, size=3000)
+    X = (rng.random((3000, 45)) < true[z]).astype(np.uint8)
+    means_init = rng.uniform(0.3, 0.7, size=(4, 45))
+    weights_init = np.array([0.1, 0.2, 0.3, 0.4])
+    return X, means_init, weights_init
+
+
+def fit(X, means_init, weights_init, **kwargs) -> BernoulliMixture:
+    settings = {"max_iter": 20, "tol": 0, "alpha": 0.5, "dtype": "float64", **kwargs}
+    return BernoulliMixture(4, means_init=means_init, weights_init=weights_init, **settings).fit(X)
+
+
+def test_twenty_iterations_equal_numpy_em(data) -> None:
+    X, means_init, weights_init = data
+    want_means, want_weights = numpy_em(X, means_init, weights_init, 0.5, 20)
+    model = fit(X, means_init, weights_init)
+    assert model.n_iter_ == 20
+    np.testing.assert_allclose(model.means_, want_means, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(model.weights_, want_weights, rtol=0, atol=1e-9)
+    # float32 arithmetic (the default) lands close by
+    model32 = fit(X, means_init, weights_init, dtype="float32")
+    np.testing.assert_allclose(model32.means_, want_means, atol=1e-4)
+
+
+@pytest.mark.parametrize("chunks", [3000, 1000, 777, 64])
+def test_same_model_whatever_the_chunking(data, chunks: int) -> None:
+    X, means_init, weights_init = data
+    reference = fit(X, means_init, weights_init)
+    model = fit(da.from_array(X, chunks=(chunks, 45)), means_init, weights_init)
+    np.testing.assert_allclose(model.means_, reference.means_, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(model.weights_, reference.weights_, rtol=0, atol=1e-9)
+
+
+def test_same_model_bit_for_bit_on_any_scheduler(data, tmp_path: Path) -> None:
+    X, _, _ = data
+    np.save(tmp_path / "x.npy", X)
+    from bmm_dask.datasets import Binarization, ingest
+
+    store = open_dataset(
+        ingest(
+            tmp_path / "x.npy",
+            tmp_path / "x.zarr",
+            chunk_rows=500,
+            binarization=Binarization("none"),
+        )
+    )
+
+    def run() -> BernoulliMixture:
+        model = BernoulliMixture(
+            4, max_iter=15, tol=0, dtype="float64", init="kmeans++", random_state=7
+        )
+        return model.fit(store)
+
+    reference = run()
+    results = {}
+    for scheduler in ("synchronous", "threads"):
+        with dask.config.set(scheduler=scheduler):
+            results[scheduler] = run()
+    # dask's process scheduler starts a pool a compute unless given one
+    with ProcessPoolExecutor(2) as pool, dask.config.set(scheduler="processes", pool=pool):
+        results["processes"] = run()
+    for n_workers in (1, 3):
+        with (
+            LocalCluster(
+                n_workers=n_workers,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address=None,
+            ) as cluster,
+            Client(cluster),
+        ):
+            results[f"distributed, {n_workers} workers"] = run()
+    for name, model in results.items():
+        assert np.array_equal(model.means_, reference.means_), name
+        assert np.array_equal(model.weights_, reference.weights_), name
+        assert model.lower_bound_ == reference.lower_bound_, name
+
+
+def test_random_state_fixes_everything(data) -> None:
+    X, _, _ = data
+    for init in ("random", "random_from_data", "kmeans++"):
+        a = BernoulliMixture(4, init=init, random_state=3, max_iter=5, tol=0, n_init=2).fit(X)
+        b = BernoulliMixture(4, init=init, random_state=3, max_iter=5, tol=0, n_init=2).fit(X)
+        c = BernoulliMixture(4, init=init, random_state=4, max_iter=5, tol=0, n_init=2).fit(X)
+        assert np.array_equal(a.means_, b.means_), init
+        assert not np.array_equal(a.means_, c.means_), init
+
+
+def test_streaming_from_zarr_equals_persisting(tmp_path: Path) -> None:
+    from bmm_dask.em import fit_em
+
+    out = synth(
+        tmp_path / "s.zarr", n_samples=4000, n_features=20, n_components=3, seed=1, chunk_rows=700
+    )
+    data = as_packed(open_dataset(out))
+    runs = [
+        fit_em(
+            data,
+            n_components=3,
+            rng=np.random.default_rng(0),
+            max_iter=10,
+            tol=0,
+            dtype=np.float64,
+            persist=p,
+        )
+        for p in (True, False)
+    ]
+    np.testing.assert_array_equal(runs[0].means, runs[1].means)
+
+
+def test_one_graph_an_iteration_with_bmm_task_names(data) -> None:
+    X, means_init, weights_init = data
+    packed = as_packed(da.from_array(X, chunks=(100, 45)))
+    W, b = log_parameters(means_init, weights_init)
+    graph = dict(_estep_graph(packed, W, b, 4, 8).__dask_graph__())
+    names = {k[0] if isinstance(k, tuple) else k for k in graph}
+    ours = {name.rsplit("-", 1)[0] for name in names if name.startswith("bmm-")}
+    assert {"bmm-params", "bmm-estep", "bmm-combine", "bmm-stats", "bmm-pack"} <= ours
+    assert sum(1 for k in graph if isinstance(k, tuple) and k[0].startswith("bmm-estep")) == 30
+    assert all(name.startswith(("bmm-", "array-")) for name in names)  # array-: the NumPy input
+
+
+def test_recovers_a_known_mixture(tmp_path: Path) -> None:
+    """K = 8, D = 64, 50,000 rows: means within 0.02 of the truth and weights within 0.01."""
+    out = synth(tmp_path / "s.zarr", n_samples=50_000, n_features=64, n_components=8, seed=11)
+    dataset = open_dataset(out)
+    model = BernoulliMixture(8, n_init=3, random_state=0, tol=1e-6, max_iter=300).fit(dataset)
+    true_means, true_weights = dataset.read_array("true_means"), dataset.read_array("true_weights")
+    cost = np.abs(model.means_[:, None, :] - true_means[None, :, :]).sum(axis=2)
+    rows, cols = linear_sum_assignment(cost)
+    assert np.abs(model.means_[rows] - true_means[cols]).max() < 0.02
+    assert np.abs(model.weights_[rows] - true_weights[cols]).max() < 0.01
+    assert model.converged_

@@ -1,0 +1,227 @@
+"""BernoulliMixture as a scikit-learn estimator, and what EM guarantees (property tests)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from sklearn.base import clone
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
+
+from bmm_dask import BernoulliMixture, DataError, ModelFileError, SettingsError, open_dataset
+from bmm_dask.datasets import synth
+
+
+@pytest.fixture(scope="module")
+def X() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    means = rng.uniform(0.05, 0.95, size=(3, 30))
+    z = rng.integers(0, 3, size=900)
+    return (rng.random((900, 30)) < means[z]).astype(np.uint8)
+
+
+def test_sklearn_estimator_protocol() -> None:
+    model = BernoulliMixture(5, alpha=0.1, random_state=3)
+    assert model.get_params()["n_components"] == 5
+    copy = clone(model)
+    assert copy.get_params() == model.get_params() and copy is not model
+    model.set_params(n_components=2, tol=1e-3)
+    assert (model.n_components, model.tol) == (2, 1e-3)
+    with pytest.raises(NotFittedError):
+        model.predict(np.zeros((2, 3)))
+
+
+def test_fit_predict_and_friends(X: np.ndarray) -> None:
+    model = BernoulliMixture(3, random_state=0, n_init=2)
+    labels = model.fit_predict(X)
+    assert isinstance(labels, np.ndarray) and labels.shape == (900,)
+    np.testing.assert_array_equal(labels, model.predict(X))
+    proba = model.predict_proba(X)
+    assert proba.shape == (900, 3)
+    np.testing.assert_allclose(proba.sum(axis=1), 1)
+    np.testing.assert_array_equal(np.argmax(proba, axis=1), labels)
+    scores = model.score_samples(X)
+    assert scores.shape == (900,) and np.all(scores < 0)
+    assert model.score(X) == pytest.approx(scores.mean())
+    n_params = 3 * 30 + 2
+    assert model.bic(X) == pytest.approx(-2 * scores.sum() + n_params * np.log(900))
+    assert model.aic(X) == pytest.approx(-2 * scores.sum() + 2 * n_params)
+    assert model.converged_ and 1 <= model.n_iter_ == len(model.history_)
+    assert set(model.history_[0]) == {
+        "iteration",
+        "objective",
+        "change",
+        "mean_shift",
+        "seconds",
+        "reseeded",
+    }
+    assert model.weights_.sum() == pytest.approx(1)
+    sample, components = model.sample(500)
+    assert sample.shape == (500, 30) and set(np.unique(sample)) <= {0, 1}
+    assert components.shape == (500,) and components.max() < 3
+
+
+def test_dask_input_gives_lazy_results(X: np.ndarray) -> None:
+    lazy = da.from_array(X, chunks=(200, 30))
+    model = BernoulliMixture(3, random_state=0).fit(lazy)
+    labels = model.predict(lazy)
+    assert isinstance(labels, da.Array) and labels.chunks == ((200, 200, 200, 200, 100),)
+    assert labels.name.startswith("bmm-label-")
+    np.testing.assert_array_equal(labels.compute(), model.predict(X))
+    assert isinstance(model.predict_proba(lazy), da.Array)
+    assert isinstance(model.score(lazy), float)
+
+
+def test_dataset_input(tmp_path: Path) -> None:
+    data = open_dataset(
+        synth(tmp_path / "s.zarr", n_samples=2000, n_features=20, n_components=2, seed=0)
+    )
+    model = BernoulliMixture(2, random_state=0).fit(data)
+    assert model.n_features_in_ == 20
+    assert isinstance(model.predict(data), da.Array)
+    with pytest.raises(DataError, match="has 21 features but the model was fitted on 20"):
+        model.predict(np.zeros((3, 21)))
+
+
+def test_save_and_load(X: np.ndarray, tmp_path: Path) -> None:
+    model = BernoulliMixture(3, random_state=0, alpha=0.25).fit(X)
+    model.save(tmp_path / "model.zarr")
+    loaded = BernoulliMixture.load(tmp_path / "model.zarr")
+    np.testing.assert_array_equal(loaded.means_, model.means_)
+    np.testing.assert_array_equal(loaded.weights_, model.weights_)
+    assert loaded.get_params()["alpha"] == 0.25 and loaded.n_iter_ == model.n_iter_
+    assert loaded.history_[0]["change"] is None  # the first change is infinite: null in JSON
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+    with pytest.raises(Exception, match="exists already"):
+        model.save(tmp_path / "model.zarr")
+    with pytest.raises(ModelFileError, match="no such file"):
+        BernoulliMixture.load(tmp_path / "missing.zarr")
+    synth(tmp_path / "data.zarr", n_samples=10, n_features=3, n_components=1)
+    with pytest.raises(ModelFileError, match="not a bmm-dask model"):
+        BernoulliMixture.load(tmp_path / "data.zarr")
+
+
+def test_warm_start_continues(X: np.ndarray) -> None:
+    first = BernoulliMixture(3, random_state=0, max_iter=3, tol=0).fit(X)
+    model = BernoulliMixture(3, random_state=0, max_iter=3, tol=0, warm_start=True).fit(X)
+    model.fit(X)
+    both = BernoulliMixture(
+        3, means_init=first.means_, weights_init=first.weights_, max_iter=3, tol=0
+    ).fit(X)
+    np.testing.assert_allclose(model.means_, both.means_, atol=1e-12)
+
+
+def test_mean_tol_stops_on_the_notebook_test(X: np.ndarray) -> None:
+    model = BernoulliMixture(3, random_state=0, tol=0, mean_tol=0.5, max_iter=100).fit(X)
+    assert model.converged_ and model.n_iter_ < 100
+    assert model.history_[-1]["mean_shift"] < 0.5 <= model.history_[-2]["mean_shift"]
+
+
+def test_one_convergence_warning_that_says_what_to_try(X: np.ndarray) -> None:
+    with pytest.warns(ConvergenceWarning, match="try a larger max_iter") as record:
+        BernoulliMixture(3, n_init=3, max_iter=2, tol=1e-12, random_state=0).fit(X)
+    assert len([w for w in record if issubclass(w.category, ConvergenceWarning)]) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        BernoulliMixture(3, max_iter=2, tol=0, random_state=0).fit(X)  # tol = 0 asks for max_iter
+
+
+def test_an_empty_component_is_reseeded(X: np.ndarray) -> None:
+    means_init = np.full((3, 30), 0.5)
+    means_init[2] = 1e-6  # explains no row: all its responsibilities underflow
+    model = BernoulliMixture(3, means_init=means_init, max_iter=30, tol=0, dtype="float32")
+    model.fit(X)
+    assert model.history_[0]["reseeded"] == 1
+    assert sum(h["reseeded"] for h in model.history_) >= 1
+    assert np.all(model.weights_ > 0.05)  # the re-seeded component found rows of its own
+    assert np.all(np.isfinite(model.means_))
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"n_components": 0}, "n_components must be a whole number of at least 1"),
+        ({"tol": -1}, "tol must be a number of at least 0"),
+        ({"alpha": float("nan")}, "alpha must be"),
+        ({"max_iter": 0}, "max_iter"),
+        ({"n_init": 1.5}, "n_init"),
+        ({"init": "kmeans"}, "init must be one of"),
+        ({"dtype": "float16"}, "dtype must be"),
+        ({"means_init": np.full((2, 4), 0.5)}, r"means_init must have shape \(2, 30\)"),
+        ({"means_init": np.zeros((2, 30))}, "strictly between 0 and 1"),
+        ({"weights_init": [0.5, 0.6]}, "positive numbers summing to 1"),
+        ({"n_components": 901}, r"larger than the number of samples \(900\)"),
+    ],
+)
+def test_bad_settings(X: np.ndarray, settings: dict, message: str) -> None:
+    model = BernoulliMixture(**{"n_components": 2, **settings})
+    with pytest.raises(SettingsError, match=message):
+        model.fit(X)
+
+
+def test_bad_data() -> None:
+    with pytest.raises(DataError, match="only 0 and 1"):
+        BernoulliMixture(2).fit(np.array([[0, 2], [1, 1]]))
+    with pytest.raises(DataError, match="2-dimensional"):
+        BernoulliMixture(2).fit(np.zeros(5))
+    with pytest.raises(DataError, match="only 0 and 1"), dask.config.set(scheduler="synchronous"):
+        BernoulliMixture(2).fit(da.from_array(np.full((4, 3), 7), chunks=2))
+
+
+# --------------------------------------------------------------------------- properties
+
+binary_data = st.integers(1, 40).flatmap(
+    lambda n: st.integers(1, 12).flatmap(
+        lambda d: arrays(np.uint8, (n, d), elements=st.integers(0, 1))
+    )
+)
+
+
+@st.composite
+def problems(draw):
+    X = draw(binary_data)
+    kind = draw(st.sampled_from(["plain", "duplicates", "constant columns"]))
+    if kind == "duplicates":
+        X = np.concatenate([X, X, X[:1]])
+    elif kind == "constant columns":
+        X = np.concatenate(
+            [X, np.zeros((len(X), 1), np.uint8), np.ones((len(X), 1), np.uint8)], axis=1
+        )
+    n_components = draw(st.integers(1, min(len(X), 6)))  # often more than the distinct rows
+    alpha = draw(st.sampled_from([0.0, 1e-3, 1.0]))
+    init = draw(st.sampled_from(["random", "random_from_data", "kmeans++"]))
+    return X, n_components, alpha, init, draw(st.integers(0, 2**16))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(problems())
+def test_em_guarantees(problem) -> None:
+    X, n_components, alpha, init, seed = problem
+    with dask.config.set(scheduler="synchronous"):
+        model = BernoulliMixture(
+            n_components,
+            alpha=alpha,
+            init=init,
+            random_state=seed,
+            max_iter=15,
+            tol=0,
+            dtype="float64",
+        ).fit(X)
+        proba = model.predict_proba(X)
+        scores = model.score_samples(X)
+    objectives = [h["objective"] for h in model.history_]
+    assert np.all(np.isfinite(objectives))
+    for before, after, record in zip(objectives, objectives[1:], model.history_[1:], strict=False):
+        if record["reseeded"] == 0 and model.history_[record["iteration"] - 2]["reseeded"] == 0:
+            assert after >= before - 1e-9 * max(1.0, abs(before)), objectives
+    assert np.all(np.isfinite(model.means_)) and np.all((model.means_ > 0) & (model.means_ < 1))
+    assert np.all(np.isfinite(model.weights_)) and model.weights_.sum() == pytest.approx(1)
+    np.testing.assert_allclose(proba.sum(axis=1), 1, atol=1e-12)
+    assert np.all(np.isfinite(scores))
