@@ -136,11 +136,21 @@ def _normalise(L: NDArray[np.floating], floor: float) -> NDArray[np.floating]:
     return total[:, 0]
 
 
-def sub_block_rows(n_components: int) -> int:
-    """Rows unpacked at a time: 256 rows of 784 float32 features (0.8 MB) stay in a 1 MB L2
-    cache between the two products for small K; for large K the products are compute-bound and
-    512 rows do better (measured on MNIST: K = 10 and K = 500)."""
-    return 256 if n_components < 64 else 512
+def sub_block_rows(n_components: int, dtype: np.dtype[Any]) -> int:
+    """Rows unpacked at a time inside a block.
+
+    float32 (for speed), measured on MNIST with two threads (benchmarks/bench_em.py, 2 cores):
+    for K = 10, 1024 rows (3 MB) balance cache locality against NumPy's per-call overhead, which
+    holds the GIL; for K = 500 the products are compute-bound and 2048 rows do better.
+
+    float64 (for exactness) uses 256 rows: with longer sub-blocks, the same E-step in a
+    distributed worker process was seen to differ from the driver's in the last bit of
+    ``resp.T @ X`` (OpenBLAS 0.3.31; cause not found), and float64 promises the same model, bit
+    for bit, on every scheduler.
+    """
+    if dtype == np.float64:
+        return 256
+    return 1024 if n_components < 64 else 2048
 
 
 def estep_stats(
@@ -176,7 +186,7 @@ def estep_stats(
     """
     n_components = W.shape[0]
     n_samples = len(packed)
-    step = sub_block_rows(n_components)
+    step = sub_block_rows(n_components, W.dtype)
     floor = _floor(W.dtype, n_components)
     # Buffers made once a block: fresh large arrays each sub-block cost page faults.
     X = np.empty((min(step, n_samples), n_features), dtype=W.dtype)

@@ -14,7 +14,7 @@ from scipy.optimize import linear_sum_assignment
 from scipy.special import logsumexp
 
 from bmm_dask import BernoulliMixture, open_dataset
-from bmm_dask.datasets import synth
+from bmm_dask.datasets import Binarization, ingest, synth
 from bmm_dask.em import _estep_graph, as_packed
 from bmm_dask.kernels import log_parameters
 
@@ -69,19 +69,20 @@ def test_same_model_whatever_the_chunking(data, chunks: int) -> None:
     np.testing.assert_allclose(model.weights_, reference.weights_, rtol=0, atol=1e-9)
 
 
-def test_same_model_bit_for_bit_on_any_scheduler(data, tmp_path: Path) -> None:
-    X, _, _ = data
-    np.save(tmp_path / "x.npy", X)
-    from bmm_dask.datasets import Binarization, ingest
-
-    store = open_dataset(
-        ingest(
+@pytest.mark.parametrize("shape", ["one block", "several blocks"])
+def test_same_model_bit_for_bit_on_any_scheduler(data, tmp_path: Path, shape: str) -> None:
+    if shape == "one block":  # stored in six chunks, one E-step task
+        X, _, _ = data
+        np.save(tmp_path / "x.npy", X)
+        path = ingest(
             tmp_path / "x.npy",
             tmp_path / "x.zarr",
             chunk_rows=500,
             binarization=Binarization("none"),
         )
-    )
+    else:  # three E-step tasks of 10,240 rows and a tree of sums
+        path = synth(tmp_path / "x.zarr", n_samples=25_000, n_features=784, n_components=4, seed=5)
+    store = open_dataset(path)
 
     def run() -> BernoulliMixture:
         model = BernoulliMixture(
