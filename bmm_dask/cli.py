@@ -304,6 +304,14 @@ def info(path: str, as_json: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status (2 for a user's mistake, with one line)."""
+    saved = logger.handlers[:], logger.level, logger.propagate
+    try:
+        return _main(argv)
+    finally:  # leave logging as it was, for callers that run several commands in one process
+        logger.handlers[:], logger.level, logger.propagate = saved
+
+
+def _main(argv: Sequence[str] | None) -> int:
     try:
         cli.main(
             args=list(argv) if argv is not None else None,

@@ -409,7 +409,7 @@ def fit_em(
     init: str = "kmeans++",
     means_init: NDArray[np.float64] | None = None,
     weights_init: NDArray[np.float64] | None = None,
-    alpha: float = 1.0,
+    alpha: float = 0.1,
     max_iter: int = 100,
     tol: float = 1e-4,
     mean_tol: float | None = None,

@@ -225,3 +225,15 @@ def test_em_guarantees(problem) -> None:
     assert np.all(np.isfinite(model.weights_)) and model.weights_.sum() == pytest.approx(1)
     np.testing.assert_allclose(proba.sum(axis=1), 1, atol=1e-12)
     assert np.all(np.isfinite(scores))
+
+
+def test_verbose_shows_progress_on_stderr(
+    X: np.ndarray, capsys: pytest.CaptureFixture[str]
+) -> None:
+    BernoulliMixture(3, random_state=0, max_iter=4, tol=0, verbose=2).fit(X)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("iteration")]
+    assert len(lines) == 4 and lines[0].startswith("iteration 1  objective")
+    BernoulliMixture(3, random_state=0, max_iter=4, tol=0, verbose=1).fit(X)
+    assert "EM" in capsys.readouterr().err
+    BernoulliMixture(3, random_state=0, max_iter=4, tol=0).fit(X)
+    assert capsys.readouterr().err == ""
