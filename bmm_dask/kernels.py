@@ -1,4 +1,4 @@
-"""Pure NumPy work on one block of rows: bit packing and unpacking (the EM kernels build on these)."""
+"""Work on one block of rows, in NumPy (and scipy.sparse for large K): bit packing, the E-step, the M-step."""
 
 from __future__ import annotations
 
@@ -136,6 +136,25 @@ def _normalise(L: NDArray[np.floating], floor: float) -> NDArray[np.floating]:
     return total[:, 0]
 
 
+#: In float32 with this many components or more, responsibilities^T @ X skips responsibilities
+#: below SPARSE_BELOW: each row has only a few components that matter, and the sparse product
+#: took 300 ms against 425 ms for the dense one on MNIST with K = 500 (2 threads). What it
+#: drops is below float32's resolution of a sum of 1 (2**-24 = 6e-8); the sums N_k stay dense.
+SPARSE_FROM = 64
+SPARSE_BELOW = 1e-7
+
+
+def _sparse_resp_x(resp: NDArray[np.float32], X: NDArray[np.float32]) -> NDArray[np.float32]:
+    """``resp.T @ X`` for responsibilities that are mostly (almost) zero, by a sparse product."""
+    import scipy.sparse
+
+    row, component = np.nonzero(resp >= SPARSE_BELOW)
+    sparse = scipy.sparse.csr_matrix(
+        (resp[row, component], (component, row)), shape=(resp.shape[1], resp.shape[0])
+    )
+    return sparse @ X
+
+
 def sub_block_rows(n_components: int, dtype: np.dtype[Any]) -> int:
     """Rows unpacked at a time inside a block.
 
@@ -187,6 +206,7 @@ def estep_stats(
     n_components = W.shape[0]
     n_samples = len(packed)
     step = sub_block_rows(n_components, W.dtype)
+    sparse = W.dtype == np.float32 and n_components >= SPARSE_FROM
     floor = _floor(W.dtype, n_components)
     # Buffers made once a block: fresh large arrays each sub-block cost page faults.
     X = np.empty((min(step, n_samples), n_features), dtype=W.dtype)
@@ -201,7 +221,10 @@ def estep_stats(
         np.matmul(rows, W.T, out=resp)
         resp += b
         row_ll[start:stop] = _normalise(resp, floor)
-        resp_x += resp.T @ rows
+        if sparse:
+            resp_x += _sparse_resp_x(resp, rows)
+        else:
+            resp_x += resp.T @ rows
     resp_sum = L.sum(axis=0, dtype=np.float64)
     if n_worst and len(packed):
         keep = np.argpartition(row_ll, min(n_worst, len(packed)) - 1)[:n_worst]

@@ -128,3 +128,14 @@ def test_extreme_means_give_no_subnormal_slowdown_or_nan() -> None:
         stats = estep_stats(pack_bits(X), 16, W, b)
         assert np.isfinite(stats["loglik"])
         np.testing.assert_allclose(stats["resp_sum"], [150, 150], rtol=1e-6)
+
+
+def test_large_k_float32_skips_only_negligible_responsibilities() -> None:
+    rng = np.random.default_rng(3)
+    X = rng.random((3000, 50)) < rng.random(50)
+    means = rng.uniform(0.05, 0.95, size=(80, 50))  # K >= 64: the sparse product
+    weights = rng.dirichlet(np.ones(80))
+    exact = estep_stats(pack_bits(X), 50, *log_parameters(means, weights, np.float64))
+    fast = estep_stats(pack_bits(X), 50, *log_parameters(means, weights, np.float32))
+    np.testing.assert_allclose(fast["resp_x"], exact["resp_x"], rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(fast["resp_sum"], exact["resp_sum"], rtol=1e-4, atol=1e-3)

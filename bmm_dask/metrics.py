@@ -1,0 +1,113 @@
+"""Clustering against labels: confusion matrix, label matching (Hungarian or majority), NMI, ARI, and nats."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy.optimize import linear_sum_assignment
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+__all__ = [
+    "bits_per_dim",
+    "clustering_metrics",
+    "confusion_matrix",
+    "hungarian_mapping",
+    "majority_mapping",
+]
+
+
+def confusion_matrix(
+    components: NDArray[np.integer],
+    labels: NDArray[np.integer],
+    n_components: int,
+    classes: NDArray[Any],
+) -> NDArray[np.int64]:
+    """Counts of rows by component (rows, K of them) and label (columns, one per class).
+
+    Parameters
+    ----------
+    components : array of shape (n_samples,), in 0 .. n_components - 1
+    labels : array of shape (n_samples,)
+    n_components : int
+    classes : array of shape (n_classes,)
+        The label values, in column order.
+    """
+    column = np.searchsorted(classes, labels)
+    matrix = np.zeros((n_components, len(classes)), dtype=np.int64)
+    np.add.at(matrix, (components, column), 1)
+    return matrix
+
+
+def hungarian_mapping(confusion: NDArray[np.integer]) -> NDArray[np.intp]:
+    """A label (column) for each component that maximises the rows matched, one component a label.
+
+    With more components than labels the unmatched components get -1.
+    """
+    rows, cols = linear_sum_assignment(confusion, maximize=True)
+    mapping = np.full(confusion.shape[0], -1, dtype=np.intp)
+    mapping[rows] = cols
+    return mapping
+
+
+def majority_mapping(confusion: NDArray[np.integer]) -> NDArray[np.intp]:
+    """The most frequent label (column) of each component; -1 for a component with no rows."""
+    mapping = np.argmax(confusion, axis=1).astype(np.intp)
+    mapping[confusion.sum(axis=1) == 0] = -1
+    return mapping
+
+
+def bits_per_dim(log_likelihood_per_sample: float, n_features: int) -> float:
+    """Negative log-likelihood in bits per feature: nats / (D ln 2)."""
+    return -log_likelihood_per_sample / (n_features * math.log(2))
+
+
+def clustering_metrics(
+    components: NDArray[np.integer],
+    labels: NDArray[np.integer],
+    n_components: int,
+    mapping: list[Any] | None = None,
+) -> dict[str, Any]:
+    """How the components line up with the labels.
+
+    Accuracy gives each component a label, by the Hungarian method when there are as many
+    components as labels, else the majority label of each component, and counts the rows whose
+    component's label is their own. ``mapping`` (a label, or None, for each component, learned
+    on other data such as a training set) replaces that choice.
+
+    Returns
+    -------
+    dict with ``confusion_matrix`` (K rows, one per component; a column per label), ``classes``
+    (the labels of the columns), ``accuracy``, ``matching`` ("hungarian", "majority" or
+    "given"), ``mapping`` (the label of each component, None where it has none), ``nmi``,
+    ``ari``, ``cluster_sizes``, ``label_counts``.
+    """
+    labels = np.asarray(labels)
+    components = np.asarray(components)
+    classes = np.unique(labels)
+    confusion = confusion_matrix(components, labels, n_components, classes)
+    if mapping is not None:
+        matching = "given"
+    else:
+        if n_components == len(classes):
+            columns, matching = hungarian_mapping(confusion), "hungarian"
+        else:
+            columns, matching = majority_mapping(confusion), "majority"
+        mapping = [classes[c].item() if c >= 0 else None for c in columns]
+    if len(mapping) != n_components:
+        raise ValueError(f"mapping has {len(mapping)} labels for {n_components} components")
+    as_label = np.array([np.nan if m is None else m for m in mapping], dtype=np.float64)
+    n = len(labels)
+    return {
+        "confusion_matrix": confusion.tolist(),
+        "classes": [c.item() for c in classes],
+        "accuracy": float(np.mean(as_label[components] == labels)) if n else float("nan"),
+        "matching": matching,
+        "mapping": list(mapping),
+        "nmi": float(normalized_mutual_info_score(labels, components)),
+        "ari": float(adjusted_rand_score(labels, components)),
+        "cluster_sizes": confusion.sum(axis=1).tolist(),
+        "label_counts": confusion.sum(axis=0).tolist(),
+    }

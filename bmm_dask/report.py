@@ -1,0 +1,215 @@
+"""Figures and an HTML page for a fitted model: means, objective by iteration, confusion, samples."""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+from numpy.typing import NDArray
+
+__all__ = [
+    "grid_shape",
+    "plot_confusion",
+    "plot_means",
+    "plot_objective",
+    "plot_samples",
+    "write_html",
+]
+
+
+def grid_shape(n: int) -> tuple[int, int]:
+    """Rows and columns for n panels: the notebook's 2 x 5 for 10, near-square otherwise.
+
+    >>> grid_shape(10), grid_shape(100), grid_shape(3)
+    ((2, 5), (10, 10), (2, 2))
+    """
+    if n == 10:
+        return 2, 5
+    cols = math.ceil(math.sqrt(n))
+    return math.ceil(n / cols), cols
+
+
+def _as_images(rows: NDArray[Any], image_shape: Sequence[int] | None) -> NDArray[Any]:
+    """Rows as 2-D images: the dataset's image shape, else a near-square padded with NaN."""
+    n, d = rows.shape
+    if image_shape and math.prod(image_shape) == d and len(image_shape) == 2:
+        return rows.reshape(n, *image_shape)
+    side = math.ceil(math.sqrt(d))
+    padded = np.full((n, side * side), np.nan)
+    padded[:, :d] = rows
+    return padded.reshape(n, side, side)
+
+
+def _panel_grid(
+    images: NDArray[Any], titles: Sequence[str], suptitle: str, *, cmap: str = "gray_r"
+) -> Figure:
+    rows, cols = grid_shape(len(images))
+    size = 1.6 if len(images) <= 40 else 0.9
+    fig = Figure(figsize=(cols * size + 0.4, rows * (size + 0.25) + 0.6), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if i < len(images):
+            ax.imshow(images[i], cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+            ax.set_title(titles[i], fontsize=8 if len(images) <= 40 else 5)
+    fig.suptitle(suptitle)
+    return fig
+
+
+def plot_means(
+    means: NDArray[np.float64],
+    weights: NDArray[np.float64],
+    path: str | os.PathLike[str],
+    *,
+    image_shape: Sequence[int] | None = None,
+    mapping: Sequence[Any] | None = None,
+) -> Path:
+    """The component means as images (black = probability 1), titled with label and weight."""
+    order = np.argsort(-weights)
+    titles = []
+    for k in order:
+        label = "" if mapping is None or mapping[k] is None else f" \u2192 {mapping[k]}"
+        titles.append(f"#{k}{label}  w={weights[k]:.3f}")
+    fig = _panel_grid(
+        _as_images(means[order], image_shape),
+        titles,
+        f"Means of the {len(weights)} components (probability of a 1; #component \u2192 matched label, weight)",
+    )
+    fig.savefig(path, dpi=110)
+    return Path(path)
+
+
+def plot_objective(history: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]) -> Path:
+    """The objective (nats per sample) by iteration, with re-seeded components marked."""
+    fig = Figure(figsize=(6.4, 4), layout="constrained")
+    ax = fig.subplots()
+    iterations = [h["iteration"] for h in history]
+    objective = [h["objective"] for h in history]
+    ax.plot(iterations, objective, marker="o", markersize=3)
+    reseeded = [h["iteration"] for h in history if h.get("reseeded")]
+    if reseeded:
+        ax.plot(reseeded, [objective[i - 1] for i in reseeded], "rx", label="component re-seeded")
+        ax.legend()
+    ax.set_xlabel("EM iteration")
+    ax.set_ylabel("objective: mean log-likelihood + log prior (nats per sample)")
+    ax.set_title("Objective by iteration (best start)")
+    ax.grid(alpha=0.3)
+    fig.savefig(path, dpi=110)
+    return Path(path)
+
+
+def plot_confusion(
+    confusion: Sequence[Sequence[int]],
+    classes: Sequence[Any],
+    path: str | os.PathLike[str],
+    *,
+    mapping: Sequence[Any] | None = None,
+    title: str = "Components against labels",
+) -> Path:
+    """A heatmap of counts: a row a component, a column a label, rows in order of matched label."""
+    matrix = np.asarray(confusion)
+    K = matrix.shape[0]
+    if mapping is not None:
+        position = {c: i for i, c in enumerate(classes)}
+        order = sorted(range(K), key=lambda k: (position.get(mapping[k], len(classes)), k))
+    else:
+        order = list(range(K))
+    matrix = matrix[order]
+    height = max(3.0, min(0.32 * K + 1.5, 30))
+    fig = Figure(figsize=(max(5.0, 0.55 * len(classes) + 2.5), height), layout="constrained")
+    ax = fig.subplots()
+    image = ax.imshow(matrix, cmap="Blues", aspect="auto")
+    fig.colorbar(image, ax=ax, label="images")
+    ax.set_xticks(range(len(classes)), [str(c) for c in classes])
+    row_names = [
+        f"#{k}" + ("" if mapping is None or mapping[k] is None else f" \u2192 {mapping[k]}")
+        for k in order
+    ]
+    ax.set_yticks(range(K), row_names, fontsize=8 if K <= 30 else 5)
+    ax.set_xlabel("true label")
+    ax.set_ylabel("component (\u2192 matched label)")
+    ax.set_title(title)
+    if K * len(classes) <= 400:
+        top = matrix.max() or 1
+        for (i, j), value in np.ndenumerate(matrix):
+            ax.text(
+                j,
+                i,
+                str(value),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if value > top / 2 else "black",
+            )
+    fig.savefig(path, dpi=110)
+    return Path(path)
+
+
+def plot_samples(
+    samples: NDArray[np.uint8],
+    components: NDArray[np.intp],
+    path: str | os.PathLike[str],
+    *,
+    image_shape: Sequence[int] | None = None,
+) -> Path:
+    """Rows drawn from the fitted mixture, titled with the component each came from."""
+    fig = _panel_grid(
+        _as_images(samples.astype(np.float64), image_shape),
+        [f"from #{k}" for k in components],
+        f"{len(samples)} images drawn from the model",
+    )
+    fig.savefig(path, dpi=110)
+    return Path(path)
+
+
+def _table(rows: Sequence[tuple[str, Any]]) -> str:
+    body = "".join(
+        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows
+    )
+    return f"<table>{body}</table>"
+
+
+def write_html(
+    path: str | os.PathLike[str],
+    *,
+    title: str,
+    figures: Sequence[tuple[str, str]],
+    settings: Mapping[str, Any],
+    facts: Sequence[tuple[str, Any]],
+    metrics: Mapping[str, Any] | None,
+) -> Path:
+    """A self-contained page (figures referenced by relative name, no scripts, no network)."""
+    sections = [f"<h1>{html.escape(title)}</h1>", "<h2>Summary</h2>", _table(list(facts))]
+    if metrics:
+        shown = [(k, v) for k, v in metrics.items() if not isinstance(v, list | dict)]
+        sections += ["<h2>Metrics</h2>", _table(shown)]
+    for name, caption in figures:
+        sections.append(
+            f'<figure><img src="{html.escape(name)}" alt="{html.escape(caption)}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+        )
+    sections += ["<h2>Settings</h2>", _table(sorted(settings.items()))]
+    if metrics:
+        sections += [
+            "<h2>All metrics</h2>",
+            f"<pre>{html.escape(json.dumps(metrics, indent=1))}</pre>",
+            '<p>The same, as JSON: <a href="metrics.json">metrics.json</a>.</p>',
+        ]
+    style = (
+        "body{font-family:sans-serif;max-width:70em;margin:2em auto;padding:0 1em}"
+        "table{border-collapse:collapse}th,td{border:1px solid #ccc;padding:.2em .6em;text-align:left}"
+        "img{max-width:100%}figure{margin:1.5em 0}pre{background:#f6f6f6;padding:1em;overflow:auto}"
+    )
+    page = (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{style}</style></head><body>\n" + "\n".join(sections) + "\n</body></html>\n"
+    )
+    Path(path).write_text(page, encoding="utf-8")
+    return Path(path)
