@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
+import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
 from typing import Any
 
 import click
 
 from bmm_dask import __version__
-from bmm_dask.errors import BmmDaskError
+from bmm_dask.errors import BmmDaskError, SettingsError
 
 logger = logging.getLogger("bmm_dask")
 
@@ -21,7 +24,7 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 def _configure_logging(verbose: int, quiet: int) -> None:
     level = logging.INFO - 10 * verbose + 10 * quiet
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _ClearingHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger.handlers[:] = [handler]
     logger.setLevel(max(logging.DEBUG, min(level, logging.CRITICAL)))
@@ -236,6 +239,438 @@ def synth(
     click.echo(f"wrote {written}")
 
 
+# --------------------------------------------------------------------------- fitting
+
+
+class _IterationBar:
+    """On a terminal, a bar of the iterations under the log lines; elsewhere nothing."""
+
+    def __init__(self, max_iter: int, n_init: int) -> None:
+        self.max_iter, self.n_init = max_iter, n_init
+        self.start = 0
+        self.enabled = sys.stderr.isatty() and logger.isEnabledFor(logging.INFO)
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        if record["iteration"] == 1:
+            self.start += 1
+        done = int(30 * record["iteration"] / self.max_iter)
+        starts = f"start {self.start}/{self.n_init} " if self.n_init > 1 else ""
+        sys.stderr.write(
+            f"\r\033[K{starts}[{'#' * done}{'.' * (30 - done)}] iteration {record['iteration']}/"
+            f"{self.max_iter}  objective {record['objective']:.4f}"
+        )
+        sys.stderr.flush()
+
+    def clear(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+
+
+class _ClearingHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Log lines that first wipe a progress bar drawn on the current terminal line."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.stream.isatty():
+            self.stream.write("\r\033[K")
+        super().emit(record)
+
+
+def _cluster_options(func: Any) -> Any:
+    options = [
+        click.option(
+            "--scheduler",
+            metavar="ADDRESS",
+            help="Run on this Dask scheduler (tcp://host:8786) instead of a local cluster.",
+        ),
+        click.option(
+            "--scheduler-file",
+            type=click.Path(dir_okay=False),
+            help="Run on the scheduler this file (from dask scheduler --scheduler-file) names.",
+        ),
+        click.option(
+            "--workers",
+            type=int,
+            help="Worker processes of the local cluster [default: the number of cores].",
+        ),
+        click.option(
+            "--threads-per-worker",
+            type=int,
+            help="Threads a worker of the local cluster [default: 1].",
+        ),
+        click.option(
+            "--memory-limit",
+            metavar="SIZE",
+            help="Memory a worker of the local cluster, e.g. 2GB [default: shared out].",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@contextmanager
+def _client(
+    scheduler: str | None,
+    scheduler_file: str | None,
+    workers: int | None,
+    threads_per_worker: int | None,
+    memory_limit: str | None,
+) -> Iterator[Any]:
+    from bmm_dask.cluster import open_client
+
+    with open_client(
+        scheduler=scheduler,
+        scheduler_file=scheduler_file,
+        workers=workers,
+        threads_per_worker=threads_per_worker,
+        memory_limit=memory_limit,
+    ) as client:
+        logger.info("Dask dashboard: %s", client.dashboard_link)
+        yield client
+
+
+def _open(path: str) -> Any:
+    from bmm_dask.store import open_dataset
+
+    return open_dataset(path)
+
+
+def _load(path: str) -> Any:
+    from bmm_dask.model import BernoulliMixture
+
+    return BernoulliMixture.load(path)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("data")
+@click.option("--k", "n_components", required=True, type=int, help="Number of components.")
+@click.option("--out", "-o", required=True, type=click.Path(), help="Model to write (MODEL.zarr).")
+@click.option(
+    "--max-iter", default=100, show_default=True, type=int, help="EM iterations a start at most."
+)
+@click.option(
+    "--tol",
+    default=1e-4,
+    show_default=True,
+    type=float,
+    help="Stop when the objective (nats per sample) changes less.",
+)
+@click.option("--mean-tol", type=float, help="Also stop when the means move less than this (L2).")
+@click.option("--n-init", default=1, show_default=True, type=int, help="Starts; the best is kept.")
+@click.option(
+    "--init",
+    default="kmeans++",
+    show_default=True,
+    type=click.Choice(["kmeans++", "random", "random_from_data"]),
+)
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of every random draw.")
+@click.option(
+    "--alpha",
+    default=0.1,
+    show_default=True,
+    type=float,
+    help="Additive smoothing of the means (0: maximum likelihood).",
+)
+@click.option(
+    "--dtype",
+    default="float32",
+    show_default=True,
+    type=click.Choice(["float32", "float64"]),
+    help="Arithmetic of the E-step.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace the output if it exists.")
+@_cluster_options
+def fit(
+    data: str,
+    n_components: int,
+    out: str,
+    max_iter: int,
+    tol: float,
+    mean_tol: float | None,
+    n_init: int,
+    init: str,
+    seed: int,
+    alpha: float,
+    dtype: str,
+    overwrite: bool,
+    **cluster: Any,
+) -> None:
+    """Fit a Bernoulli mixture of K components to DATA (DATA.zarr or DATA.zarr/group) by EM."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    from bmm_dask.model import BernoulliMixture
+    from bmm_dask.store import check_output
+
+    dataset = _open(data)
+    check_output(Path(out), overwrite=overwrite)
+    model = BernoulliMixture(
+        n_components,
+        max_iter=max_iter,
+        tol=tol,
+        mean_tol=mean_tol,
+        n_init=n_init,
+        init=init,
+        random_state=seed,
+        alpha=alpha,
+        dtype=dtype,
+    )
+    model._check_settings(dataset.n_features)
+    if n_components > dataset.n_samples:
+        raise SettingsError(
+            f"--k {n_components} is larger than the {dataset.n_samples} samples in {data}"
+        )
+    bar = _IterationBar(max_iter, n_init)
+    started = time.perf_counter()
+    with _client(**cluster), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        try:
+            model.fit(dataset, callback=bar)
+        finally:
+            bar.clear()
+    for warning in caught:
+        logger.warning("warning: %s", warning.message)
+    seconds = time.perf_counter() - started
+    model.save(
+        out, overwrite=overwrite, attrs={"data": dataset.fingerprint(), "fit_seconds": seconds}
+    )
+    click.echo(
+        f"wrote {out}: K = {n_components}, {model.n_iter_} iterations, "
+        f"{'converged' if model.converged_ else 'not converged'}, objective {model.lower_bound_:.4f} nats "
+        f"a sample, {seconds:.1f} s"
+    )
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("model_path", metavar="MODEL")
+@click.argument("data")
+@click.option(
+    "--out", "-o", required=True, type=click.Path(), help="Predictions to write (PRED.zarr)."
+)
+@click.option("--proba", is_flag=True, help="Also write the responsibilities (n_samples x K).")
+@click.option("--overwrite", is_flag=True, help="Replace the output if it exists.")
+@click.option(
+    "--scheduler", metavar="ADDRESS", help="Run on this Dask scheduler instead of in this process."
+)
+def predict(
+    model_path: str, data: str, out: str, proba: bool, overwrite: bool, scheduler: str | None
+) -> None:
+    """Write the most likely component of each row of DATA (and with --proba the responsibilities)."""
+    from bmm_dask.evaluation import write_predictions
+    from bmm_dask.store import check_output
+
+    model, dataset = _load(model_path), _open(data)
+    check_output(Path(out), overwrite=overwrite)
+    with _client(scheduler, None, None, None, None) if scheduler else nullcontext():
+        write_predictions(
+            model, dataset, out, proba=proba, overwrite=overwrite, model_path=model_path
+        )
+    click.echo(
+        f"wrote {out}: labels{' and responsibilities' if proba else ''} of {dataset.n_samples:,} rows"
+    )
+
+
+def _print_metrics(metrics: dict[str, Any]) -> None:
+    click.echo(
+        f"{metrics['data']}: {metrics['n_samples']:,} samples, log-likelihood "
+        f"{metrics['log_likelihood_per_sample']:.3f} nats a sample ({metrics['bits_per_dim']:.4f} bits a feature)"
+    )
+    if "accuracy" not in metrics:
+        return
+    click.echo(
+        f"accuracy {metrics['accuracy']:.4f} ({metrics['matching']} matching of components to labels), "
+        f"NMI {metrics['nmi']:.4f}, ARI {metrics['ari']:.4f}"
+    )
+    classes = metrics["classes"]
+    width = max(6, *(len(str(c)) + 1 for c in classes), len(str(max(metrics["cluster_sizes"]))) + 1)
+    click.echo("confusion matrix: a row a component (-> its label), a column a true label")
+    click.echo(" " * 12 + "".join(f"{c!s:>{width}}" for c in classes))
+    for k, row in enumerate(metrics["confusion_matrix"]):
+        label = metrics["mapping"][k]
+        name = f"#{k}" + (f" -> {label}" if label is not None else "")
+        click.echo(f"{name:<12}" + "".join(f"{v:>{width}}" for v in row))
+
+
+def _mapping_from(model: Any, path: str | None, model_path: str) -> list[Any] | None:
+    if path is None:
+        return None
+    from bmm_dask.evaluation import evaluate
+
+    train = _open(path)
+    if train.labels is None:
+        raise SettingsError(f"{path}: has no labels to learn the components' labels from")
+    return evaluate(model, train, model_path=model_path)["mapping"]
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("model_path", metavar="MODEL")
+@click.argument("data")
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False),
+    help="Also write the metrics to this JSON file.",
+)
+@click.option(
+    "--mapping-from",
+    type=click.Path(),
+    help="Learn each component's label on this dataset (e.g. the training set).",
+)
+@click.option(
+    "--scheduler", metavar="ADDRESS", help="Run on this Dask scheduler instead of in this process."
+)
+def evaluate(
+    model_path: str,
+    data: str,
+    json_path: str | None,
+    mapping_from: str | None,
+    scheduler: str | None,
+) -> None:
+    """Log-likelihood of DATA under MODEL and, with labels, how components match them."""
+    from bmm_dask.evaluation import evaluate as evaluate_model
+    from bmm_dask.store import check_output
+
+    model, dataset = _load(model_path), _open(data)
+    if json_path is not None:
+        check_output(Path(json_path), overwrite=True)
+    with _client(scheduler, None, None, None, None) if scheduler else nullcontext():
+        mapping = _mapping_from(model, mapping_from, model_path)
+        metrics = evaluate_model(model, dataset, mapping=mapping, model_path=model_path)
+    metrics["model"] = model_path
+    _print_metrics(metrics)
+    if json_path is not None:
+        _write_json(Path(json_path), metrics)
+        click.echo(f"wrote {json_path}")
+
+
+def _write_json(path: Path, value: Any) -> None:
+    """Write a JSON file whole or not at all."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(json.dumps(value, indent=2) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("model_path", metavar="MODEL")
+@click.option(
+    "--data",
+    help="Dataset to evaluate on (e.g. the test set): adds metrics and the confusion matrix.",
+)
+@click.option(
+    "--mapping-from", type=click.Path(), help="Learn each component's label on this dataset."
+)
+@click.option("--out", "-o", required=True, type=click.Path(), help="Folder to write.")
+@click.option("--overwrite", is_flag=True, help="Replace the folder if it exists.")
+def report(
+    model_path: str, data: str | None, mapping_from: str | None, out: str, overwrite: bool
+) -> None:
+    """Write means.png, loglik.png, confusion.png, samples.png, metrics.json and report.html."""
+    from bmm_dask.evaluation import write_report
+    from bmm_dask.store import check_output
+
+    model = _load(model_path)
+    dataset = _open(data) if data else None
+    check_output(Path(out), overwrite=overwrite)
+    mapping = _mapping_from(model, mapping_from, model_path)
+    written = write_report(
+        model, out, dataset=dataset, mapping=mapping, model_path=model_path, overwrite=overwrite
+    )
+    click.echo(
+        f"wrote {written}/report.html (open it in a browser) with its figures and metrics.json"
+    )
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option(
+    "--out",
+    "-o",
+    default="bmm-dask-demo",
+    show_default=True,
+    type=click.Path(),
+    help="Folder for everything the demo writes.",
+)
+@click.option(
+    "--k", "n_components", default=10, show_default=True, type=int, help="Number of components."
+)
+@click.option(
+    "--n-init",
+    default=3,
+    show_default=True,
+    type=int,
+    help="Starts; the one with the highest likelihood is kept.",
+)
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of every random draw.")
+@click.option("--overwrite", is_flag=True, help="Replace the folder if it exists.")
+@_cluster_options
+def demo(
+    out: str, n_components: int, n_init: int, seed: int, overwrite: bool, **cluster: Any
+) -> None:
+    """The whole MNIST job, offline: ingest, fit on a local cluster, evaluate, report.
+
+    Uses the binarised MNIST inside the package (or the fetched files when the cache has them).
+    """
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    from bmm_dask.datasets import ingest_mnist
+    from bmm_dask.evaluation import evaluate as evaluate_model
+    from bmm_dask.evaluation import write_report
+    from bmm_dask.model import BernoulliMixture
+    from bmm_dask.store import atomic_output
+
+    started = time.perf_counter()
+    folder = Path(out)
+    with atomic_output(folder, overwrite=overwrite) as tmp:
+        logger.info("1/4 ingest MNIST into %s", folder / "mnist.zarr")
+        ingest_mnist(tmp / "mnist.zarr")
+        train, test = (
+            _open(str(tmp / "mnist.zarr" / "train")),
+            _open(str(tmp / "mnist.zarr" / "test")),
+        )
+        model = BernoulliMixture(n_components, n_init=n_init, random_state=seed)
+        bar = _IterationBar(model.max_iter, n_init)
+        with _client(**cluster), warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            logger.info("2/4 fit K = %d on the 60,000 training images", n_components)
+            try:
+                model.fit(train, callback=bar)
+            finally:
+                bar.clear()
+            fit_seconds = time.perf_counter() - started
+            data_attrs = {
+                **train.fingerprint(),
+                "path": str(folder.absolute() / "mnist.zarr" / "train"),
+            }
+            model.save(tmp / "model.zarr", attrs={"data": data_attrs, "fit_seconds": fit_seconds})
+            model = BernoulliMixture.load(tmp / "model.zarr")
+            logger.info("3/4 evaluate on the training and test sets")
+            on_train = evaluate_model(model, train)
+            logger.info("4/4 report on the test set")
+            write_report(model, tmp / "report", dataset=test, model_path=str(folder / "model.zarr"))
+        on_test = json.loads((tmp / "report" / "metrics.json").read_text())
+        for split, metrics in (("train", on_train), ("test", on_test)):
+            metrics["data"] = str(folder / "mnist.zarr" / split)
+            _write_json(tmp / f"metrics-{split}.json", metrics)
+    for metrics in (on_train, on_test):
+        _print_metrics(metrics)
+        click.echo("")
+    click.echo(f"done in {time.perf_counter() - started:.0f} s; everything is in {folder}/:")
+    click.echo(f"  {folder / 'mnist.zarr'}        the data (train and test), binarised at 128")
+    click.echo(f"  {folder / 'model.zarr'}        the model: bmm-dask info {folder / 'model.zarr'}")
+    click.echo(f"  {folder / 'metrics-train.json'}, metrics-test.json")
+    click.echo(
+        f"  {folder / 'report' / 'report.html'}  the report: means, objective, confusion, samples"
+    )
+
+
 # --------------------------------------------------------------------------- info
 
 
@@ -283,7 +718,7 @@ def _format_dataset(info: dict[str, Any]) -> list[str]:
 @click.argument("path")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 def info(path: str, as_json: bool) -> None:
-    """Describe a dataset: samples, features, binarisation, chunks, bytes stored.
+    """Describe a dataset (samples, features, binarisation, chunks, bytes stored) or a model.
 
     PATH may also be a group of datasets (as `ingest mnist` writes): each is described.
     """
@@ -296,7 +731,30 @@ def info(path: str, as_json: bool) -> None:
     for i, entry in enumerate(infos):
         if i:
             click.echo("")
-        click.echo("\n".join(_format_dataset(entry)))
+        lines = _format_model(entry) if entry["kind"] == "model" else _format_dataset(entry)
+        click.echo("\n".join(lines))
+
+
+def _format_model(info: dict[str, Any]) -> list[str]:
+    data = info.get("data") or {}
+    settings = info.get("settings") or {}
+    weights = info["weights"]
+    shown = ", ".join(f"{w:.3f}" for w in weights[:12]) + (", ..." if len(weights) > 12 else "")
+    return [
+        f"{info['path']}: model",
+        f"  components     {info['n_components']}",
+        f"  features       {info['n_features']}",
+        f"  weights        {shown}",
+        f"  iterations     {info.get('n_iter')} ({'converged' if info.get('converged') else 'not converged'})",
+        f"  objective      {info.get('lower_bound', float('nan')):.4f} nats a sample",
+        "  settings       " + ", ".join(f"{k}={v}" for k, v in sorted(settings.items())),
+        f"  fitted on      {data.get('path', '?')} ({data.get('n_samples', '?'):,} samples, binarization "
+        f"{data.get('binarization')})"
+        if data
+        else "  fitted on      (not recorded)",
+        f"  fit time       {info.get('fit_seconds', float('nan')):.1f} s",
+        f"  written        {info.get('created')} by bmm_dask {info.get('bmm_dask_version')}",
+    ]
 
 
 # --------------------------------------------------------------------------- entry point

@@ -54,6 +54,9 @@ INITS: tuple[str, ...] = ("random", "random_from_data", "kmeans++")
 #: its mass and is re-seeded.
 EMPTY_MASS = 1e-3
 
+#: k-means steps on the sample after k-means++ seeding, before EM starts.
+LLOYD_STEPS = 10
+
 #: Statistics of at most this many blocks are added in one task of the tree reduction.
 SPLIT_EVERY = 8
 
@@ -223,21 +226,42 @@ def _soft(rows: NDArray[np.uint8], n_features: int) -> NDArray[np.float64]:
 def _kmeans_plus_plus(
     X: NDArray[np.float64], n_components: int, rng: np.random.Generator
 ) -> NDArray[np.intp]:
-    """k-means++ seeding by Hamming distance (the squared Euclidean distance of 0/1 rows)."""
+    """Greedy k-means++ seeding (as scikit-learn's) by Hamming distance, which for 0/1 rows is the
+    squared Euclidean distance: each new centre is the best of 2 + log(K) candidates."""
     n = len(X)
     ones = X.sum(axis=1)
+    trials = 2 + int(np.log(n_components))
+
+    def distance_to(rows: NDArray[np.intp]) -> NDArray[np.float64]:
+        return np.maximum(ones[:, None] + ones[rows][None, :] - 2 * (X @ X[rows].T), 0)
+
     centres = [int(rng.integers(n))]
-    closest = ones + ones[centres[0]] - 2 * (X @ X[centres[0]])
+    closest = distance_to(np.array(centres))[:, 0]
     for _ in range(1, n_components):
         total = closest.sum()
         if total <= 0:  # every row equals a centre already: pick any
             centres.append(int(rng.integers(n)))
             continue
-        pick = int(np.searchsorted(np.cumsum(closest), rng.random() * total, side="right"))
-        pick = min(pick, n - 1)
-        centres.append(pick)
-        np.minimum(closest, ones + ones[pick] - 2 * (X @ X[pick]), out=closest)
+        candidates = np.searchsorted(np.cumsum(closest), rng.random(trials) * total, side="right")
+        candidates = np.minimum(candidates, n - 1)
+        options = np.minimum(closest[:, None], distance_to(candidates))
+        best = int(np.argmin(options.sum(axis=0)))
+        centres.append(int(candidates[best]))
+        closest = options[:, best]
     return np.asarray(centres)
+
+
+def _lloyd(X: NDArray[np.float64], centres: NDArray[np.float64], n_iter: int) -> NDArray[np.intp]:
+    """A few k-means steps on the sample: the nearest centre of each row, then the centres moved."""
+    ones = X.sum(axis=1)
+    for _ in range(n_iter + 1):
+        distance = ones[:, None] + (centres**2).sum(axis=1)[None, :] - 2 * (X @ centres.T)
+        nearest = np.argmin(distance, axis=1)
+        for k in range(len(centres)):
+            members = nearest == k
+            if members.any():
+                centres[k] = X[members].mean(axis=0)
+    return nearest
 
 
 def initialize(
@@ -249,8 +273,9 @@ def initialize(
     """Starting means (n_components, n_features) and weights (n_components,), drawn on the driver.
 
     ``random``: means uniform in [0.25, 0.75]. ``random_from_data``: n_components rows, softened
-    to 0.25 / 0.75. ``kmeans++``: k-means++ seeding by Hamming distance on a sample of rows, then
-    each component starts at the (Laplace-smoothed) mean of the sample rows nearest to it.
+    to 0.25 / 0.75. ``kmeans++``: on a sample of rows, greedy k-means++ seeding by Hamming
+    distance and 10 k-means steps; each component starts at the (Laplace-smoothed) mean of its
+    sample rows.
     """
     D = data.n_features
     if init == "random":
@@ -264,9 +289,7 @@ def initialize(
         n_sample = min(data.n_samples, max(20 * n_components, 2000))
         X = unpack_bits(_sample_rows(data, n_sample, rng), D, np.float64)
         centres = X[_kmeans_plus_plus(X, n_components, rng)]
-        ones = X.sum(axis=1)
-        distance = ones[:, None] + centres.sum(axis=1)[None, :] - 2 * (X @ centres.T)
-        nearest = np.argmin(distance, axis=1)
+        nearest = _lloyd(X, centres, LLOYD_STEPS)
         counts = np.bincount(nearest, minlength=n_components).astype(np.float64)
         sums = np.zeros((n_components, D))
         np.add.at(sums, nearest, X)
@@ -478,6 +501,8 @@ def _log_resp_block(
         return loglik
     if what == "proba":
         return np.exp(log_resp_)
+    if what == "score_label":
+        return np.stack([loglik, np.argmax(log_resp_, axis=1)], axis=1)
     return np.argmax(log_resp_, axis=1)
 
 
@@ -485,16 +510,17 @@ def predict_log_resp(
     data: PackedData,
     means: NDArray[np.float64],
     weights: NDArray[np.float64],
-    what: Literal["score", "proba", "label"],
+    what: Literal["score", "proba", "label", "score_label"],
     dtype: np.typing.DTypeLike = np.float64,
 ) -> da.Array:
-    """Lazy per-row results: log-likelihoods, responsibilities or most likely components."""
+    """Lazy per-row results: log-likelihoods (n,), responsibilities (n, K), most likely
+    components (n,), or log-likelihood and component side by side (n, 2) from one pass."""
     W, b = log_parameters(means, weights, dtype)
     params = dask.delayed({"W": W, "b": b}, pure=True)
     n_components = len(weights)
     row_chunks = data.bits.chunks[0]
-    if what == "proba":
-        chunks: tuple[Any, ...] = (row_chunks, (n_components,))
+    if what in ("proba", "score_label"):
+        chunks: tuple[Any, ...] = (row_chunks, (n_components if what == "proba" else 2,))
         dtype_out: Any = np.float64
         drop: Any = None
     else:

@@ -59,8 +59,9 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
     n_init : int, default 1
         Starts to run; the one with the highest objective is kept.
     init : {"kmeans++", "random", "random_from_data"}, default "kmeans++"
-        How to start: k-means++ by Hamming distance on a sample of rows, uniform random means, or
-        randomly chosen rows (softened to 0.25 / 0.75).
+        How to start: k-means on a sample of rows (greedy k-means++ seeding by Hamming distance,
+        then 10 k-means steps), uniform random means, or randomly chosen rows (softened to
+        0.25 / 0.75).
     means_init : array of shape (n_components, n_features), optional
         Starting means in (0, 1); then ``init`` and ``n_init`` are not used.
     weights_init : array of shape (n_components,), optional
@@ -194,7 +195,7 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ fitting
 
-    def fit(self, X: Any, y: Any = None) -> BernoulliMixture:
+    def fit(self, X: Any, y: Any = None, *, callback: Any = None) -> BernoulliMixture:
         """Fit the mixture by EM.
 
         Parameters
@@ -202,6 +203,9 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
         X : array-like of shape (n_samples, n_features) of 0/1, a Dask array of the same, or an
             opened dataset (``bmm_dask.open_dataset``)
         y : ignored
+        callback : callable, optional
+            Called after every iteration with its record (as in ``history_``), for progress
+            displays.
 
         Returns
         -------
@@ -217,7 +221,7 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
         means_init, weights_init = self.means_init, self.weights_init
         if self.warm_start and hasattr(self, "means_"):
             means_init, weights_init = self.means_, self.weights_
-        with _progress(self.verbose, self.max_iter) as callback:
+        with _progress(self.verbose, self.max_iter) as show:
             result = fit_em(
                 data,
                 n_components=self.n_components,
@@ -231,7 +235,7 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
                 tol=float(self.tol),
                 mean_tol=self.mean_tol,
                 dtype=np.dtype(self.dtype),
-                callback=callback,
+                callback=_both(show, callback),
             )
         self.means_ = result.means
         self.weights_ = result.weights
@@ -360,6 +364,12 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
         model.n_features_in_ = means.shape[1]
         model.attrs_ = attrs
         return model
+
+
+def _both(first: Any, second: Any) -> Any:
+    if first is None or second is None:
+        return first or second
+    return lambda record: (first(record), second(record))
 
 
 def _jsonable(history: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -98,8 +98,11 @@ def plot_objective(history: Sequence[Mapping[str, Any]], path: str | os.PathLike
         ax.plot(reseeded, [objective[i - 1] for i in reseeded], "rx", label="component re-seeded")
         ax.legend()
     ax.set_xlabel("EM iteration")
-    ax.set_ylabel("objective: mean log-likelihood + log prior (nats per sample)")
-    ax.set_title("Objective by iteration (best start)")
+    ax.set_ylabel("objective (nats per sample)")
+    ax.set_title(
+        "Objective by iteration (best start):\nmean log-likelihood + log of the smoothing prior",
+        fontsize=10,
+    )
     ax.grid(alpha=0.3)
     fig.savefig(path, dpi=110)
     return Path(path)

@@ -32,6 +32,7 @@ __all__ = [
     "atomic_output",
     "default_chunk_rows",
     "describe_dataset",
+    "describe_model",
     "describe_path",
     "open_dataset",
     "parse_chunk_rows",
@@ -272,6 +273,17 @@ class Dataset:
             meta=np.empty((0, 0), dtype=dtype),
         )
 
+    def fingerprint(self) -> dict[str, Any]:
+        """What a model records of the data it was fitted on."""
+        path = self.path if _is_url(self.path) else os.path.abspath(self.path)
+        return {
+            "path": path,
+            "n_samples": self.n_samples,
+            "n_features": self.n_features,
+            "binarization": self.binarization,
+            "image_shape": list(self.image_shape) if self.image_shape else None,
+        }
+
     def read_array(self, name: str) -> NDArray[Any]:
         """Read a small array stored beside the data (``true_means``, ``true_weights``)."""
         try:
@@ -415,9 +427,12 @@ def describe_dataset(dataset: Dataset) -> dict[str, Any]:
 
 
 def describe_path(path_or_url: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Describe a dataset, or each dataset of a group that holds several (``mnist.zarr``)."""
+    """Describe a model, a dataset, or each dataset of a group that holds several (``mnist.zarr``)."""
     path = os.fspath(path_or_url)
     group = _open_group(path, None)
+    kind = (group.attrs.get("format") or {}).get("name")
+    if kind == MODEL_FORMAT["name"]:
+        return [describe_model(path)]
     if "bits" in group:
         return [describe_dataset(open_dataset(path))]
     names = sorted(
@@ -487,3 +502,17 @@ def read_model(
     ):
         raise ModelFileError(f"{path}: means must lie in (0, 1) and weights sum to 1")
     return means, weights, attrs
+
+
+def describe_model(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """What ``bmm-dask info`` shows of a model, as plain values."""
+    means, weights, attrs = read_model(path)
+    return {
+        "kind": "model",
+        "path": os.fspath(path),
+        "n_components": int(means.shape[0]),
+        "n_features": int(means.shape[1]),
+        "weights": weights.tolist(),
+        **{k: v for k, v in attrs.items() if k not in ("format", "history")},
+        "n_history": len(attrs.get("history", [])),
+    }

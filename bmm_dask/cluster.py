@@ -1,0 +1,75 @@
+"""Opening a Dask client: a local cluster of worker processes by default, or a scheduler by address or file."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+
+from bmm_dask.errors import SettingsError
+
+__all__ = ["open_client"]
+
+logger = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def open_client(
+    *,
+    scheduler: str | None = None,
+    scheduler_file: str | os.PathLike[str] | None = None,
+    workers: int | None = None,
+    threads_per_worker: int | None = None,
+    memory_limit: str | None = None,
+    dashboard_address: str = "127.0.0.1:8787",
+) -> Iterator[object]:
+    """A ``distributed.Client`` for the duration of a command.
+
+    With ``scheduler`` (an address such as ``tcp://host:8786``), ``scheduler_file``, or the
+    ``DASK_SCHEDULER_ADDRESS`` environment variable, it connects to that cluster. Otherwise it
+    starts a local cluster of ``workers`` processes (the number of cores by default) of
+    ``threads_per_worker`` threads (1), each held to ``memory_limit`` ("2GB", "auto"), with the
+    scheduler and the dashboard listening on 127.0.0.1 only; the cluster stops on exit.
+    """
+    from distributed import Client, LocalCluster
+
+    address = scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
+    if address and scheduler_file:
+        raise SettingsError("give --scheduler or --scheduler-file, not both")
+    if (address or scheduler_file) and (workers or threads_per_worker or memory_limit):
+        raise SettingsError(
+            "--workers, --threads-per-worker and --memory-limit set up a local cluster; "
+            "they do not go with --scheduler or --scheduler-file"
+        )
+    for name, value in (("--workers", workers), ("--threads-per-worker", threads_per_worker)):
+        if value is not None and value < 1:
+            raise SettingsError(f"{name} must be at least 1; got {value}")
+    if scheduler_file:
+        if not os.path.isfile(scheduler_file):
+            raise SettingsError(f"{scheduler_file}: no such scheduler file")
+        with Client(scheduler_file=os.fspath(scheduler_file)) as client:
+            yield client
+        return
+    if address:
+        try:
+            client = Client(address, timeout="10s")
+        except OSError as err:
+            raise SettingsError(f"{address}: cannot reach a Dask scheduler there ({err})") from err
+        with client:
+            yield client
+        return
+    n_workers = workers or os.cpu_count() or 1
+    try:
+        cluster = LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=threads_per_worker or 1,
+            processes=True,
+            memory_limit=memory_limit or "auto",
+            host="127.0.0.1",
+            dashboard_address=dashboard_address,
+        )
+    except ValueError as err:  # a memory limit dask cannot parse
+        raise SettingsError(f"cannot start a local cluster: {err}") from err
+    with cluster, Client(cluster) as client:
+        yield client

@@ -1,0 +1,230 @@
+"""Evaluating a fitted model on a dataset, and writing its report (figures, metrics, HTML)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import dask
+import numpy as np
+
+from bmm_dask.em import as_packed, predict_log_resp
+from bmm_dask.errors import DataError
+from bmm_dask.metrics import bits_per_dim, clustering_metrics
+from bmm_dask.model import BernoulliMixture
+from bmm_dask.report import plot_confusion, plot_means, plot_objective, plot_samples, write_html
+from bmm_dask.store import Dataset, atomic_output
+
+__all__ = ["evaluate", "write_predictions", "write_report"]
+
+logger = logging.getLogger(__name__)
+
+
+def _check_fit(model: BernoulliMixture, dataset: Dataset, model_path: str | None) -> None:
+    if dataset.n_features != model.n_features_in_:
+        raise DataError(
+            f"{dataset.path}: has {dataset.n_features} features but the model"
+            f"{' ' + model_path if model_path else ''} has {model.n_features_in_}"
+        )
+
+
+def evaluate(
+    model: BernoulliMixture,
+    dataset: Dataset,
+    *,
+    mapping: list[Any] | None = None,
+    model_path: str | None = None,
+) -> dict[str, Any]:
+    """Metrics of a model on a dataset, from one pass over the data.
+
+    Returns
+    -------
+    dict with ``n_samples``, ``n_components``, ``n_features``, ``log_likelihood_per_sample``
+    (nats), ``bits_per_dim``, and where the dataset has labels the keys of
+    :func:`bmm_dask.metrics.clustering_metrics` (confusion matrix, accuracy, NMI, ARI, ...).
+    """
+    _check_fit(model, dataset, model_path)
+    start = time.perf_counter()
+    both = predict_log_resp(
+        as_packed(dataset), model.means_, model.weights_, "score_label", np.dtype(model.dtype)
+    )
+    if dataset.labels is not None:
+        both, labels = dask.compute(both, dataset.labels)
+    else:
+        (both,) = dask.compute(both)
+        labels = None
+    scores, components = both[:, 0], both[:, 1].astype(np.intp)
+    per_sample = float(scores.mean())
+    metrics: dict[str, Any] = {
+        "data": dataset.path,
+        "n_samples": dataset.n_samples,
+        "n_components": len(model.weights_),
+        "n_features": dataset.n_features,
+        "log_likelihood_per_sample": per_sample,
+        "bits_per_dim": bits_per_dim(per_sample, dataset.n_features),
+    }
+    if labels is not None:
+        metrics.update(clustering_metrics(components, labels, len(model.weights_), mapping))
+    else:
+        metrics["cluster_sizes"] = np.bincount(components, minlength=len(model.weights_)).tolist()
+    metrics["seconds"] = time.perf_counter() - start
+    return metrics
+
+
+def write_report(
+    model: BernoulliMixture,
+    out: str | os.PathLike[str],
+    *,
+    dataset: Dataset | None = None,
+    mapping: list[Any] | None = None,
+    model_path: str | None = None,
+    overwrite: bool = False,
+    n_samples: int = 40,
+) -> Path:
+    """Write ``means.png``, ``loglik.png``, ``samples.png``, ``metrics.json``, ``report.html``
+    (and ``confusion.png`` when the dataset has labels) into the folder ``out``, atomically."""
+    if dataset is not None:
+        _check_fit(model, dataset, model_path)
+    attrs = getattr(model, "attrs_", {}) or {}
+    image_shape = (dataset.image_shape if dataset is not None else None) or (
+        attrs.get("data") or {}
+    ).get("image_shape")
+    with atomic_output(out, overwrite=overwrite) as tmp:
+        metrics = (
+            evaluate(model, dataset, mapping=mapping, model_path=model_path)
+            if dataset is not None
+            else None
+        )
+        labels = metrics.get("mapping") if metrics else None
+        figures = [
+            ("means.png", "The component means, by weight: the probability that each pixel is on.")
+        ]
+        plot_means(
+            model.means_, model.weights_, tmp / "means.png", image_shape=image_shape, mapping=labels
+        )
+        if model.history_:
+            plot_objective(model.history_, tmp / "loglik.png")
+            figures.append(
+                ("loglik.png", "The objective EM increases, by iteration, for the best start.")
+            )
+        if metrics and "confusion_matrix" in metrics:
+            plot_confusion(
+                metrics["confusion_matrix"],
+                metrics["classes"],
+                tmp / "confusion.png",
+                mapping=labels,
+                title=f"Components against labels: {Path(dataset.path).name if dataset else ''}, "
+                f"accuracy {metrics['accuracy']:.3f}",
+            )
+            figures.append(
+                ("confusion.png", "How many images of each label fall in each component.")
+            )
+        sample = BernoulliMixture(len(model.weights_), random_state=0)
+        sample.means_, sample.weights_ = model.means_, model.weights_
+        rows, components = sample.sample(n_samples)
+        plot_samples(rows, components, tmp / "samples.png", image_shape=image_shape)
+        figures.append(("samples.png", "Images drawn from the fitted mixture."))
+        record = {"model": model_path, **(metrics or {})}
+        (tmp / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
+        history = model.history_ or []
+        facts = [
+            ("model", model_path or "(in memory)"),
+            ("components", len(model.weights_)),
+            ("features", model.n_features_in_),
+            ("iterations", model.n_iter_),
+            ("converged", model.converged_),
+            ("objective (nats per sample)", f"{model.lower_bound_:.4f}"),
+            (
+                "fit time",
+                f"{sum(h['seconds'] for h in history):.1f} s over {len(history)} iterations (best start)",
+            ),
+            ("trained on", (attrs.get("data") or {}).get("path", "?")),
+        ]
+        if metrics:
+            facts += [
+                ("evaluated on", metrics["data"]),
+                ("log-likelihood", f"{metrics['log_likelihood_per_sample']:.3f} nats per sample"),
+            ]
+            if "accuracy" in metrics:
+                facts.append(
+                    ("accuracy", f"{metrics['accuracy']:.4f} ({metrics['matching']} matching)")
+                )
+        settings = dict(attrs.get("settings") or model.get_params())
+        for name in ("means_init", "weights_init"):
+            settings.pop(name, None)
+        write_html(
+            tmp / "report.html",
+            title=f"Bernoulli mixture, K = {len(model.weights_)}",
+            figures=figures,
+            settings=settings,
+            facts=facts,
+            metrics=metrics,
+        )
+    return Path(out)
+
+
+def write_predictions(
+    model: BernoulliMixture,
+    dataset: Dataset,
+    out: str | os.PathLike[str],
+    *,
+    proba: bool = False,
+    overwrite: bool = False,
+    model_path: str | None = None,
+) -> Path:
+    """Write ``labels`` (the most likely component of each row) and, with ``proba``, ``resp``
+    (responsibilities, float32, n_samples x K) to a Zarr group chunked like the data."""
+    import zarr
+
+    _check_fit(model, dataset, model_path)
+    data = as_packed(dataset)
+    n_components = len(model.weights_)
+    labels_dtype = np.min_scalar_type(n_components - 1)
+    labels = predict_log_resp(
+        data, model.means_, model.weights_, "label", np.dtype(model.dtype)
+    ).astype(labels_dtype)
+    rows = dataset.bits.chunks[0][0]
+    with atomic_output(out, overwrite=overwrite) as tmp:
+        group = zarr.open_group(zarr.storage.LocalStore(tmp), mode="w")
+        group.attrs.update(
+            {
+                "format": {"name": "bmm_dask.predictions", "version": 1},
+                "model": model_path,
+                "data": dataset.fingerprint(),
+                "n_components": n_components,
+            }
+        )
+        sources, targets = (
+            [labels],
+            [
+                group.create_array(
+                    "labels",
+                    shape=(dataset.n_samples,),
+                    chunks=(rows,),
+                    dtype=labels_dtype,
+                    dimension_names=("sample",),
+                )
+            ],
+        )
+        if proba:
+            resp = predict_log_resp(
+                data, model.means_, model.weights_, "proba", np.dtype(model.dtype)
+            ).astype(np.float32)
+            sources.append(resp)
+            targets.append(
+                group.create_array(
+                    "resp",
+                    shape=(dataset.n_samples, n_components),
+                    chunks=(rows, n_components),
+                    dtype="float32",
+                    dimension_names=("sample", "component"),
+                )
+            )
+        import dask.array as da
+
+        da.store([s.rechunk({0: rows}) for s in sources], targets, lock=False)
+    return Path(out)
