@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -549,12 +548,9 @@ def evaluate(
 
 def _write_json(path: Path, value: Any) -> None:
     """Write a JSON file whole or not at all."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(json.dumps(value, indent=2) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    from bmm_dask.store import atomic_file
+
+    atomic_file(path, lambda tmp: tmp.write_text(json.dumps(value, indent=2) + "\n"))
 
 
 @cli.command(context_settings=CONTEXT)

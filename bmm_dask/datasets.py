@@ -31,6 +31,7 @@ from bmm_dask.store import (
     ZSTD_LEVEL,
     Dataset,
     DatasetWriter,
+    atomic_file,
     atomic_output,
     check_output,
     open_dataset,
@@ -647,24 +648,11 @@ def fetch_mnist(
             problem = _verify(found, md5, size)
             if problem is not None:
                 raise DataError(f"{found}: not the MNIST file {name}: {problem}")
-            _install(target / found.name, lambda tmp, src=found: shutil.copyfile(src, tmp))
+            atomic_file(target / found.name, lambda tmp, src=found: shutil.copyfile(src, tmp))
             logger.info("%s: copied from %s", target / found.name, found)
             continue
         _download(target, f"{name}.gz", md5, size, mirrors, timeout)
     return target
-
-
-def _install(final: Path, write: Callable[[Path], Any]) -> None:
-    """Write a file under a temporary name in its folder, then rename it into place."""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        tmp.chmod(0o644)
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _download(

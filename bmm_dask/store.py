@@ -8,7 +8,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ __all__ = [
     "DATASET_FORMAT",
     "Dataset",
     "DatasetWriter",
+    "atomic_file",
     "atomic_output",
     "default_chunk_rows",
     "describe_dataset",
@@ -114,6 +115,23 @@ def atomic_output(path: str | os.PathLike[str], *, overwrite: bool = False) -> I
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def atomic_file(final: str | os.PathLike[str], write: Callable[[Path], Any]) -> Path:
+    """Write a file under a temporary name in its folder (``write(tmp)``), then rename it into place."""
+    final = Path(final)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{final.name}.", suffix=".part", dir=final.absolute().parent
+    )
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        tmp.chmod(0o644)
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return final
 
 
 def check_output(target: Path, *, overwrite: bool) -> None:
