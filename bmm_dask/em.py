@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -168,8 +169,12 @@ def _estep_task(
 def _estep_graph(
     data: PackedData, W: NDArray[Any], b: NDArray[Any], n_worst: int, split_every: int
 ) -> Delayed:
-    """One E-step as a graph: a task a chunk, then a tree of sums; the root holds the statistics."""
-    token = tokenize(data.bits.name, W, b, n_worst, split_every)
+    """One E-step as a graph: a task a chunk, then a tree of sums; the root holds the statistics.
+
+    The keys are new every time, even for parameters seen before (EM at a fixed point): a
+    distributed scheduler may still be forgetting the keys of the last iteration.
+    """
+    token = uuid.uuid4().hex
     params = f"bmm-params-{token}"
     layer: dict[Any, Any] = {params: {"W": W, "b": b}}
     level = []

@@ -171,3 +171,20 @@ def test_recovers_a_known_mixture(tmp_path: Path) -> None:
     assert np.abs(model.means_[rows] - true_means[cols]).max() < 0.02
     assert np.abs(model.weights_[rows] - true_weights[cols]).max() < 0.01
     assert model.converged_
+
+
+def test_the_same_parameters_twice_on_a_distributed_cluster(data) -> None:
+    """EM at a fixed point asks for the same E-step again: it must not race the last one."""
+    from bmm_dask.em import estep
+
+    X, means_init, weights_init = data
+    packed = as_packed(da.from_array(X, chunks=(500, 45)))
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        Client(cluster),
+    ):
+        results = [estep(packed, means_init, weights_init, dtype=np.float64) for _ in range(5)]
+    for result in results[1:]:
+        np.testing.assert_array_equal(result["resp_x"], results[0]["resp_x"])
