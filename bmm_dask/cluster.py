@@ -7,11 +7,19 @@ import logging
 import os
 from collections.abc import Iterator
 
+import dask
+
 from bmm_dask.errors import SettingsError
 
 __all__ = ["open_client"]
 
 logger = logging.getLogger(__name__)
+
+#: distributed starts worker processes with MALLOC_TRIM_THRESHOLD_=65536, which also fixes
+#: glibc's mmap threshold, so every large temporary array is fresh, zero-filled memory: the
+#: E-step on 10,240 MNIST rows took 23-41 ms in such a worker against 17-20 ms without it.
+#: The local cluster leaves it unset (a cluster of the user's keeps its own settings).
+NO_TRIM = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
 
 
 @contextlib.contextmanager
@@ -61,14 +69,15 @@ def open_client(
         return
     n_workers = workers or os.cpu_count() or 1
     try:
-        cluster = LocalCluster(
-            n_workers=n_workers,
-            threads_per_worker=threads_per_worker or 1,
-            processes=True,
-            memory_limit=memory_limit or "auto",
-            host="127.0.0.1",
-            dashboard_address=dashboard_address,
-        )
+        with dask.config.set({NO_TRIM: None}):
+            cluster = LocalCluster(
+                n_workers=n_workers,
+                threads_per_worker=threads_per_worker or 1,
+                processes=True,
+                memory_limit=memory_limit or "auto",
+                host="127.0.0.1",
+                dashboard_address=dashboard_address,
+            )
     except ValueError as err:  # a memory limit dask cannot parse
         raise SettingsError(f"cannot start a local cluster: {err}") from err
     with cluster, Client(cluster) as client:
