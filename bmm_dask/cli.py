@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -304,6 +305,35 @@ def _cluster_options(func: Any) -> Any:
             metavar="SIZE",
             help="Memory a worker of the local cluster, e.g. 2GB [default: shared out].",
         ),
+        _PERFORMANCE_REPORT,
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+_PERFORMANCE_REPORT = click.option(
+    "--performance-report",
+    type=click.Path(dir_okay=False),
+    help="Write Dask's performance report (an HTML page) of the work to this file.",
+)
+
+
+def _remote_options(func: Any) -> Any:
+    """--scheduler, --scheduler-file and --performance-report for commands that run in this
+    process unless told to use a cluster."""
+    options = [
+        click.option(
+            "--scheduler",
+            metavar="ADDRESS",
+            help="Run on this Dask scheduler (tcp://host:8786) instead of in this process.",
+        ),
+        click.option(
+            "--scheduler-file",
+            type=click.Path(dir_okay=False),
+            help="Run on the scheduler this file names.",
+        ),
+        _PERFORMANCE_REPORT,
     ]
     for option in reversed(options):
         func = option(func)
@@ -312,12 +342,15 @@ def _cluster_options(func: Any) -> Any:
 
 @contextmanager
 def _client(
-    scheduler: str | None,
-    scheduler_file: str | None,
-    workers: int | None,
-    threads_per_worker: int | None,
-    memory_limit: str | None,
+    scheduler: str | None = None,
+    scheduler_file: str | None = None,
+    workers: int | None = None,
+    threads_per_worker: int | None = None,
+    memory_limit: str | None = None,
+    performance_report: str | None = None,
 ) -> Iterator[Any]:
+    """A Dask client (the cluster named, else a local one) for the command, its dashboard link
+    logged first, and Dask's performance report written when asked for."""
     from bmm_dask.cluster import open_client
 
     with open_client(
@@ -328,7 +361,28 @@ def _client(
         memory_limit=memory_limit,
     ) as client:
         logger.info("Dask dashboard: %s", client.dashboard_link)
-        yield client
+        if performance_report is None:
+            yield client
+            return
+        from distributed import performance_report as report
+
+        with report(filename=performance_report):
+            yield client
+        logger.info("Dask performance report: %s", performance_report)
+
+
+def _maybe_client(
+    scheduler: str | None, scheduler_file: str | None, performance_report: str | None
+) -> Any:
+    """A cluster when one is named (or a performance report asked for), else this process."""
+    if (
+        scheduler
+        or scheduler_file
+        or os.environ.get("DASK_SCHEDULER_ADDRESS")
+        or performance_report
+    ):
+        return _client(scheduler, scheduler_file, performance_report=performance_report)
+    return nullcontext()
 
 
 def _open(path: str) -> Any:
@@ -452,11 +506,16 @@ def fit(
 )
 @click.option("--proba", is_flag=True, help="Also write the responsibilities (n_samples x K).")
 @click.option("--overwrite", is_flag=True, help="Replace the output if it exists.")
-@click.option(
-    "--scheduler", metavar="ADDRESS", help="Run on this Dask scheduler instead of in this process."
-)
+@_remote_options
 def predict(
-    model_path: str, data: str, out: str, proba: bool, overwrite: bool, scheduler: str | None
+    model_path: str,
+    data: str,
+    out: str,
+    proba: bool,
+    overwrite: bool,
+    scheduler: str | None,
+    scheduler_file: str | None,
+    performance_report: str | None,
 ) -> None:
     """Write the most likely component of each row of DATA (and with --proba the responsibilities)."""
     from bmm_dask.evaluation import write_predictions
@@ -464,7 +523,7 @@ def predict(
 
     model, dataset = _load(model_path), _open(data)
     check_output(Path(out), overwrite=overwrite)
-    with _client(scheduler, None, None, None, None) if scheduler else nullcontext():
+    with _maybe_client(scheduler, scheduler_file, performance_report):
         write_predictions(
             model, dataset, out, proba=proba, overwrite=overwrite, model_path=model_path
         )
@@ -519,15 +578,15 @@ def _mapping_from(model: Any, path: str | None, model_path: str) -> list[Any] | 
     type=click.Path(),
     help="Learn each component's label on this dataset (e.g. the training set).",
 )
-@click.option(
-    "--scheduler", metavar="ADDRESS", help="Run on this Dask scheduler instead of in this process."
-)
+@_remote_options
 def evaluate(
     model_path: str,
     data: str,
     json_path: str | None,
     mapping_from: str | None,
     scheduler: str | None,
+    scheduler_file: str | None,
+    performance_report: str | None,
 ) -> None:
     """Log-likelihood of DATA under MODEL and, with labels, how components match them."""
     from bmm_dask.evaluation import evaluate as evaluate_model
@@ -536,7 +595,7 @@ def evaluate(
     model, dataset = _load(model_path), _open(data)
     if json_path is not None:
         check_output(Path(json_path), overwrite=True)
-    with _client(scheduler, None, None, None, None) if scheduler else nullcontext():
+    with _maybe_client(scheduler, scheduler_file, performance_report):
         mapping = _mapping_from(model, mapping_from, model_path)
         metrics = evaluate_model(model, dataset, mapping=mapping, model_path=model_path)
     metrics["model"] = model_path

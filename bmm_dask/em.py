@@ -352,6 +352,25 @@ def _reseed(
     return len(empty)
 
 
+#: Topic of the Dask events a fit logs on a distributed scheduler, one an iteration; watch them
+#: with ``Client.get_events("bmm-dask")`` or ``Client.subscribe_topic("bmm-dask", handler)``.
+EVENT_TOPIC = "bmm-dask"
+
+
+def _publish(record: dict[str, Any]) -> None:
+    """Log the iteration as an event on the distributed scheduler, when there is one."""
+    try:
+        from distributed import default_client
+
+        client = default_client()
+    except (ImportError, ValueError):
+        return
+    event = {
+        k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()
+    }
+    client.log_event(EVENT_TOPIC, {"kind": "iteration", **event})
+
+
 def run_em(
     data: PackedData,
     means: NDArray[np.float64],
@@ -416,6 +435,7 @@ def run_em(
             seconds,
             f"  re-seeded {reseeded}" if reseeded else "",
         )
+        _publish(record)
         if callback is not None:
             callback(record)
         if not math.isfinite(objective):
