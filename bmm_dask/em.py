@@ -183,7 +183,7 @@ def _estep_graph(
         level.append((f"bmm-estep-{token}", i))
         layer[level[-1]] = (_estep_task, key, data.n_features, params, n_worst, int(offsets[i]))
     depth = 0
-    while len(level) > 1:
+    while len(level) > split_every:
         parents = []
         for j in range(0, len(level), split_every):
             parents.append((f"bmm-combine-{token}", depth, j // split_every))

@@ -1,0 +1,169 @@
+"""Real clusters: a `dask scheduler` and two `dask worker` processes on 127.0.0.1, started here."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from distributed import Client
+
+from bmm_dask import BernoulliMixture, open_dataset
+from bmm_dask.datasets import synth
+
+
+def start(*args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "dask", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """A scheduler and two single-threaded workers, each its own process, as a user starts them."""
+    folder = tmp_path_factory.mktemp("cluster")
+    scheduler_file = folder / "scheduler.json"
+    processes = [
+        start(
+            "scheduler",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--dashboard-address",
+            "127.0.0.1:0",
+            "--scheduler-file",
+            str(scheduler_file),
+            "--no-show",
+        )
+    ]
+    try:
+        deadline = time.monotonic() + 60
+        while not scheduler_file.exists():
+            assert time.monotonic() < deadline, "the scheduler did not start"
+            time.sleep(0.2)
+        for name in ("w1", "w2"):
+            processes.append(
+                start(
+                    "worker",
+                    "--scheduler-file",
+                    str(scheduler_file),
+                    "--nthreads",
+                    "1",
+                    "--host",
+                    "127.0.0.1",
+                    "--name",
+                    name,
+                    "--memory-limit",
+                    "2GB",
+                )
+            )
+        with Client(scheduler_file=str(scheduler_file), timeout="30s") as client:
+            client.wait_for_workers(2, timeout=60)
+        info = json.loads(scheduler_file.read_text())
+        yield {
+            "file": str(scheduler_file),
+            "address": info["address"],
+            "dashboard": info["services"]["dashboard"],
+            "folder": folder,
+        }
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def store(cluster: dict) -> Path:
+    return synth(
+        cluster["folder"] / "data.zarr",
+        n_samples=24_000,
+        n_features=100,
+        n_components=4,
+        seed=9,
+        chunk_rows=5000,
+    )
+
+
+def test_a_fit_on_separate_processes_equals_the_local_fit(
+    cluster: dict, store: Path, tmp_path: Path, bmm
+) -> None:
+    args = ("--k", "4", "--seed", "3", "--dtype", "float64", "--max-iter", "12", "--tol", "0")
+    result = bmm(
+        "fit", store, *args, "--out", tmp_path / "remote.zarr", "--scheduler-file", cluster["file"]
+    )
+    assert result.code == 0, result.err
+    assert f"Dask dashboard: http://127.0.0.1:{cluster['dashboard']}/status" in result.err
+    remote = BernoulliMixture.load(tmp_path / "remote.zarr")
+    local = BernoulliMixture(4, random_state=3, dtype="float64", max_iter=12, tol=0).fit(
+        open_dataset(store)
+    )
+    assert np.array_equal(remote.means_, local.means_)
+    assert np.array_equal(remote.weights_, local.weights_)
+
+    with Client(cluster["address"]) as client:
+        prefixes = client.run_on_scheduler(
+            lambda dask_scheduler: list(dask_scheduler.task_prefixes)
+        )
+        events = client.get_events("bmm-dask")
+    assert {"bmm-estep", "bmm-stats", "bmm-params", "bmm-read-bits"} <= set(prefixes), prefixes
+    iterations = [event for _, event in events if event.get("kind") == "iteration"]
+    assert [e["iteration"] for e in iterations[-12:]] == list(range(1, 13))
+
+    by_address = bmm(
+        "evaluate",
+        tmp_path / "remote.zarr",
+        store,
+        "--scheduler",
+        cluster["address"],
+        "--json",
+        tmp_path / "m.json",
+    )
+    assert by_address.code == 0, by_address.err
+    assert json.loads((tmp_path / "m.json").read_text())["n_samples"] == 24_000
+
+
+def test_the_dashboard_answers_while_a_fit_runs(cluster: dict, store: Path) -> None:
+    answers: list[int] = []
+    with Client(cluster["address"]):
+        fitting = threading.Thread(
+            target=lambda: BernoulliMixture(4, random_state=0, max_iter=60, tol=0).fit(
+                open_dataset(store)
+            )
+        )
+        fitting.start()
+        while fitting.is_alive():
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{cluster['dashboard']}/status", timeout=10
+            ) as page:
+                answers.append(page.status)
+            time.sleep(0.3)
+        fitting.join()
+    assert answers and set(answers) == {200}
+
+
+def test_performance_report(cluster: dict, store: Path, tmp_path: Path, bmm) -> None:
+    model = BernoulliMixture(2, random_state=0, max_iter=3).fit(open_dataset(store))
+    model.save(tmp_path / "m.zarr")
+    result = bmm(
+        "predict",
+        tmp_path / "m.zarr",
+        store,
+        "--out",
+        tmp_path / "p.zarr",
+        "--scheduler-file",
+        cluster["file"],
+        "--performance-report",
+        tmp_path / "report.html",
+    )
+    assert result.code == 0, result.err
+    page = (tmp_path / "report.html").read_text()
+    assert "<html" in page.lower() and "bmm-label" in page
