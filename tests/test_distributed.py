@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
 import json
 import subprocess
 import sys
@@ -167,3 +169,52 @@ def test_performance_report(cluster: dict, store: Path, tmp_path: Path, bmm) -> 
     assert result.code == 0, result.err
     page = (tmp_path / "report.html").read_text()
     assert "<html" in page.lower() and "bmm-label" in page
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def served(cluster: dict, store: Path) -> Iterator[str]:
+    """The store's folder served over HTTP by a real server on 127.0.0.1."""
+    handler = functools.partial(_Quiet, directory=str(store.parent))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/{store.name}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_fit_from_a_store_over_http_equals_the_fit_from_disk(
+    cluster: dict, store: Path, served: str, tmp_path: Path, bmm
+) -> None:
+    remote = open_dataset(served)
+    assert remote.n_samples == 24_000 and remote.labels is not None
+    settings = {"random_state": 1, "dtype": "float64", "max_iter": 8, "tol": 0}
+    from_disk = BernoulliMixture(4, **settings).fit(open_dataset(store))
+    over_http = BernoulliMixture(4, **settings).fit(remote)
+    assert np.array_equal(over_http.means_, from_disk.means_)
+    # on the cluster, the workers read the store over HTTP themselves
+    result = bmm(
+        "fit",
+        served,
+        "--k",
+        "4",
+        "--seed",
+        "1",
+        "--dtype",
+        "float64",
+        "--max-iter",
+        "8",
+        "--tol",
+        "0",
+        "--out",
+        tmp_path / "m.zarr",
+        "--scheduler",
+        cluster["address"],
+    )
+    assert result.code == 0, result.err
+    assert np.array_equal(BernoulliMixture.load(tmp_path / "m.zarr").means_, from_disk.means_)
+    assert BernoulliMixture.load(tmp_path / "m.zarr").attrs_["data"]["path"] == served
