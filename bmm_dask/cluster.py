@@ -35,7 +35,9 @@ def open_client(
     """A ``distributed.Client`` for the duration of a command.
 
     With ``scheduler`` (an address such as ``tcp://host:8786``), ``scheduler_file``, or the
-    ``DASK_SCHEDULER_ADDRESS`` environment variable, it connects to that cluster. Otherwise it
+    ``DASK_SCHEDULER_ADDRESS`` environment variable, it connects to that cluster, with the TLS
+    certificates of the Dask configuration when it has them (``distributed.comm.tls.*``, e.g.
+    ``DASK_DISTRIBUTED__COMM__TLS__CA_FILE``) for a ``tls://`` address. Otherwise it
     starts a local cluster of ``workers`` processes (the number of cores by default) of
     ``threads_per_worker`` threads (1), each held to ``memory_limit`` ("2GB", "auto"), with the
     scheduler and the dashboard listening on 127.0.0.1 only; the cluster stops on exit.
@@ -56,14 +58,24 @@ def open_client(
     if scheduler_file:
         if not os.path.isfile(scheduler_file):
             raise SettingsError(f"{scheduler_file}: no such scheduler file")
-        with Client(scheduler_file=os.fspath(scheduler_file)) as client:
+        try:
+            client = Client(scheduler_file=os.fspath(scheduler_file), timeout="10s")
+        except (OSError, TypeError, ValueError) as err:
+            reason = " ".join(str(err).split()) or type(err).__name__
+            raise SettingsError(
+                f"{scheduler_file}: cannot connect to the scheduler it names ({reason})"
+            ) from err
+        with client:
             yield client
         return
     if address:
         try:
             client = Client(address, timeout="10s")
-        except OSError as err:
-            raise SettingsError(f"{address}: cannot reach a Dask scheduler there ({err})") from err
+        except (OSError, TypeError, ValueError) as err:  # refused, timed out, or no TLS settings
+            reason = " ".join(str(err).split()) or type(err).__name__
+            raise SettingsError(
+                f"{address}: cannot connect to a Dask scheduler there ({reason})"
+            ) from err
         with client:
             yield client
         return

@@ -1,0 +1,158 @@
+"""TLS: a cluster that requires certificates runs a fit for a client that has them, and refuses one without."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bmm_dask.datasets import synth
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("openssl") is None, reason="needs the openssl command to make certificates"
+)
+
+
+def dask(*args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "dask", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
+@pytest.fixture(scope="module")
+def tls_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    tls = ["--tls-ca-file", str(cert), "--tls-cert", str(cert), "--tls-key", str(key)]
+    scheduler_file = folder / "scheduler.json"
+    processes = [
+        dask(
+            "scheduler",
+            "--protocol",
+            "tls",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--dashboard-address",
+            "127.0.0.1:0",
+            "--scheduler-file",
+            str(scheduler_file),
+            "--no-show",
+            *tls,
+        )
+    ]
+    try:
+        deadline = time.monotonic() + 60
+        while not scheduler_file.exists():
+            assert time.monotonic() < deadline, "the scheduler did not start"
+            time.sleep(0.2)
+        processes.append(
+            dask(
+                "worker",
+                "--scheduler-file",
+                str(scheduler_file),
+                "--nthreads",
+                "1",
+                "--host",
+                "127.0.0.1",
+                *tls,
+            )
+        )
+        env = {
+            **os.environ,
+            "DASK_DISTRIBUTED__COMM__TLS__CA_FILE": str(cert),
+            "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT": str(cert),
+            "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY": str(key),
+            "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True",
+        }
+        waiter = "from distributed import Client; import sys; Client(sys.argv[1], timeout='30s').wait_for_workers(1, timeout=60)"
+        address = json.loads(scheduler_file.read_text())["address"]
+        subprocess.run([sys.executable, "-c", waiter, address], env=env, check=True, timeout=120)
+        yield {"address": address, "env": env, "folder": folder}
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=30)
+
+
+def bmm_dask(*args: str | Path, env: dict) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bmm_dask", *map(str, args)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_a_tls_cluster_fits_for_a_client_with_certificates_only(tls_cluster: dict) -> None:
+    assert tls_cluster["address"].startswith("tls://127.0.0.1:")
+    data = synth(
+        tls_cluster["folder"] / "d.zarr", n_samples=3000, n_features=32, n_components=2, seed=0
+    )
+    model = tls_cluster["folder"] / "m.zarr"
+    ok = bmm_dask(
+        "fit",
+        data,
+        "--k",
+        "2",
+        "--out",
+        model,
+        "--scheduler",
+        tls_cluster["address"],
+        env=tls_cluster["env"],
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert model.is_dir()
+
+    plain = {k: v for k, v in os.environ.items() if not k.startswith("DASK_DISTRIBUTED__COMM")}
+    refused = bmm_dask(
+        "fit",
+        data,
+        "--k",
+        "2",
+        "--out",
+        tls_cluster["folder"] / "x.zarr",
+        "--scheduler",
+        tls_cluster["address"],
+        env=plain,
+    )
+    assert refused.returncode == 2, refused.stderr
+    lines = refused.stderr.strip().splitlines()
+    assert (
+        len(lines) == 1
+        and "cannot connect to a Dask scheduler" in lines[0]
+        and "Traceback" not in refused.stderr
+    )
+    assert not (tls_cluster["folder"] / "x.zarr").exists()
