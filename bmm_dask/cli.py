@@ -305,6 +305,12 @@ def _cluster_options(func: Any) -> Any:
             metavar="SIZE",
             help="Memory a worker of the local cluster, e.g. 2GB [default: shared out].",
         ),
+        click.option(
+            "--dashboard-address",
+            default="127.0.0.1:8787",
+            show_default=True,
+            help="Where the local cluster's dashboard listens (HOST:PORT; port 0 for any free one).",
+        ),
         _PERFORMANCE_REPORT,
     ]
     for option in reversed(options):
@@ -348,6 +354,7 @@ def _client(
     threads_per_worker: int | None = None,
     memory_limit: str | None = None,
     performance_report: str | None = None,
+    dashboard_address: str = "127.0.0.1:8787",
 ) -> Iterator[Any]:
     """A Dask client (the cluster named, else a local one) for the command, its dashboard link
     logged first, and Dask's performance report written when asked for."""
@@ -359,6 +366,7 @@ def _client(
         workers=workers,
         threads_per_worker=threads_per_worker,
         memory_limit=memory_limit,
+        dashboard_address=dashboard_address,
     ) as client:
         logger.info("Dask dashboard: %s", client.dashboard_link)
         if performance_report is None:

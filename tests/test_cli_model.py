@@ -49,6 +49,8 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
             str(folder / "model.zarr"),
             "--workers",
             "1",
+            "--dashboard-address",
+            "127.0.0.1:0",
             "--seed",
             "2",
         ]
@@ -83,6 +85,8 @@ def test_fit_logs_a_line_an_iteration_and_the_dashboard(tmp_path: Path, workdir:
         tmp_path / "m.zarr",
         "--workers",
         "1",
+        "--dashboard-address",
+        "127.0.0.1:0",
         "--max-iter",
         "3",
         "--tol",
@@ -103,6 +107,8 @@ def test_fit_logs_a_line_an_iteration_and_the_dashboard(tmp_path: Path, workdir:
         tmp_path / "q.zarr",
         "--workers",
         "1",
+        "--dashboard-address",
+        "127.0.0.1:0",
         "--max-iter",
         "3",
     )
@@ -278,7 +284,7 @@ def test_mistakes_exit_2_with_one_line(tmp_path: Path, workdir: Path, bmm) -> No
 
 @pytest.mark.slow
 def test_demo_does_the_whole_job(tmp_path: Path, bmm) -> None:
-    result = bmm("demo", "--out", tmp_path / "demo")
+    result = bmm("demo", "--out", tmp_path / "demo", "--dashboard-address", "127.0.0.1:0")
     assert result.code == 0, result.err
     folder = tmp_path / "demo"
     for name in (
