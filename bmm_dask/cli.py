@@ -369,6 +369,7 @@ def _client(
         dashboard_address=dashboard_address,
     ) as client:
         logger.info("Dask dashboard: %s", client.dashboard_link)
+        _add_progress_page(client)
         if performance_report is None:
             yield client
             return
@@ -377,6 +378,18 @@ def _client(
         with report(filename=performance_report):
             yield client
         logger.info("Dask performance report: %s", performance_report)
+
+
+def _add_progress_page(client: Any) -> None:
+    """Our page on the dashboard, when the scheduler can import bmm_dask."""
+    from bmm_dask.dashboard import PAGE, ProgressPage
+
+    try:
+        client.register_plugin(ProgressPage())
+    except Exception as err:  # the scheduler may lack bmm_dask: the fit goes on without the page
+        logger.debug("no progress page on the dashboard: %s", err)
+        return
+    logger.info("Progress page: %s", client.dashboard_link.rsplit("/", 1)[0] + PAGE)
 
 
 def _maybe_client(

@@ -120,6 +120,12 @@ def test_a_fit_on_separate_processes_equals_the_local_fit(
     iterations = [event for _, event in events if event.get("kind") == "iteration"]
     assert [e["iteration"] for e in iterations[-12:]] == list(range(1, 13))
 
+    with urllib.request.urlopen(
+        f"http://127.0.0.1:{cluster['dashboard']}/bmm-dask", timeout=10
+    ) as page:
+        text = page.read().decode()
+    assert "EM progress" in text and "<svg" in text and "iteration 12" in text
+
     by_address = bmm(
         "evaluate",
         tmp_path / "remote.zarr",
@@ -218,3 +224,38 @@ def test_a_fit_from_a_store_over_http_equals_the_fit_from_disk(
     assert result.code == 0, result.err
     assert np.array_equal(BernoulliMixture.load(tmp_path / "m.zarr").means_, from_disk.means_)
     assert BernoulliMixture.load(tmp_path / "m.zarr").attrs_["data"]["path"] == served
+
+
+def test_the_progress_page_draws_each_run() -> None:
+    from bmm_dask.dashboard import render
+
+    events = [
+        (
+            0.0,
+            {
+                "kind": "iteration",
+                "iteration": i,
+                "objective": -10 + i / 10,
+                "change": None if i == 1 else 0.1,
+                "seconds": 0.01,
+                "reseeded": 0,
+            },
+        )
+        for i in range(1, 6)
+    ]
+    events += [
+        (
+            1.0,
+            {
+                "kind": "iteration",
+                "iteration": 1,
+                "objective": -9.0,
+                "change": None,
+                "seconds": 0.01,
+                "reseeded": 0,
+            },
+        )
+    ]
+    page = render(events)
+    assert page.count("<svg") == 2 and "Run 2: iteration 1" in page and "Run 1: iteration 5" in page
+    assert "No fit has run" in render([])
