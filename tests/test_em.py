@@ -148,14 +148,22 @@ def test_streaming_from_zarr_equals_persisting(tmp_path: Path) -> None:
     np.testing.assert_array_equal(runs[0].means, runs[1].means)
 
 
-def test_one_graph_an_iteration_with_bmm_task_names(data) -> None:
+@pytest.mark.parametrize("inline", [True, False])
+def test_one_graph_an_iteration_with_bmm_task_names(
+    data, inline: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bmm_dask.em
+
+    if not inline:  # large parameters travel as a task of their own
+        monkeypatch.setattr(bmm_dask.em, "INLINE_PARAMETERS", 0)
     X, means_init, weights_init = data
     packed = as_packed(da.from_array(X, chunks=(100, 45)))
     W, b = log_parameters(means_init, weights_init)
     graph = dict(_estep_graph(packed, W, b, 4, 8).__dask_graph__())
     names = {k[0] if isinstance(k, tuple) else k for k in graph}
     ours = {name.rsplit("-", 1)[0] for name in names if name.startswith("bmm-")}
-    assert {"bmm-params", "bmm-estep", "bmm-combine", "bmm-stats", "bmm-pack"} <= ours
+    assert {"bmm-estep", "bmm-combine", "bmm-stats", "bmm-pack"} <= ours
+    assert ("bmm-params" in ours) is not inline
     assert sum(1 for k in graph if isinstance(k, tuple) and k[0].startswith("bmm-estep")) == 30
     assert all(name.startswith(("bmm-", "array-")) for name in names)  # array-: the NumPy input
 
