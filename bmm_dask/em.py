@@ -173,8 +173,10 @@ def _estep_task(
 
 def _estep_graph(
     data: PackedData, W: NDArray[Any], b: NDArray[Any], n_worst: int, split_every: int
-) -> Delayed:
-    """One E-step as a graph: a task a chunk, then a tree of sums; the root holds the statistics.
+) -> list[Delayed]:
+    """One E-step as a graph: a task a chunk, then a tree of sums down to at most ``split_every``
+    partial sums, which the driver adds (fetching them straight from the workers that hold them
+    costs less than one more task and transfer on the cluster).
 
     The keys are new every time, even for parameters seen before (EM at a fixed point): a
     distributed scheduler may still be forgetting the keys of the last iteration.
@@ -197,10 +199,8 @@ def _estep_graph(
             parents.append((f"bmm-combine-{token}", depth, j // split_every))
             layer[parents[-1]] = (combine_stats, level[j : j + split_every])
         level, depth = parents, depth + 1
-    root = f"bmm-stats-{token}"
-    layer[root] = (combine_stats, level)
-    graph = HighLevelGraph.from_collections(root, layer, dependencies=[data.bits])
-    return Delayed(root, graph)
+    graph = HighLevelGraph.from_collections(f"bmm-estep-{token}", layer, dependencies=[data.bits])
+    return [Delayed(key, graph, layer=f"bmm-estep-{token}") for key in level]
 
 
 def estep(
@@ -214,8 +214,8 @@ def estep(
 ) -> dict[str, Any]:
     """Run one E-step over all chunks (one ``compute``) and return the summed statistics."""
     W, b = log_parameters(means, weights, dtype)
-    (stats,) = dask.compute(_estep_graph(data, W, b, n_worst, split_every))
-    return stats
+    parts = dask.compute(*_estep_graph(data, W, b, n_worst, split_every))
+    return combine_stats(list(parts))
 
 
 # --------------------------------------------------------------------------- initialisation
