@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import dask
 
@@ -20,6 +21,17 @@ logger = logging.getLogger(__name__)
 #: E-step on 10,240 MNIST rows took 23-41 ms in such a worker against 17-20 ms without it.
 #: The local cluster leaves it unset (a cluster of the user's keeps its own settings).
 NO_TRIM = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
+
+
+def _connect(failure: str, **where: str) -> Any:
+    """A Client for a running scheduler, or a SettingsError that says why not, in one line."""
+    from distributed import Client
+
+    try:
+        return Client(**where, timeout="10s")
+    except (OSError, TypeError, ValueError) as err:  # refused, timed out, or no TLS settings
+        reason = " ".join(str(err).split()) or type(err).__name__
+        raise SettingsError(f"{failure} ({reason})") from err
 
 
 @contextlib.contextmanager
@@ -58,25 +70,16 @@ def open_client(
     if scheduler_file:
         if not os.path.isfile(scheduler_file):
             raise SettingsError(f"{scheduler_file}: no such scheduler file")
-        try:
-            client = Client(scheduler_file=os.fspath(scheduler_file), timeout="10s")
-        except (OSError, TypeError, ValueError) as err:
-            reason = " ".join(str(err).split()) or type(err).__name__
-            raise SettingsError(
-                f"{scheduler_file}: cannot connect to the scheduler it names ({reason})"
-            ) from err
-        with client:
+        with _connect(
+            f"{scheduler_file}: cannot connect to the scheduler it names",
+            scheduler_file=os.fspath(scheduler_file),
+        ) as client:
             yield client
         return
     if address:
-        try:
-            client = Client(address, timeout="10s")
-        except (OSError, TypeError, ValueError) as err:  # refused, timed out, or no TLS settings
-            reason = " ".join(str(err).split()) or type(err).__name__
-            raise SettingsError(
-                f"{address}: cannot connect to a Dask scheduler there ({reason})"
-            ) from err
-        with client:
+        with _connect(
+            f"{address}: cannot connect to a Dask scheduler there", address=address
+        ) as client:
             yield client
         return
     n_workers = workers or os.cpu_count() or 1

@@ -5,8 +5,6 @@ from __future__ import annotations
 import functools
 import http.server
 import json
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -20,53 +18,15 @@ from distributed import Client
 from bmm_dask import BernoulliMixture, open_dataset
 from bmm_dask.datasets import synth
 
-
-def start(*args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "dask", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+from .conftest import dask_processes
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """A scheduler and two single-threaded workers, each its own process, as a user starts them."""
     folder = tmp_path_factory.mktemp("cluster")
-    scheduler_file = folder / "scheduler.json"
-    processes = [
-        start(
-            "scheduler",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--dashboard-address",
-            "127.0.0.1:0",
-            "--scheduler-file",
-            str(scheduler_file),
-            "--no-show",
-        )
-    ]
-    try:
-        deadline = time.monotonic() + 60
-        while not scheduler_file.exists():
-            assert time.monotonic() < deadline, "the scheduler did not start"
-            time.sleep(0.2)
-        for name in ("w1", "w2"):
-            processes.append(
-                start(
-                    "worker",
-                    "--scheduler-file",
-                    str(scheduler_file),
-                    "--nthreads",
-                    "1",
-                    "--host",
-                    "127.0.0.1",
-                    "--name",
-                    name,
-                    "--memory-limit",
-                    "2GB",
-                )
-            )
+    workers = [["--name", name, "--memory-limit", "2GB"] for name in ("w1", "w2")]
+    with dask_processes(folder, [], workers) as scheduler_file:
         with Client(scheduler_file=str(scheduler_file), timeout="30s") as client:
             client.wait_for_workers(2, timeout=60)
         info = json.loads(scheduler_file.read_text())
@@ -76,11 +36,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
             "dashboard": info["services"]["dashboard"],
             "folder": folder,
         }
-    finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")

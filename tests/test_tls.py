@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,15 +14,11 @@ import pytest
 
 from bmm_dask.datasets import synth
 
+from .conftest import dask_processes
+
 pytestmark = pytest.mark.skipif(
     shutil.which("openssl") is None, reason="needs the openssl command to make certificates"
 )
-
-
-def dask(*args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "dask", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
 
 
 @pytest.fixture(scope="module")
@@ -53,41 +48,7 @@ def tls_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         capture_output=True,
     )
     tls = ["--tls-ca-file", str(cert), "--tls-cert", str(cert), "--tls-key", str(key)]
-    scheduler_file = folder / "scheduler.json"
-    processes = [
-        dask(
-            "scheduler",
-            "--protocol",
-            "tls",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--dashboard-address",
-            "127.0.0.1:0",
-            "--scheduler-file",
-            str(scheduler_file),
-            "--no-show",
-            *tls,
-        )
-    ]
-    try:
-        deadline = time.monotonic() + 60
-        while not scheduler_file.exists():
-            assert time.monotonic() < deadline, "the scheduler did not start"
-            time.sleep(0.2)
-        processes.append(
-            dask(
-                "worker",
-                "--scheduler-file",
-                str(scheduler_file),
-                "--nthreads",
-                "1",
-                "--host",
-                "127.0.0.1",
-                *tls,
-            )
-        )
+    with dask_processes(folder, ["--protocol", "tls", *tls], [tls]) as scheduler_file:
         env = {
             **os.environ,
             "DASK_DISTRIBUTED__COMM__TLS__CA_FILE": str(cert),
@@ -99,11 +60,6 @@ def tls_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         address = json.loads(scheduler_file.read_text())["address"]
         subprocess.run([sys.executable, "-c", waiter, address], env=env, check=True, timeout=120)
         yield {"address": address, "env": env, "folder": folder}
-    finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait(timeout=30)
 
 
 def bmm_dask(*args: str | Path, env: dict) -> subprocess.CompletedProcess[str]:
