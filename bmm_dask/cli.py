@@ -278,18 +278,37 @@ class _ClearingHandler(logging.StreamHandler):  # type: ignore[type-arg]
         super().emit(record)
 
 
-def _cluster_options(func: Any) -> Any:
-    options = [
+def _scheduler_options(instead: str) -> list[Any]:
+    return [
         click.option(
             "--scheduler",
             metavar="ADDRESS",
-            help="Run on this Dask scheduler (tcp://host:8786) instead of a local cluster.",
+            help=f"Run on this Dask scheduler (tcp://host:8786) instead of {instead}.",
         ),
         click.option(
             "--scheduler-file",
             type=click.Path(dir_okay=False),
             help="Run on the scheduler this file (from dask scheduler --scheduler-file) names.",
         ),
+    ]
+
+
+def _apply(options: list[Any], func: Any) -> Any:
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+_PERFORMANCE_REPORT = click.option(
+    "--performance-report",
+    type=click.Path(dir_okay=False),
+    help="Write Dask's performance report (an HTML page) of the work to this file.",
+)
+
+
+def _cluster_options(func: Any) -> Any:
+    """Where fit and demo run: a cluster named, else a local cluster of worker processes."""
+    local = [
         click.option(
             "--workers",
             type=int,
@@ -311,39 +330,14 @@ def _cluster_options(func: Any) -> Any:
             show_default=True,
             help="Where the local cluster's dashboard listens (HOST:PORT; port 0 for any free one).",
         ),
-        _PERFORMANCE_REPORT,
     ]
-    for option in reversed(options):
-        func = option(func)
-    return func
-
-
-_PERFORMANCE_REPORT = click.option(
-    "--performance-report",
-    type=click.Path(dir_okay=False),
-    help="Write Dask's performance report (an HTML page) of the work to this file.",
-)
+    return _apply([*_scheduler_options("a local cluster"), *local, _PERFORMANCE_REPORT], func)
 
 
 def _remote_options(func: Any) -> Any:
     """--scheduler, --scheduler-file and --performance-report for commands that run in this
     process unless told to use a cluster."""
-    options = [
-        click.option(
-            "--scheduler",
-            metavar="ADDRESS",
-            help="Run on this Dask scheduler (tcp://host:8786) instead of in this process.",
-        ),
-        click.option(
-            "--scheduler-file",
-            type=click.Path(dir_okay=False),
-            help="Run on the scheduler this file names.",
-        ),
-        _PERFORMANCE_REPORT,
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+    return _apply([*_scheduler_options("in this process"), _PERFORMANCE_REPORT], func)
 
 
 @contextmanager
