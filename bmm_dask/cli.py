@@ -450,6 +450,17 @@ def _load(path: str) -> Any:
     help="Arithmetic of the E-step.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace the output if it exists.")
+@click.option(
+    "--checkpoint-every",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="Save the state in OUT every N iterations and after each start (0: never).",
+)
+@click.option(
+    "--resume", is_flag=True, help="Continue the unfinished fit whose checkpoint is in OUT."
+)
 @_cluster_options
 def fit(
     data: str,
@@ -464,18 +475,28 @@ def fit(
     alpha: float,
     dtype: str,
     overwrite: bool,
+    checkpoint_every: int,
+    resume: bool,
     **cluster: Any,
 ) -> None:
-    """Fit a Bernoulli mixture of K components to DATA (DATA.zarr or DATA.zarr/group) by EM."""
+    """Fit a Bernoulli mixture of K components to DATA (DATA.zarr or DATA.zarr/group) by EM.
+
+    With --checkpoint-every N the state is saved in OUT every N iterations (OUT is then marked
+    unfinished until the model replaces it); --resume continues from it and ends with the same
+    model as a fit that was never interrupted.
+    """
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
 
     from bmm_dask.model import BernoulliMixture
-    from bmm_dask.store import check_output
+    from bmm_dask.store import check_output, output_lock, read_checkpoint
 
     dataset = _open(data)
-    check_output(Path(out), overwrite=overwrite)
+    if resume:
+        read_checkpoint(out)  # exists, and is the checkpoint of an unfinished fit
+    else:
+        check_output(Path(out), overwrite=overwrite)
     model = BernoulliMixture(
         n_components,
         max_iter=max_iter,
@@ -492,20 +513,29 @@ def fit(
         raise SettingsError(
             f"--k {n_components} is larger than the {dataset.n_samples} samples in {data}"
         )
+    fingerprint = {"data": dataset.fingerprint()}
+    if resume:  # at the door: the checkpoint must be of these settings and this data
+        model._resume_state(out, model._settings(), fingerprint)
     bar = _IterationBar(max_iter, n_init)
     started = time.perf_counter()
-    with _client(**cluster), warnings.catch_warnings(record=True) as caught:
+    with output_lock(out), _client(**cluster), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
         try:
-            model.fit(dataset, callback=bar)
+            model.fit(
+                dataset,
+                callback=bar,
+                checkpoint=out if checkpoint_every or resume else None,
+                checkpoint_every=checkpoint_every,
+                resume=resume,
+                checkpoint_attrs=fingerprint,
+            )
         finally:
             bar.clear()
+        seconds = time.perf_counter() - started
+        replace = overwrite or resume or bool(checkpoint_every)
+        model.save(out, overwrite=replace, attrs={**fingerprint, "fit_seconds": seconds})
     for warning in caught:
         logger.warning("warning: %s", warning.message)
-    seconds = time.perf_counter() - started
-    model.save(
-        out, overwrite=overwrite, attrs={"data": dataset.fingerprint(), "fit_seconds": seconds}
-    )
     click.echo(
         f"wrote {out}: K = {n_components}, {model.n_iter_} iterations, "
         f"{'converged' if model.converged_ else 'not converged'}, objective {model.lower_bound_:.4f} nats "
@@ -801,7 +831,16 @@ def info(path: str, as_json: bool) -> None:
     for i, entry in enumerate(infos):
         if i:
             click.echo("")
-        lines = _format_model(entry) if entry["kind"] == "model" else _format_dataset(entry)
+        if entry["kind"] == "checkpoint":
+            lines = [
+                f"{entry['path']}: checkpoint of an unfinished fit (finish it with bmm-dask fit ... --resume)",
+                f"  start          {entry['start']}, after {entry['iterations']} iterations, objective {entry['objective']}",
+                "  settings       "
+                + ", ".join(f"{k}={v}" for k, v in sorted((entry["settings"] or {}).items())),
+                f"  data           {(entry['data'] or {}).get('path')}",
+            ]
+        else:
+            lines = _format_model(entry) if entry["kind"] == "model" else _format_dataset(entry)
         click.echo("\n".join(lines))
 
 

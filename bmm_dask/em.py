@@ -391,20 +391,31 @@ def run_em(
     dtype: np.typing.DTypeLike = np.float32,
     split_every: int = SPLIT_EVERY,
     callback: Callable[[dict[str, Any]], None] | None = None,
+    history: list[dict[str, Any]] | None = None,
+    on_iteration: Callable[[NDArray[np.float64], NDArray[np.float64], list[dict[str, Any]]], None]
+    | None = None,
 ) -> EMResult:
     """EM from the given start: one graph and one ``compute`` an iteration.
 
     Stops when the objective (mean log-likelihood per sample, plus the log of the smoothing
     prior) changes by less than ``tol``, or the means move less than ``mean_tol`` (L2), or after
     ``max_iter`` iterations. ``tol = 0`` runs exactly ``max_iter`` iterations.
+
+    ``history`` continues a run from a checkpoint: ``means`` and ``weights`` are then the
+    parameters after its last iteration. ``on_iteration(means, weights, history)`` is called
+    after every iteration with the new parameters (for checkpoints).
     """
     means = np.array(means, dtype=np.float64)
     weights = np.array(weights, dtype=np.float64)
     n_components = len(weights)
-    history: list[dict[str, Any]] = []
-    objective = previous = -math.inf
-    converged = False
-    for iteration in range(1, max_iter + 1):
+    history = list(history or [])
+    previous = history[-1]["objective"] if history else -math.inf
+    objective = previous
+    converged = bool(history) and _finished(history[-1], tol, mean_tol)
+    first = len(history) + 1
+    for iteration in range(first, max_iter + 1):
+        if converged:
+            break
         start = time.perf_counter()
         stats = estep(
             data, means, weights, dtype=dtype, n_worst=n_components, split_every=split_every
@@ -450,10 +461,18 @@ def run_em(
             raise DataError(
                 f"the objective became {objective}; the data or settings give no finite likelihood"
             )
-        if reseeded == 0 and (abs(change) < tol or (mean_tol is not None and shift < mean_tol)):
-            converged = True
-            break
+        converged = _finished(record, tol, mean_tol)
+        if on_iteration is not None:
+            on_iteration(means, weights, history)
     return EMResult(means, weights, converged, len(history), objective, history)
+
+
+def _finished(record: dict[str, Any], tol: float, mean_tol: float | None) -> bool:
+    """Whether the iteration of this record met the stopping test (never one that re-seeded)."""
+    change = record["change"]
+    if record["reseeded"] or change is None:
+        return False
+    return abs(change) < tol or (mean_tol is not None and record["mean_shift"] < mean_tol)
 
 
 def fit_em(
@@ -472,11 +491,19 @@ def fit_em(
     dtype: np.typing.DTypeLike = np.float32,
     persist: bool | None = None,
     callback: Callable[[dict[str, Any]], None] | None = None,
+    checkpoint: Callable[[FitState], None] | None = None,
+    checkpoint_every: int = 0,
+    resume: FitState | None = None,
 ) -> EMResult:
     """Run EM ``n_init`` times (once when starting values are given) and keep the best run.
 
     The data is persisted in the cluster's memory when it takes at most half of it (``persist``
     forces the choice either way); otherwise every iteration streams it from its store.
+
+    ``checkpoint(state)`` is called every ``checkpoint_every`` iterations and when a start
+    ends; ``resume`` continues from such a state and ends with the same model as a run that was
+    never interrupted (bit for bit in float64: the state holds the parameters, the history and
+    the random generator's state for the starts still to run).
     """
     data = task_blocks(data)
     if persist is None:
@@ -489,11 +516,17 @@ def fit_em(
         logger.info(
             "data streamed from its store each iteration (%.1f MB packed)", data.bits.nbytes / 1e6
         )
-    best: EMResult | None = None
+    best: EMResult | None = resume.best if resume is not None else None
     runs = 1 if means_init is not None else n_init
+    first = resume.run if resume is not None else 0
     with single_threaded_blas():
-        for run in range(runs):
-            if means_init is not None:
+        for run in range(first, runs):
+            history: list[dict[str, Any]] = []
+            if resume is not None and run == resume.run:
+                rng.bit_generator.state = resume.rng_state
+            if resume is not None and run == resume.run and resume.means is not None:
+                means, weights, history = resume.means, resume.weights, resume.history
+            elif means_init is not None:
                 means = np.asarray(means_init, dtype=np.float64)
                 weights = (
                     np.full(n_components, 1 / n_components)
@@ -506,6 +539,23 @@ def fit_em(
                     weights = np.asarray(weights_init, dtype=np.float64)
             if runs > 1:
                 logger.info("start %d of %d", run + 1, runs)
+            rng_state = rng.bit_generator.state  # after this start's draws: for the next starts
+
+            def save(
+                means: NDArray[np.float64],
+                weights: NDArray[np.float64],
+                history: list[dict[str, Any]],
+                run: int = run,
+                rng_state: dict[str, Any] = rng_state,
+                best: EMResult | None = best,
+            ) -> None:
+                if (
+                    checkpoint is not None
+                    and checkpoint_every
+                    and len(history) % checkpoint_every == 0
+                ):
+                    checkpoint(FitState(run, means, weights, history, rng_state, best))
+
             result = run_em(
                 data,
                 means,
@@ -516,11 +566,32 @@ def fit_em(
                 mean_tol=mean_tol,
                 dtype=dtype,
                 callback=callback,
+                history=history,
+                on_iteration=save,
             )
             if best is None or result.lower_bound > best.lower_bound:
                 best = result
+            if checkpoint is not None and checkpoint_every and run + 1 < runs:
+                checkpoint(FitState(run + 1, None, None, [], rng.bit_generator.state, best))
     assert best is not None
     return best
+
+
+@dataclass
+class FitState:
+    """Where a fit stands: enough to continue it exactly.
+
+    ``run`` is the start in progress; ``means``, ``weights`` and ``history`` are its parameters
+    after its last iteration (None and [] when it has not begun); ``rng_state`` is the random
+    generator's state after its initialisation; ``best`` the best finished start so far.
+    """
+
+    run: int
+    means: NDArray[np.float64] | None
+    weights: NDArray[np.float64] | None
+    history: list[dict[str, Any]]
+    rng_state: dict[str, Any]
+    best: EMResult | None
 
 
 # --------------------------------------------------------------------------- prediction

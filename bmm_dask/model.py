@@ -18,9 +18,9 @@ from numpy.typing import NDArray
 from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 
-from bmm_dask.em import INITS, PackedData, as_packed, fit_em, predict_log_resp
+from bmm_dask.em import INITS, EMResult, FitState, PackedData, as_packed, fit_em, predict_log_resp
 from bmm_dask.errors import SettingsError
-from bmm_dask.store import read_model, write_model
+from bmm_dask.store import read_checkpoint, read_model, write_checkpoint, write_model
 
 __all__ = ["BernoulliMixture"]
 
@@ -195,7 +195,17 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ fitting
 
-    def fit(self, X: Any, y: Any = None, *, callback: Any = None) -> BernoulliMixture:
+    def fit(
+        self,
+        X: Any,
+        y: Any = None,
+        *,
+        callback: Any = None,
+        checkpoint: str | os.PathLike[str] | None = None,
+        checkpoint_every: int = 10,
+        resume: bool = False,
+        checkpoint_attrs: dict[str, Any] | None = None,
+    ) -> BernoulliMixture:
         """Fit the mixture by EM.
 
         Parameters
@@ -206,6 +216,16 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
         callback : callable, optional
             Called after every iteration with its record (as in ``history_``), for progress
             displays.
+        checkpoint : path, optional
+            Save the state of the fit in this store every ``checkpoint_every`` iterations and
+            after each start (a Zarr group marked unfinished; :meth:`save` to the same path
+            replaces it with the model).
+        resume : bool
+            Continue from the state saved in ``checkpoint`` (same settings and data): the
+            result equals that of an uninterrupted fit, bit for bit in float64.
+        checkpoint_attrs : dict, optional
+            Also recorded in the checkpoint, and on ``resume`` checked against it (the data's
+            fingerprint, say).
 
         Returns
         -------
@@ -221,6 +241,28 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
         means_init, weights_init = self.means_init, self.weights_init
         if self.warm_start and hasattr(self, "means_"):
             means_init, weights_init = self.means_, self.weights_
+        settings = self._settings()
+        resume_state = None
+        if resume:
+            if checkpoint is None:
+                raise SettingsError("resume needs the checkpoint to continue from")
+            resume_state = self._resume_state(checkpoint, settings, checkpoint_attrs or {})
+        save = None
+        if checkpoint is not None and checkpoint_every:
+            if (
+                isinstance(checkpoint_every, bool)
+                or not isinstance(checkpoint_every, Integral)
+                or checkpoint_every < 1
+            ):
+                raise SettingsError(
+                    f"checkpoint_every must be a whole number of at least 1; got {checkpoint_every!r}"
+                )
+            attrs = {"settings": settings, **(checkpoint_attrs or {})}
+
+            def save(state: FitState) -> None:
+                arrays, meta = _state_to_files(state)
+                write_checkpoint(checkpoint, arrays, meta, attrs)
+
         with _progress(self.verbose, self.max_iter) as show:
             result = fit_em(
                 data,
@@ -236,6 +278,9 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
                 mean_tol=self.mean_tol,
                 dtype=np.dtype(self.dtype),
                 callback=_both(show, callback),
+                checkpoint=save,
+                checkpoint_every=checkpoint_every if save is not None else 0,
+                resume=resume_state,
             )
         self.means_ = result.means
         self.weights_ = result.weights
@@ -333,12 +378,8 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
         from bmm_dask import __version__
 
         self._check_fitted()
-        settings = {name: getattr(self, name) for name in _SAVED_SETTINGS}
-        if not isinstance(settings["random_state"], int | type(None)):
-            settings["random_state"] = None
-        settings["dtype"] = str(settings["dtype"])
         meta = {
-            "settings": settings,
+            "settings": self._settings(),
             "n_iter": int(self.n_iter_),
             "converged": bool(self.converged_),
             "lower_bound": float(self.lower_bound_),
@@ -349,6 +390,34 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
             **(attrs or {}),
         }
         return write_model(path, self.means_, self.weights_, meta, overwrite=overwrite)
+
+    def _settings(self) -> dict[str, Any]:
+        """The settings a model file records (JSON values)."""
+        settings = {name: getattr(self, name) for name in _SAVED_SETTINGS}
+        if not isinstance(settings["random_state"], int | type(None)):
+            settings["random_state"] = None
+        settings["dtype"] = str(settings["dtype"])
+        return settings
+
+    def _resume_state(
+        self, path: str | os.PathLike[str], settings: dict[str, Any], expected: dict[str, Any]
+    ) -> FitState:
+        arrays, meta, attrs = read_checkpoint(path)
+        for name, value in {"settings": settings, **expected}.items():
+            then = attrs.get(name)
+            if then != value:
+                if isinstance(then, dict) and isinstance(value, dict):
+                    keys = sorted(k for k in {*then, *value} if then.get(k) != value.get(k))
+                    differ = "; ".join(
+                        f"{k} {then.get(k)!r} then, {value.get(k)!r} now" for k in keys
+                    )
+                else:
+                    differ = f"{then!r} then, {value!r} now"
+                raise SettingsError(
+                    f"{path}: its checkpoint was made with other {name} ({differ}); resume with "
+                    "the same ones, or fit afresh with --overwrite"
+                )
+        return _state_from_files(arrays, meta)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> BernoulliMixture:
@@ -364,6 +433,51 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
         model.n_features_in_ = means.shape[1]
         model.attrs_ = attrs
         return model
+
+
+def _state_to_files(state: FitState) -> tuple[dict[str, NDArray[Any]], dict[str, Any]]:
+    """A fit's state as arrays and JSON, for a checkpoint."""
+    arrays: dict[str, NDArray[Any]] = {}
+    if state.means is not None and state.weights is not None:
+        arrays["means"], arrays["weights"] = state.means, state.weights
+    best = None
+    if state.best is not None:
+        arrays["best_means"], arrays["best_weights"] = state.best.means, state.best.weights
+        best = {
+            "converged": state.best.converged,
+            "n_iter": state.best.n_iter,
+            "lower_bound": state.best.lower_bound,
+            "history": _jsonable(state.best.history),
+        }
+    meta = {
+        "run": state.run,
+        "history": _jsonable(state.history),
+        "rng_state": state.rng_state,
+        "best": best,
+    }
+    return arrays, meta
+
+
+def _state_from_files(arrays: dict[str, NDArray[Any]], meta: dict[str, Any]) -> FitState:
+    best = None
+    if meta.get("best") is not None:
+        b = meta["best"]
+        best = EMResult(
+            arrays["best_means"],
+            arrays["best_weights"],
+            b["converged"],
+            b["n_iter"],
+            b["lower_bound"],
+            b["history"],
+        )
+    return FitState(
+        run=meta["run"],
+        means=arrays.get("means"),
+        weights=arrays.get("weights"),
+        history=meta["history"],
+        rng_state=meta["rng_state"],
+        best=best,
+    )
 
 
 def _both(first: Any, second: Any) -> Any:

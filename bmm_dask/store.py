@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -36,8 +37,11 @@ __all__ = [
     "describe_model",
     "describe_path",
     "open_dataset",
+    "output_lock",
     "parse_chunk_rows",
+    "read_checkpoint",
     "read_model",
+    "write_checkpoint",
     "write_model",
 ]
 
@@ -451,6 +455,19 @@ def describe_path(path_or_url: str | os.PathLike[str]) -> list[dict[str, Any]]:
     kind = (group.attrs.get("format") or {}).get("name")
     if kind == MODEL_FORMAT["name"]:
         return [describe_model(path)]
+    if kind == CHECKPOINT_FORMAT["name"]:
+        _, state, attrs = read_checkpoint(path)
+        return [
+            {
+                "kind": "checkpoint",
+                "path": path,
+                "start": state["run"] + 1,
+                "iterations": len(state["history"]),
+                "objective": state["history"][-1]["objective"] if state["history"] else None,
+                "settings": attrs.get("settings"),
+                "data": attrs.get("data"),
+            }
+        ]
     if "bits" in group:
         return [describe_dataset(open_dataset(path))]
     names = sorted(
@@ -502,7 +519,12 @@ def read_model(
     except DataError as err:
         raise ModelFileError(str(err)) from err
     attrs = dict(group.attrs)
-    if attrs.get("format", {}).get("name") != MODEL_FORMAT["name"]:
+    kind = (attrs.get("format") or {}).get("name")
+    if kind == CHECKPOINT_FORMAT["name"]:
+        raise ModelFileError(
+            f"{path}: the checkpoint of an unfinished fit, not a model; 'bmm-dask fit ... --resume' finishes it"
+        )
+    if kind != MODEL_FORMAT["name"]:
         raise ModelFileError(f"{path}: not a bmm-dask model (no model format attribute)")
     try:
         means = np.asarray(group["means"][...], dtype=np.float64)
@@ -534,3 +556,106 @@ def describe_model(path: str | os.PathLike[str]) -> dict[str, Any]:
         **{k: v for k, v in attrs.items() if k not in ("format", "history")},
         "n_history": len(attrs.get("history", [])),
     }
+
+
+# --------------------------------------------------------------------------- checkpoints and locks
+
+#: What the ``format`` attribute of an unfinished fit's store holds.
+CHECKPOINT_FORMAT = {"name": "bmm_dask.checkpoint", "version": 1}
+CHECKPOINT_FILE = "checkpoint.npz"
+
+
+def write_checkpoint(
+    path: str | os.PathLike[str],
+    arrays: Mapping[str, NDArray[Any]],
+    state: Mapping[str, Any],
+    attrs: Mapping[str, Any],
+) -> None:
+    """Save a fit's state in ``path``: a Zarr group marked unfinished, holding ``checkpoint.npz``.
+
+    The first checkpoint creates the store (atomically, replacing what was there); later ones
+    replace ``checkpoint.npz`` alone, by a rename, so a kill at any moment leaves the previous
+    checkpoint or the new one, never a mix.
+    """
+    target = Path(path)
+
+    def write_npz(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, state=np.array(json.dumps(dict(state))), **dict(arrays))
+
+    if (target / CHECKPOINT_FILE).is_file():
+        atomic_file(target / CHECKPOINT_FILE, write_npz)
+        return
+    with atomic_output(target, overwrite=True) as tmp:
+        group = zarr.open_group(zarr.storage.LocalStore(tmp), mode="w")
+        group.attrs.update({"format": CHECKPOINT_FORMAT, **attrs})
+        write_npz(tmp / CHECKPOINT_FILE)
+
+
+def read_checkpoint(
+    path: str | os.PathLike[str],
+) -> tuple[dict[str, NDArray[Any]], dict[str, Any], dict[str, Any]]:
+    """The arrays, state and attributes a checkpoint holds."""
+    from bmm_dask.errors import ModelFileError
+
+    group = _open_group(os.fspath(path), None)
+    attrs = dict(group.attrs)
+    if (attrs.get("format") or {}).get("name") != CHECKPOINT_FORMAT["name"]:
+        raise ModelFileError(f"{path}: not the checkpoint of an unfinished fit")
+    try:
+        with np.load(Path(path) / CHECKPOINT_FILE, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files if k != "state"}
+            state = json.loads(str(npz["state"]))
+    except (OSError, ValueError, KeyError) as err:
+        raise ModelFileError(
+            f"{path}/{CHECKPOINT_FILE}: cannot read the checkpoint: {err}"
+        ) from err
+    return arrays, state, attrs
+
+
+@contextlib.contextmanager
+def output_lock(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold ``PATH.lock`` while a command writes ``path``; refuse when another live process does.
+
+    A lock left by a process that no longer runs (killed, say) on this machine is taken over.
+    """
+    import socket
+
+    lock = Path(f"{os.fspath(path).rstrip('/')}.lock")
+    me = {"pid": os.getpid(), "host": socket.gethostname()}
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                holder = json.loads(lock.read_text() or "{}")
+            except (OSError, ValueError):
+                holder = {}
+            if holder.get("host") == me["host"] and not _alive(holder.get("pid")):
+                lock.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            raise OutputError(
+                f"{path}: another fit is writing it (process {holder.get('pid')} on "
+                f"{holder.get('host')}, lock {lock}); wait for it, or remove the lock if it is stale"
+            ) from None
+        except OSError as err:
+            raise OutputError(f"{lock}: cannot create the lock: {err.strerror}") from err
+        with os.fdopen(fd, "w") as f:
+            json.dump(me, f)
+        break
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,164 @@
+"""Never lose a fit: checkpoints, a SIGKILL and --resume, and one writer at a time."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bmm_dask import BernoulliMixture, ModelFileError, open_dataset
+from bmm_dask.datasets import synth
+from bmm_dask.store import read_checkpoint
+
+from .conftest import assert_one_line_error
+
+SETTINGS = [
+    "--k",
+    "6",
+    "--seed",
+    "1",
+    "--dtype",
+    "float64",
+    "--max-iter",
+    "12",
+    "--tol",
+    "0",
+    "--n-init",
+    "2",
+]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return synth(
+        tmp_path_factory.mktemp("resume") / "d.zarr",
+        n_samples=120_000,
+        n_features=784,
+        n_components=6,
+        seed=4,
+    )
+
+
+def test_killed_then_resumed_equals_uninterrupted(data: Path, tmp_path: Path, bmm) -> None:
+    out = tmp_path / "model.zarr"
+    command = [
+        sys.executable,
+        "-m",
+        "bmm_dask",
+        "fit",
+        str(data),
+        *SETTINGS,
+        "--out",
+        str(out),
+        "--checkpoint-every",
+        "2",
+        "--workers",
+        "1",
+        "--dashboard-address",
+        "127.0.0.1:0",
+    ]
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    deadline = time.monotonic() + 240
+    state = None
+    while time.monotonic() < deadline and process.poll() is None:
+        if (out / "checkpoint.npz").exists():
+            try:
+                _, state, _ = read_checkpoint(out)
+            except ModelFileError:
+                state = None  # caught between two writes: read again
+            if state and (state["run"] == 1 or len(state["history"]) >= 4):
+                break
+        time.sleep(0.2)
+    assert process.poll() is None, "the fit ended before it could be killed"
+    os.killpg(process.pid, signal.SIGKILL)  # the fit and its local cluster, at once
+    process.wait()
+    assert state is not None
+    with pytest.raises(ModelFileError, match="--resume"):
+        BernoulliMixture.load(out)
+    assert Path(f"{out}.lock").exists()  # left by the killed fit: stale now
+
+    result = bmm(
+        "fit",
+        data,
+        *SETTINGS,
+        "--out",
+        out,
+        "--resume",
+        "--checkpoint-every",
+        "2",
+        "--workers",
+        "1",
+        "--dashboard-address",
+        "127.0.0.1:0",
+    )
+    assert result.code == 0, result.err
+    resumed = BernoulliMixture.load(out)
+    assert not Path(f"{out}.lock").exists()
+
+    reference = BernoulliMixture(
+        6, random_state=1, dtype="float64", max_iter=12, tol=0, n_init=2
+    ).fit(open_dataset(data))
+    assert np.array_equal(resumed.means_, reference.means_)
+    assert np.array_equal(resumed.weights_, reference.weights_)
+    assert resumed.lower_bound_ == reference.lower_bound_
+    assert [h["objective"] for h in resumed.history_] == [
+        h["objective"] for h in reference.history_
+    ]
+
+
+def test_resume_needs_the_same_settings_and_a_checkpoint(data: Path, tmp_path: Path, bmm) -> None:
+    small = synth(tmp_path / "s.zarr", n_samples=2000, n_features=20, n_components=2, seed=0)
+    out = tmp_path / "m.zarr"
+    model = BernoulliMixture(2, max_iter=4, tol=0, random_state=0)
+    model.fit(open_dataset(small), checkpoint=out, checkpoint_every=2)
+    _, state, attrs = read_checkpoint(out)
+    assert state["run"] == 0 and len(state["history"]) == 4 and attrs["settings"]["max_iter"] == 4
+    assert_one_line_error(
+        bmm("fit", small, "--k", "3", "--max-iter", "4", "--out", out, "--resume"), "other settings"
+    )
+    assert_one_line_error(
+        bmm("fit", small, "--k", "2", "--out", tmp_path / "none.zarr", "--resume"),
+        "none.zarr: no such file",
+    )
+    assert_one_line_error(
+        bmm("predict", out, small, "--out", tmp_path / "p.zarr"), "checkpoint of an unfinished fit"
+    )
+
+
+def test_one_writer_at_a_time(data: Path, tmp_path: Path, bmm) -> None:
+    small = synth(tmp_path / "s.zarr", n_samples=500, n_features=8, n_components=2, seed=0)
+    out = tmp_path / "m.zarr"
+    Path(f"{out}.lock").write_text(json.dumps({"pid": os.getpid(), "host": os.uname().nodename}))
+    assert_one_line_error(
+        bmm("fit", small, "--k", "2", "--out", out, "--workers", "1"), "another fit is writing it"
+    )
+    assert not out.exists()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    Path(f"{out}.lock").write_text(
+        json.dumps({"pid": int(dead.stdout), "host": os.uname().nodename})
+    )
+    result = bmm(
+        "fit",
+        small,
+        "--k",
+        "2",
+        "--out",
+        out,
+        "--workers",
+        "1",
+        "--dashboard-address",
+        "127.0.0.1:0",
+    )
+    assert result.code == 0, result.err  # a stale lock is taken over
+    assert out.is_dir() and not Path(f"{out}.lock").exists()
