@@ -361,6 +361,7 @@ def _client(
         threads_per_worker=threads_per_worker,
         memory_limit=memory_limit,
         dashboard_address=dashboard_address,
+        worker_logs=logging.DEBUG if logger.isEnabledFor(logging.DEBUG) else logging.CRITICAL,
     ) as client:
         logger.info("Dask dashboard: %s", client.dashboard_link)
         _add_progress_page(client)

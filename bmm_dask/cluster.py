@@ -43,6 +43,7 @@ def open_client(
     threads_per_worker: int | None = None,
     memory_limit: str | None = None,
     dashboard_address: str = "127.0.0.1:8787",
+    worker_logs: int = logging.CRITICAL,
 ) -> Iterator[object]:
     """A ``distributed.Client`` for the duration of a command.
 
@@ -52,7 +53,8 @@ def open_client(
     ``DASK_DISTRIBUTED__COMM__TLS__CA_FILE``) for a ``tls://`` address. Otherwise it
     starts a local cluster of ``workers`` processes (the number of cores by default) of
     ``threads_per_worker`` threads (1), each held to ``memory_limit`` ("2GB", "auto"), with the
-    scheduler and the dashboard listening on 127.0.0.1 only; the cluster stops on exit.
+    scheduler and the dashboard listening on 127.0.0.1 only; the cluster stops on exit. Its
+    processes log at ``worker_logs`` and above (the command reports failures itself).
     """
     from distributed import Client, LocalCluster
 
@@ -92,6 +94,7 @@ def open_client(
                 memory_limit=memory_limit or "auto",
                 host="127.0.0.1",
                 dashboard_address=dashboard_address,
+                silence_logs=worker_logs,
             )
     except ValueError as err:  # a memory limit dask cannot parse
         raise SettingsError(f"cannot start a local cluster: {err}") from err

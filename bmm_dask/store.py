@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -403,7 +404,7 @@ def open_dataset(
             f"{path}/bits: must be chunked by rows only; found chunks {bits_array.chunks}"
         )
     token = tokenize(path, attrs, bits_array.shape, bits_array.chunks, _mtime(path))
-    bits = da.from_zarr(bits_array, chunks=bits_array.chunks, name=f"bmm-read-bits-{token}")
+    bits = _read_array(bits_array, path, "bits", f"bmm-read-bits-{token}")
     labels = None
     if "labels" in group:
         labels_array = _check_array(path, group, "labels", 1)
@@ -411,9 +412,34 @@ def open_dataset(
             raise DataError(
                 f"{path}/labels: has {labels_array.shape[0]} labels for {bits_array.shape[0]} rows"
             )
-        labels = da.from_zarr(labels_array, chunks=bits.chunks[0], name=f"bmm-read-labels-{token}")
+        labels = _read_array(labels_array, path, "labels", f"bmm-read-labels-{token}")
     return Dataset(
         path=path, bits=bits, labels=labels, n_features=n_features, attrs=attrs, group=group
+    )
+
+
+def _read_rows(array: zarr.Array, path: str, name: str, block_info: Any = None) -> NDArray[Any]:
+    """One chunk of rows, or a DataError that names the array and the chunk."""
+    start, stop = block_info[None]["array-location"][0]
+    try:
+        return np.asarray(array[start:stop])
+    except Exception as err:
+        chunk = start // array.chunks[0]
+        raise DataError(
+            f"{path}/{name}: chunk {chunk} (rows {start}..{stop - 1}) cannot be read: "
+            f"{' '.join(str(err).split()) or type(err).__name__}; the store is damaged, ingest it again"
+        ) from err
+
+
+def _read_array(array: zarr.Array, path: str, name: str, key: str) -> da.Array:
+    """A Dask array over a Zarr array, a task a chunk, whose read errors name the chunk."""
+    # A partial, so that Dask does not take the Zarr array for an array to map over.
+    return da.map_blocks(
+        functools.partial(_read_rows, array, path, name),
+        chunks=da.core.normalize_chunks(array.chunks, array.shape),
+        dtype=array.dtype,
+        meta=np.empty((0,) * array.ndim, dtype=array.dtype),
+        name=key,
     )
 
 
