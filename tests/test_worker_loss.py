@@ -1,0 +1,59 @@
+"""A worker process killed in the middle of a fit: the fit goes on and ends with the same model."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+from distributed import Client
+
+from bmm_dask import BernoulliMixture, open_dataset
+from bmm_dask.datasets import synth
+
+from .conftest import dask_processes
+
+
+def test_a_fit_survives_a_worker_killed_mid_fit(tmp_path_factory: pytest.TempPathFactory) -> None:
+    folder = tmp_path_factory.mktemp("loss")
+    data = open_dataset(
+        synth(folder / "d.zarr", n_samples=120_000, n_features=784, n_components=5, seed=2)
+    )
+    settings = {"random_state": 0, "dtype": "float64", "max_iter": 14, "tol": 0}
+    reference = BernoulliMixture(5, **settings).fit(data)
+
+    with (
+        dask_processes(folder, [], [["--name", "w1"], ["--name", "w2"]]) as scheduler_file,
+        Client(scheduler_file=str(scheduler_file), timeout="30s") as client,
+    ):
+        client.wait_for_workers(2, timeout=60)
+        pids = client.run(os.getpid)  # the worker processes (their nannies restart them)
+        done: dict[str, object] = {}
+        iterations: list[int] = []
+
+        def fit() -> None:
+            try:
+                done["model"] = BernoulliMixture(5, **settings).fit(
+                    data, callback=lambda r: iterations.append(r["iteration"])
+                )
+            except BaseException as err:  # reported below
+                done["error"] = err
+
+        fitting = threading.Thread(target=fit)
+        fitting.start()
+        deadline = time.monotonic() + 120
+        while len(iterations) < 3 and time.monotonic() < deadline and fitting.is_alive():
+            time.sleep(0.05)
+        assert fitting.is_alive(), "the fit ended before a worker could be killed"
+        killed_at = len(iterations)
+        os.kill(next(iter(pids.values())), signal.SIGKILL)
+        fitting.join(timeout=300)
+    assert "error" not in done, done.get("error")
+    model = done["model"]
+    assert 3 <= killed_at < 14
+    assert np.array_equal(model.means_, reference.means_)
+    assert np.array_equal(model.weights_, reference.weights_)
+    assert [h["objective"] for h in model.history_] == [h["objective"] for h in reference.history_]
