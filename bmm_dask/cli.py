@@ -462,6 +462,12 @@ def _load(path: str) -> Any:
 @click.option(
     "--resume", is_flag=True, help="Continue the unfinished fit whose checkpoint is in OUT."
 )
+@click.option(
+    "--persist/--no-persist",
+    default=None,
+    help="Hold the data in the cluster's memory, or read it from the store every iteration "
+    "[default: held when it takes at most half the cluster's memory].",
+)
 @_cluster_options
 def fit(
     data: str,
@@ -478,6 +484,7 @@ def fit(
     overwrite: bool,
     checkpoint_every: int,
     resume: bool,
+    persist: bool | None,
     **cluster: Any,
 ) -> None:
     """Fit a Bernoulli mixture of K components to DATA (DATA.zarr or DATA.zarr/group) by EM.
@@ -529,6 +536,7 @@ def fit(
                 checkpoint_every=checkpoint_every,
                 resume=resume,
                 checkpoint_attrs=fingerprint,
+                persist=persist,
             )
         finally:
             bar.clear()

@@ -205,6 +205,7 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
         checkpoint_every: int = 10,
         resume: bool = False,
         checkpoint_attrs: dict[str, Any] | None = None,
+        persist: bool | None = None,
     ) -> BernoulliMixture:
         """Fit the mixture by EM.
 
@@ -226,6 +227,9 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
         checkpoint_attrs : dict, optional
             Also recorded in the checkpoint, and on ``resume`` checked against it (the data's
             fingerprint, say).
+        persist : bool, optional
+            Hold the packed data in the cluster's memory (True) or read it from its store every
+            iteration (False); by default, held when it takes at most half the memory.
 
         Returns
         -------
@@ -281,6 +285,7 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
                 checkpoint=save,
                 checkpoint_every=checkpoint_every if save is not None else 0,
                 resume=resume_state,
+                persist=persist,
             )
         self.means_ = result.means
         self.weights_ = result.weights
