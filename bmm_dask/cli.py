@@ -498,12 +498,17 @@ def fit(
     from sklearn.exceptions import ConvergenceWarning
 
     from bmm_dask.model import BernoulliMixture
-    from bmm_dask.store import check_output, output_lock, read_checkpoint
+    from bmm_dask.store import CHECKPOINT_FILE, check_output, output_lock, read_checkpoint
 
     dataset = _open(data)
     if resume:
         read_checkpoint(out)  # exists, and is the checkpoint of an unfinished fit
     else:
+        if not overwrite and (Path(out) / CHECKPOINT_FILE).is_file():
+            raise SettingsError(
+                f"{out}: holds the checkpoint of an unfinished fit; pass --resume to finish it, "
+                "or --overwrite to start afresh"
+            )
         check_output(Path(out), overwrite=overwrite)
     model = BernoulliMixture(
         n_components,

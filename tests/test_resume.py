@@ -132,6 +132,7 @@ def test_resume_needs_the_same_settings_and_a_checkpoint(data: Path, tmp_path: P
     assert_one_line_error(
         bmm("predict", out, small, "--out", tmp_path / "p.zarr"), "checkpoint of an unfinished fit"
     )
+    assert_one_line_error(bmm("fit", small, "--k", "2", "--out", out), "pass --resume to finish it")
 
 
 def test_one_writer_at_a_time(data: Path, tmp_path: Path, bmm) -> None:
