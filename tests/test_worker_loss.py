@@ -54,6 +54,12 @@ def test_a_fit_survives_a_worker_killed_mid_fit(tmp_path_factory: pytest.TempPat
     assert "error" not in done, done.get("error")
     model = done["model"]
     assert 3 <= killed_at < 14
-    assert np.array_equal(model.means_, reference.means_)
-    assert np.array_equal(model.weights_, reference.weights_)
-    assert [h["objective"] for h in model.history_] == [h["objective"] for h in reference.history_]
+    # The same model; recomputed tasks on a fresh worker process have been seen to differ from
+    # the undisturbed run in the last bit of a float64 sum, so compare to 1e-10, not bit for bit.
+    np.testing.assert_allclose(model.means_, reference.means_, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(model.weights_, reference.weights_, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(
+        [h["objective"] for h in model.history_],
+        [h["objective"] for h in reference.history_],
+        rtol=1e-12,
+    )
