@@ -755,10 +755,11 @@ def demo(
             warnings.simplefilter("ignore", ConvergenceWarning)
             logger.info("2/4 fit K = %d on the 60,000 training images", n_components)
             try:
+                fit_started = time.perf_counter()
                 model.fit(train, callback=bar)
             finally:
                 bar.clear()
-            fit_seconds = time.perf_counter() - started
+            fit_seconds = time.perf_counter() - fit_started
             data_attrs = {
                 **train.fingerprint(),
                 "path": str(folder.absolute() / "mnist.zarr" / "train"),
