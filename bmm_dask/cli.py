@@ -530,9 +530,9 @@ def fit(
     if resume:  # at the door: the checkpoint must be of these settings and this data
         model._resume_state(out, model._settings(), fingerprint)
     bar = _IterationBar(max_iter, n_init)
-    started = time.perf_counter()
     with output_lock(out), _client(**cluster), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
+        started = time.perf_counter()
         try:
             model.fit(
                 dataset,
@@ -553,7 +553,7 @@ def fit(
     click.echo(
         f"wrote {out}: K = {n_components}, {model.n_iter_} iterations, "
         f"{'converged' if model.converged_ else 'not converged'}, objective {model.lower_bound_:.4f} nats "
-        f"a sample, {seconds:.1f} s"
+        f"a sample, {seconds:.1f} s of fitting"
     )
 
 
