@@ -77,6 +77,9 @@ class PackedData:
     bits: da.Array
     n_features: int
     source: str = "array"
+    #: For rows straight from a store: ``reader(start, stop)`` returns those rows, so that a
+    #: streamed E-step reads its chunk in its own task (one task a chunk, not two).
+    reader: Callable[[int, int], NDArray[np.uint8]] | None = None
 
     @property
     def n_samples(self) -> int:
@@ -104,7 +107,7 @@ def as_packed(X: Any, *, chunk_rows: int | None = None) -> PackedData:
     if isinstance(X, PackedData):
         return X
     if isinstance(X, Dataset):
-        return PackedData(X.bits, X.n_features, X.path)
+        return PackedData(X.bits, X.n_features, X.path, X.row_reader())
     if isinstance(X, da.Array):
         if X.ndim != 2:
             raise DataError(f"X must be 2-dimensional (n_samples, n_features); got shape {X.shape}")
@@ -145,7 +148,7 @@ def task_blocks(data: PackedData) -> PackedData:
     if max(chunks) <= rows and (len(chunks) == 1 or np.median(chunks) >= rows / 4):
         return data
     bits = data.bits.rechunk({0: rows})
-    return PackedData(bits, data.n_features, data.source)
+    return PackedData(bits, data.n_features, data.source)  # blocks are no longer the store's chunks
 
 
 def _fits_in_memory(data: PackedData) -> bool:
@@ -171,6 +174,17 @@ def _estep_task(
     return estep_stats(packed, n_features, params["W"], params["b"], n_worst, offset)
 
 
+def _read_estep_task(
+    reader: Callable[[int, int], NDArray[np.uint8]],
+    stop: int,
+    n_features: int,
+    params: dict[str, Any],
+    n_worst: int,
+    offset: int,
+) -> dict[str, Any]:
+    return _estep_task(reader(offset, stop), n_features, params, n_worst, offset)
+
+
 def _estep_graph(
     data: PackedData, W: NDArray[Any], b: NDArray[Any], n_worst: int, split_every: int
 ) -> list[Delayed]:
@@ -191,7 +205,19 @@ def _estep_graph(
     offsets = np.cumsum((0, *data.bits.chunks[0]))
     for i, key in enumerate(k for row in data.bits.__dask_keys__() for k in row):
         level.append((f"bmm-estep-{token}", i))
-        layer[level[-1]] = (_estep_task, key, data.n_features, params, n_worst, int(offsets[i]))
+        if data.reader is not None:  # streamed: the task reads its chunk itself
+            task = (
+                _read_estep_task,
+                data.reader,
+                int(offsets[i + 1]),
+                data.n_features,
+                params,
+                n_worst,
+                int(offsets[i]),
+            )
+        else:
+            task = (_estep_task, key, data.n_features, params, n_worst, int(offsets[i]))
+        layer[level[-1]] = task
     depth = 0
     while len(level) > split_every:
         parents = []
@@ -199,7 +225,8 @@ def _estep_graph(
             parents.append((f"bmm-combine-{token}", depth, j // split_every))
             layer[parents[-1]] = (combine_stats, level[j : j + split_every])
         level, depth = parents, depth + 1
-    graph = HighLevelGraph.from_collections(f"bmm-estep-{token}", layer, dependencies=[data.bits])
+    dependencies = [] if data.reader is not None else [data.bits]
+    graph = HighLevelGraph.from_collections(f"bmm-estep-{token}", layer, dependencies=dependencies)
     return [Delayed(key, graph, layer=f"bmm-estep-{token}") for key in level]
 
 
@@ -510,7 +537,7 @@ def fit_em(
         persist = _fits_in_memory(data)
     if persist:
         (bits,) = dask.persist(data.bits)
-        data = PackedData(bits, data.n_features, data.source)
+        data = PackedData(bits, data.n_features, data.source)  # read once: no reader
         logger.info("data persisted in memory (%.1f MB packed)", data.bits.nbytes / 1e6)
     else:
         logger.info(

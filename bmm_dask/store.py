@@ -296,6 +296,11 @@ class Dataset:
             meta=np.empty((0, 0), dtype=dtype),
         )
 
+    def row_reader(self) -> Callable[[int, int], NDArray[np.uint8]]:
+        """A small picklable function ``(start, stop) -> packed rows`` that reads the store
+        (for tasks that read their own chunk; a read error names the chunk)."""
+        return functools.partial(_read_range, self.group["bits"], self.path, "bits")
+
     def fingerprint(self) -> dict[str, Any]:
         """What a model records of the data it was fitted on."""
         path = self.path if _is_url(self.path) else os.path.abspath(self.path)
@@ -419,8 +424,13 @@ def open_dataset(
 
 
 def _read_rows(array: zarr.Array, path: str, name: str, block_info: Any = None) -> NDArray[Any]:
-    """One chunk of rows, or a DataError that names the array and the chunk."""
+    """One chunk of rows (for map_blocks), or a DataError that names the array and the chunk."""
     start, stop = block_info[None]["array-location"][0]
+    return _read_range(array, path, name, start, stop)
+
+
+def _read_range(array: zarr.Array, path: str, name: str, start: int, stop: int) -> NDArray[Any]:
+    """Rows ``start:stop``, or a DataError that names the array and the chunk."""
     try:
         return np.asarray(array[start:stop])
     except Exception as err:

@@ -51,3 +51,26 @@ def test_a_truncated_model_store(tmp_path: Path, bmm) -> None:
         bmm("predict", tmp_path / "m.zarr", data, "--out", tmp_path / "p.zarr"), "m.zarr"
     )
     assert not (tmp_path / "p.zarr").exists()
+
+
+def test_a_corrupt_chunk_while_streaming(tmp_path: Path, bmm) -> None:
+    data = synth(tmp_path / "d.zarr", n_samples=30_000, n_features=784, n_components=2, seed=0)
+    (data / "bits" / "c" / "1" / "0").write_bytes(b"\x00garbage" * 20)
+    result = bmm(
+        "-q",
+        "fit",
+        data,
+        "--k",
+        "2",
+        "--init",
+        "random",
+        "--out",
+        tmp_path / "m.zarr",
+        "--no-persist",
+        "--workers",
+        "1",
+        "--dashboard-address",
+        "127.0.0.1:0",
+    )
+    assert_one_line_error(result, "d.zarr/bits: chunk 1 (rows 10240..20479) cannot be read")
+    assert not (tmp_path / "m.zarr").exists()

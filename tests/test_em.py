@@ -198,3 +198,28 @@ def test_the_same_parameters_twice_on_a_distributed_cluster(data) -> None:
         results = [estep(packed, means_init, weights_init, dtype=np.float64) for _ in range(5)]
     for result in results[1:]:
         np.testing.assert_array_equal(result["resp_x"], results[0]["resp_x"])
+
+
+def test_streamed_blocks_read_their_own_chunk(tmp_path: Path) -> None:
+    """Data streamed from a store chunked as the E-step wants: one task a chunk reads and computes."""
+    from bmm_dask.em import fit_em, task_blocks
+
+    out = synth(tmp_path / "s.zarr", n_samples=25_000, n_features=784, n_components=3, seed=2)
+    data = task_blocks(as_packed(open_dataset(out)))
+    assert data.reader is not None and data.bits.chunks[0] == (10240, 10240, 4520)
+    W, b = log_parameters(np.full((3, 784), 0.5), np.full(3, 1 / 3))
+    graph = dict(_estep_graph(data, W, b, 3, 8)[0].__dask_graph__())
+    assert not any(str(k).startswith(("bmm-read", "('bmm-read")) for k in graph)  # no read tasks
+    runs = [
+        fit_em(
+            data,
+            n_components=3,
+            rng=np.random.default_rng(0),
+            max_iter=6,
+            tol=0,
+            dtype=np.float64,
+            persist=p,
+        )
+        for p in (True, False)
+    ]
+    np.testing.assert_array_equal(runs[0].means, runs[1].means)
