@@ -331,13 +331,18 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
         """Log-likelihood of each row in nats: array of shape (n_samples,)."""
         return self._per_row(X, "score")
 
-    def score(self, X: Any, y: Any = None) -> float:
-        """Mean log-likelihood per row, in nats."""
+    def _log_likelihood(self, X: Any) -> tuple[float, int]:
+        """Total log-likelihood of the rows, and their number (the data packed once)."""
         self._check_fitted()
         data, _ = self._data(X)
         scores = predict_log_resp(data, self.means_, self.weights_, "score", np.dtype(self.dtype))
         (total,) = dask.compute(scores.sum())
-        return float(total) / data.n_samples
+        return float(total), data.n_samples
+
+    def score(self, X: Any, y: Any = None) -> float:
+        """Mean log-likelihood per row, in nats."""
+        total, n = self._log_likelihood(X)
+        return total / n
 
     def _n_parameters(self) -> int:
         K, D = self.means_.shape
@@ -345,12 +350,13 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
 
     def bic(self, X: Any) -> float:
         """Bayesian information criterion: ``-2 log L + p log N``; lower is better."""
-        n = as_packed(X).n_samples
-        return -2 * self.score(X) * n + self._n_parameters() * np.log(n)
+        total, n = self._log_likelihood(X)
+        return -2 * total + self._n_parameters() * np.log(n)
 
     def aic(self, X: Any) -> float:
         """Akaike information criterion: ``-2 log L + 2 p``; lower is better."""
-        return -2 * self.score(X) * as_packed(X).n_samples + 2 * self._n_parameters()
+        total, _ = self._log_likelihood(X)
+        return -2 * total + 2 * self._n_parameters()
 
     def sample(self, n_samples: int = 1) -> tuple[NDArray[np.uint8], NDArray[np.intp]]:
         """Draw rows from the fitted mixture.

@@ -346,15 +346,18 @@ def _open_group(path: str, storage_options: Mapping[str, Any] | None) -> zarr.Gr
         raise DataError(f"{path}: cannot read it as a Zarr group: {err}") from err
 
 
+def _dataset_children(group: zarr.Group) -> list[str]:
+    """Names of the groups below ``group`` that are datasets (as ``ingest mnist`` writes)."""
+    return sorted(
+        key for key, child in group.members() if isinstance(child, zarr.Group) and "bits" in child
+    )
+
+
 def _check_array(path: str, group: zarr.Group, name: str, ndim: int) -> zarr.Array:
     try:
         node = group[name]
     except KeyError:
-        children = sorted(
-            key
-            for key, child in group.members()
-            if isinstance(child, zarr.Group) and "bits" in child
-        )
+        children = _dataset_children(group)
         if name == "bits" and children:
             raise DataError(
                 f"{path}: holds the datasets {', '.join(children)}; name one, as in "
@@ -506,9 +509,7 @@ def describe_path(path_or_url: str | os.PathLike[str]) -> list[dict[str, Any]]:
         ]
     if "bits" in group:
         return [describe_dataset(open_dataset(path))]
-    names = sorted(
-        key for key, child in group.members() if isinstance(child, zarr.Group) and "bits" in child
-    )
+    names = _dataset_children(group)
     if not names:
         raise DataError(f"{path}: a Zarr group, but neither a dataset nor a group of datasets")
     return [describe_dataset(open_dataset(f"{path.rstrip('/')}/{name}")) for name in names]

@@ -126,26 +126,22 @@ def test_random_state_fixes_everything(data) -> None:
         assert not np.array_equal(a.means_, c.means_), init
 
 
-def test_streaming_from_zarr_equals_persisting(tmp_path: Path) -> None:
+def assert_streaming_equals_persisting(data, max_iter: int) -> None:
+    """The same model, bit for bit, whether the data is held in memory or read every iteration."""
     from bmm_dask.em import fit_em
 
+    settings = {"n_components": 3, "max_iter": max_iter, "tol": 0, "dtype": np.float64}
+    held = fit_em(data, rng=np.random.default_rng(0), persist=True, **settings)
+    streamed = fit_em(data, rng=np.random.default_rng(0), persist=False, **settings)
+    np.testing.assert_array_equal(held.means, streamed.means)
+
+
+def test_streaming_from_zarr_equals_persisting(tmp_path: Path) -> None:
     out = synth(
         tmp_path / "s.zarr", n_samples=4000, n_features=20, n_components=3, seed=1, chunk_rows=700
     )
     data = as_packed(open_dataset(out))
-    runs = [
-        fit_em(
-            data,
-            n_components=3,
-            rng=np.random.default_rng(0),
-            max_iter=10,
-            tol=0,
-            dtype=np.float64,
-            persist=p,
-        )
-        for p in (True, False)
-    ]
-    np.testing.assert_array_equal(runs[0].means, runs[1].means)
+    assert_streaming_equals_persisting(data, max_iter=10)
 
 
 @pytest.mark.parametrize("inline", [True, False])
@@ -202,7 +198,7 @@ def test_the_same_parameters_twice_on_a_distributed_cluster(data) -> None:
 
 def test_streamed_blocks_read_their_own_chunk(tmp_path: Path) -> None:
     """Data streamed from a store chunked as the E-step wants: one task a chunk reads and computes."""
-    from bmm_dask.em import fit_em, task_blocks
+    from bmm_dask.em import task_blocks
 
     out = synth(tmp_path / "s.zarr", n_samples=25_000, n_features=784, n_components=3, seed=2)
     data = task_blocks(as_packed(open_dataset(out)))
@@ -210,16 +206,4 @@ def test_streamed_blocks_read_their_own_chunk(tmp_path: Path) -> None:
     W, b = log_parameters(np.full((3, 784), 0.5), np.full(3, 1 / 3))
     graph = dict(_estep_graph(data, W, b, 3, 8)[0].__dask_graph__())
     assert not any(str(k).startswith(("bmm-read", "('bmm-read")) for k in graph)  # no read tasks
-    runs = [
-        fit_em(
-            data,
-            n_components=3,
-            rng=np.random.default_rng(0),
-            max_iter=6,
-            tol=0,
-            dtype=np.float64,
-            persist=p,
-        )
-        for p in (True, False)
-    ]
-    np.testing.assert_array_equal(runs[0].means, runs[1].means)
+    assert_streaming_equals_persisting(data, max_iter=6)
