@@ -3,9 +3,17 @@
 Run from the repository root:  python benchmarks/bench_out_of_core.py [--rows 1000000 4000000 10000000]
 
 For each size: `bmm-dask synth` data (784 features, K = 10), a local cluster of 2 worker processes
-with a memory limit of 2 GB each, and a fit with the data streamed from the store every iteration
-(persist=False). Printed: the median time an iteration, the throughput in rows x iterations a
-second a core, and the peak resident memory of each worker process (getrusage in the worker).
+with one thread and a memory limit of 2 GB each, and fits with the data streamed from the store
+every iteration (persist=False), side by side on the same cluster:
+
+- "a task a chunk": every E-step task reads one chunk (10,240 rows, 1 MiB) and the tree of sums
+  adds their statistics in tasks of 8 (what bmm_dask did before grouping);
+- "groups of 8": every task reads 8 chunks at once and adds their statistics itself (the first
+  level of the same tree), what bmm_dask does when there are at least two groups a thread.
+
+Both compute the same sums in the same order. Printed: the median time an iteration, the
+throughput in rows x iterations a second a core, and the peak resident memory of each worker
+process (getrusage in the worker, over all the fits so far).
 """
 
 from __future__ import annotations
@@ -18,19 +26,35 @@ import time
 import warnings
 from pathlib import Path
 
+import bmm_dask.em
 from bmm_dask import BernoulliMixture, open_dataset
 from bmm_dask.cluster import open_client
 from bmm_dask.datasets import synth
+
+CORES = 2
 
 
 def peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def fit_seconds(data, iterations: int, grouped: bool) -> list[float]:
+    threads = bmm_dask.em._cluster_threads
+    if not grouped:  # as many threads as the groups could never keep busy: a task a chunk
+        bmm_dask.em._cluster_threads = lambda: 1 << 30
+    try:
+        model = BernoulliMixture(10, max_iter=iterations, tol=0, random_state=0)
+        model.fit(data, persist=False)
+    finally:
+        bmm_dask.em._cluster_threads = threads
+    return [h["seconds"] for h in model.history_]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 4_000_000, 10_000_000])
     parser.add_argument("--iterations", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=3, help="fits of each kind, alternating")
     parser.add_argument(
         "--workdir",
         type=Path,
@@ -40,9 +64,12 @@ def main() -> None:
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-ooc-"))
-    print("# Streaming fits, K = 10, 784 features, 2 workers x 1 thread, memory limit 2 GB each")
     print(
-        f"{'rows':>11} {'packed GB':>9} {'s/iter':>7} {'rows.iter/s/core':>17} {'worker peak MB':>15}"
+        f"# Streaming fits, K = 10, 784 features, {CORES} workers x 1 thread, memory limit 2 GB "
+        f"each; median s an iteration over {args.repeats} fits of {args.iterations} iterations each"
+    )
+    print(
+        f"{'rows':>11} {'packed GB':>9} {'a task a chunk':>22} {'groups of 8':>22} {'worker peak MB':>15}"
     )
     for rows in args.rows:
         path = work / f"synth-{rows}.zarr"
@@ -50,17 +77,22 @@ def main() -> None:
             synth(path, n_samples=rows, n_features=784, n_components=10, seed=0)
         data = open_dataset(path)
         with open_client(
-            workers=2, threads_per_worker=1, memory_limit="2GB", dashboard_address="127.0.0.1:0"
+            workers=CORES, threads_per_worker=1, memory_limit="2GB", dashboard_address="127.0.0.1:0"
         ) as client:
             started = time.perf_counter()
-            model = BernoulliMixture(10, max_iter=args.iterations, tol=0, random_state=0)
-            model.fit(data, persist=False)
-            seconds = statistics.median(h["seconds"] for h in model.history_)
+            seconds: dict[bool, list[float]] = {False: [], True: []}
+            for _ in range(args.repeats):
+                for grouped in (False, True):
+                    seconds[grouped] += fit_seconds(data, args.iterations, grouped)
             peaks = sorted(client.run(peak_rss).values())
-        throughput = rows / seconds / 2
+        cells = []
+        for grouped in (False, True):
+            median = statistics.median(seconds[grouped])
+            cells.append(f"{median:6.2f} s {rows / median / CORES / 1e6:6.2f} M/core")
         print(
-            f"{rows:>11,} {data.bits.nbytes / 1e9:>9.2f} {seconds:>7.2f} {throughput / 1e6:>14.2f} M "
-            f"{' / '.join(f'{p / 1e6:.0f}' for p in peaks):>15}   (whole fit {time.perf_counter() - started:.0f} s)",
+            f"{rows:>11,} {data.bits.nbytes / 1e9:>9.2f} {cells[0]:>22} {cells[1]:>22} "
+            f"{' / '.join(f'{p / 1e6:.0f}' for p in peaks):>15}   "
+            f"({time.perf_counter() - started:.0f} s)",
             flush=True,
         )
 

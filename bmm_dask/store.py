@@ -437,7 +437,11 @@ def _read_range(array: zarr.Array, path: str, name: str, start: int, stop: int) 
     try:
         return np.asarray(array[start:stop])
     except Exception as err:
-        chunk = start // array.chunks[0]
+        rows = array.chunks[0]
+        if stop - start > rows:  # several chunks: find the one that cannot be read
+            for first in range(start - start % rows, stop, rows):
+                _read_range(array, path, name, max(first, start), min(first + rows, stop))
+        chunk = start // rows
         raise DataError(
             f"{path}/{name}: chunk {chunk} (rows {start}..{stop - 1}) cannot be read: "
             f"{' '.join(str(err).split()) or type(err).__name__}; the store is damaged, ingest it again"

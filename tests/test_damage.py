@@ -5,8 +5,11 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
+
 from bmm_dask import BernoulliMixture, open_dataset
 from bmm_dask.datasets import synth
+from bmm_dask.errors import DataError
 
 from .conftest import assert_one_line_error
 
@@ -74,3 +77,15 @@ def test_a_corrupt_chunk_while_streaming(tmp_path: Path, bmm) -> None:
     )
     assert_one_line_error(result, "d.zarr/bits: chunk 1 (rows 10240..20479) cannot be read")
     assert not (tmp_path / "m.zarr").exists()
+
+
+def test_a_read_of_several_chunks_names_the_corrupt_one(tmp_path: Path) -> None:
+    """Streamed E-step tasks read eight chunks at once; the error still names the bad chunk."""
+    data = synth(
+        tmp_path / "d.zarr", n_samples=5000, n_features=64, n_components=2, chunk_rows=1000, seed=0
+    )
+    (data / "bits" / "c" / "3" / "0").write_bytes(b"\x00garbage" * 20)
+    reader = open_dataset(data).row_reader()
+    assert reader(500, 2500).shape == (2000, 8)
+    with pytest.raises(DataError, match=r"d.zarr/bits: chunk 3 \(rows 3000..3999\) cannot be read"):
+        reader(500, 4500)

@@ -166,6 +166,33 @@ def test_one_graph_an_iteration_with_bmm_task_names(
     assert all(name.startswith(("bmm-", "array-")) for name in names)  # array-: the NumPy input
 
 
+def test_streamed_groups_of_chunks_equal_persisting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With many chunks a streamed task reads a group of eight and sums them: the tree's first
+    level in one task, giving the same model, bit for bit, as a task a chunk."""
+    import bmm_dask.em
+    from bmm_dask.em import _read_estep_group, task_blocks
+
+    monkeypatch.setattr(bmm_dask.em, "default_chunk_rows", lambda n_features: 100)
+    monkeypatch.setattr(bmm_dask.em, "_cluster_threads", lambda: 1)
+    out = synth(
+        tmp_path / "s.zarr", n_samples=2050, n_features=30, n_components=3, seed=4, chunk_rows=100
+    )
+    data = task_blocks(as_packed(open_dataset(out)))
+    assert data.reader is not None and len(data.bits.chunks[0]) == 21
+    W, b = log_parameters(np.full((3, 30), 0.5), np.full(3, 1 / 3))
+    graph = dict(_estep_graph(data, W, b, 3, 8)[0].__dask_graph__())
+    groups = [task for task in graph.values() if task[0] is _read_estep_group]
+    assert [task[2] for task in groups] == [
+        list(range(0, 900, 100)),
+        list(range(800, 1700, 100)),
+        [1600, 1700, 1800, 1900, 2000, 2050],
+    ]
+    assert not any(str(k).startswith("('bmm-combine") for k in graph)  # 3 partial sums
+    assert_streaming_equals_persisting(data, max_iter=6)
+
+
 def test_recovers_a_known_mixture(tmp_path: Path) -> None:
     """K = 8, D = 64, 50,000 rows: means within 0.02 of the truth and weights within 0.01."""
     out = synth(tmp_path / "s.zarr", n_samples=50_000, n_features=64, n_components=8, seed=11)
