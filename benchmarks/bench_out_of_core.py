@@ -13,7 +13,10 @@ every iteration (persist=False), side by side on the same cluster:
 
 Both compute the same sums in the same order. Printed: the median time an iteration, the
 throughput in rows x iterations a second a core, and the peak resident memory of each worker
-process (getrusage in the worker, over all the fits so far).
+process (getrusage in the worker, over all the fits so far). For scale, "kernel alone" is the
+E-step kernel (`bmm_dask.kernels.estep_stats`) on one chunk in this process with one BLAS thread
+and no Dask: the most a core can do, measured before every fit (the speed of this machine's
+cores was seen to vary by half from one minute to the next).
 """
 
 from __future__ import annotations
@@ -26,16 +29,35 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
+
 import bmm_dask.em
 from bmm_dask import BernoulliMixture, open_dataset
 from bmm_dask.cluster import open_client
 from bmm_dask.datasets import synth
+from bmm_dask.kernels import estep_stats, log_parameters
 
 CORES = 2
 
 
 def peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def kernel_rows_per_second(data) -> float:
+    """Rows a second of the E-step kernel on the first chunk, one thread, no Dask."""
+    packed = data.row_reader()(0, data.bits.chunks[0][0])
+    rng = np.random.default_rng(0)
+    W, b = log_parameters(
+        rng.uniform(0.25, 0.75, (10, data.n_features)), np.full(10, 0.1), np.float32
+    )
+    times = []
+    with bmm_dask.em.single_threaded_blas():
+        for _ in range(20):
+            start = time.perf_counter()
+            estep_stats(packed, data.n_features, W, b, n_worst=10)
+            times.append(time.perf_counter() - start)
+    return len(packed) / statistics.median(times)
 
 
 def fit_seconds(data, iterations: int, grouped: bool) -> list[float]:
@@ -69,7 +91,8 @@ def main() -> None:
         f"each; median s an iteration over {args.repeats} fits of {args.iterations} iterations each"
     )
     print(
-        f"{'rows':>11} {'packed GB':>9} {'a task a chunk':>22} {'groups of 8':>22} {'worker peak MB':>15}"
+        f"{'rows':>11} {'packed GB':>9} {'kernel alone':>13} {'a task a chunk':>22} "
+        f"{'groups of 8':>22} {'worker peak MB':>15}"
     )
     for rows in args.rows:
         path = work / f"synth-{rows}.zarr"
@@ -81,8 +104,10 @@ def main() -> None:
         ) as client:
             started = time.perf_counter()
             seconds: dict[bool, list[float]] = {False: [], True: []}
+            kernel = []
             for _ in range(args.repeats):
                 for grouped in (False, True):
+                    kernel.append(kernel_rows_per_second(data))
                     seconds[grouped] += fit_seconds(data, args.iterations, grouped)
             peaks = sorted(client.run(peak_rss).values())
         cells = []
@@ -90,7 +115,8 @@ def main() -> None:
             median = statistics.median(seconds[grouped])
             cells.append(f"{median:6.2f} s {rows / median / CORES / 1e6:6.2f} M/core")
         print(
-            f"{rows:>11,} {data.bits.nbytes / 1e9:>9.2f} {cells[0]:>22} {cells[1]:>22} "
+            f"{rows:>11,} {data.bits.nbytes / 1e9:>9.2f} "
+            f"{statistics.median(kernel) / 1e6:>6.2f} M/core {cells[0]:>22} {cells[1]:>22} "
             f"{' / '.join(f'{p / 1e6:.0f}' for p in peaks):>15}   "
             f"({time.perf_counter() - started:.0f} s)",
             flush=True,
