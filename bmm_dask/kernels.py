@@ -174,6 +174,9 @@ def sub_block_rows(n_components: int, dtype: np.dtype[Any]) -> int:
     return 512 if n_components < SPARSE_FROM else 2048
 
 
+#: In float32 (K < 64) both products run on pieces of this many rows of a sub-block: below a
+#: million multiply-adds OpenBLAS takes its small-matrix path, which ran responsibilities @ X
+#: 20 % faster (2.8 against 3.6 ms for 10,240 rows, K padded to 16, one core).
 PIECE = 64
 
 
@@ -231,7 +234,7 @@ def estep_stats(
     resp = np.zeros((width, n_samples), dtype=dtype)  # a row per component
     row_ll = np.empty(n_samples, dtype=dtype)
     resp_x = np.zeros((width, n_features))
-    piece = PIECE if dtype == np.float32 and not sparse and n_samples % PIECE == 0 else 0
+    piece = PIECE if dtype == np.float32 and not sparse else 0
     partial = np.empty((width, n_features), dtype=dtype)
     product = np.empty((width, n_features), dtype=dtype)
     for start in range(0, n_samples, step):
@@ -240,7 +243,11 @@ def estep_stats(
         # viewed as bool, the 0/1 bytes convert to floats twice as fast as uint8 does
         np.copyto(rows, np.unpackbits(packed[start:stop], axis=1, count=n_features).view(bool))
         joint = L[: stop - start]
-        np.matmul(rows, W_t, out=joint)
+        if piece:
+            for i in range(0, stop - start, piece):
+                np.matmul(rows[i : i + piece], W_t, out=joint[i : i + piece])
+        else:
+            np.matmul(rows, W_t, out=joint)
         block = resp[:n_components, start:stop]
         np.copyto(block, joint[:, :n_components].T)
         block += b[:, None]
@@ -249,8 +256,8 @@ def estep_stats(
             resp_x += _sparse_resp_x(block, rows)
         elif piece:
             np.matmul(resp[:, start : start + piece], rows[:piece], out=partial)
-            for i in range(start + piece, stop, piece):
-                np.matmul(resp[:, i : i + piece], rows[i - start : i - start + piece], out=product)
+            for i in range(piece, stop - start, piece):
+                np.matmul(resp[:, start + i : start + i + piece], rows[i : i + piece], out=product)
                 partial += product
             resp_x += partial
         else:

@@ -88,6 +88,25 @@ def test_estep_equals_the_per_pixel_loop(seed: int) -> None:
     assert stats32["loglik"] == pytest.approx(loglik.sum(), rel=1e-5)
 
 
+@pytest.mark.parametrize("k", [10, 20])
+def test_float32_sub_blocks_and_pieces_agree_with_float64(k: int) -> None:
+    """1,300 rows: sub-blocks of 512 and a ragged one, products in pieces of 64 rows and a
+    ragged piece, components padded to a multiple of 16; float32 statistics within float32's
+    precision of the float64 ones."""
+    rng = np.random.default_rng(k)
+    means = rng.uniform(0.05, 0.95, (k, 100))
+    X = rng.random((1300, 100)) < means[rng.integers(0, k, 1300)]
+    packed = pack_bits(X)
+    start = rng.uniform(0.3, 0.7, (k, 100)), np.full(k, 1 / k)
+    exact = estep_stats(packed, 100, *log_parameters(*start, np.float64), n_worst=k)
+    fast = estep_stats(packed, 100, *log_parameters(*start, np.float32), n_worst=k)
+    assert fast["resp_x"].shape == (k, 100) and fast["resp_sum"].shape == (k,)
+    np.testing.assert_allclose(fast["resp_x"], exact["resp_x"], rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(fast["resp_sum"], exact["resp_sum"], rtol=1e-4, atol=1e-3)
+    assert fast["loglik"] == pytest.approx(exact["loglik"], rel=1e-6)
+    np.testing.assert_array_equal(np.sort(fast["worst"][1]), np.sort(exact["worst"][1]))
+
+
 def test_statistics_add_up_over_blocks_in_any_split() -> None:
     rng = np.random.default_rng(0)
     X = rng.random((1000, 37)) < 0.3
