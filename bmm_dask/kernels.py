@@ -174,18 +174,18 @@ def sub_block_rows(n_components: int, dtype: np.dtype[Any]) -> int:
     return 512 if n_components < SPARSE_FROM else 2048
 
 
-#: In float32 (K < 64) both products run on pieces of this many rows of a sub-block: below a
-#: million multiply-adds OpenBLAS takes its small-matrix path, which ran responsibilities @ X
-#: 20 % faster (2.8 against 3.6 ms for 10,240 rows, K padded to 16, one core).
+#: In float32, products of at most SMALL_PRODUCT multiply-adds take OpenBLAS's small-matrix
+#: path, which runs thin products faster: for K = 10 and 784 features, both products on pieces
+#: of PIECE rows took 25 % less time than on sub-blocks of 512 rows (one core); for K >= 20
+#: the pieces would be too large for that path and only add calls.
+SMALL_PRODUCT = 1_000_000
 PIECE = 64
 
 
-def _product_width(n_components: int, dtype: np.dtype[Any]) -> int:
-    """Components padded with zero rows to a multiple of 16 for the two matrix products in
-    float32: OpenBLAS runs (512 x 784) @ (784 x 16) 20 % faster than @ (784 x 10)."""
-    if dtype == np.float32 and n_components < SPARSE_FROM:
-        return -(-n_components // 16) * 16
-    return n_components
+def _piece_rows(n_components: int, n_features: int, step: int) -> int:
+    """Rows of the pieces the two products run on (0: on whole sub-blocks)."""
+    product = n_components * n_features
+    return PIECE if PIECE * product <= SMALL_PRODUCT < step * product else 0
 
 
 def estep_stats(
@@ -225,18 +225,16 @@ def estep_stats(
     step = sub_block_rows(n_components, dtype)
     sparse = dtype == np.float32 and n_components >= SPARSE_FROM
     floor = _floor(dtype, n_components)
-    width = _product_width(n_components, dtype)
     # Buffers made once a block: fresh large arrays each sub-block cost page faults.
-    W_t = np.zeros((n_features, width), dtype=dtype)  # contiguous, as OpenBLAS likes it best
-    W_t[:, :n_components] = W.T
+    piece = _piece_rows(n_components, n_features, step) if dtype == np.float32 and not sparse else 0
+    W_t = np.ascontiguousarray(W.T)  # as OpenBLAS likes it best
     X = np.empty((min(step, n_samples), n_features), dtype=dtype)
-    L = np.empty((min(step, n_samples), width), dtype=dtype)
-    resp = np.zeros((width, n_samples), dtype=dtype)  # a row per component
+    L = np.empty((min(step, n_samples), n_components), dtype=dtype)
+    resp = np.empty((n_components, n_samples), dtype=dtype)  # a row per component
     row_ll = np.empty(n_samples, dtype=dtype)
-    resp_x = np.zeros((width, n_features))
-    piece = PIECE if dtype == np.float32 and not sparse else 0
-    partial = np.empty((width, n_features), dtype=dtype)
-    product = np.empty((width, n_features), dtype=dtype)
+    resp_x = np.zeros((n_components, n_features))
+    partial = np.empty((n_components, n_features), dtype=dtype)
+    product = np.empty((n_components, n_features), dtype=dtype)
     for start in range(0, n_samples, step):
         stop = min(start + step, n_samples)
         rows = X[: stop - start]
@@ -248,22 +246,21 @@ def estep_stats(
                 np.matmul(rows[i : i + piece], W_t, out=joint[i : i + piece])
         else:
             np.matmul(rows, W_t, out=joint)
-        block = resp[:n_components, start:stop]
-        np.copyto(block, joint[:, :n_components].T)
+        block = resp[:, start:stop]
+        np.copyto(block, joint.T)
         block += b[:, None]
         row_ll[start:stop] = _normalise(block, floor)
         if sparse:
             resp_x += _sparse_resp_x(block, rows)
         elif piece:
-            np.matmul(resp[:, start : start + piece], rows[:piece], out=partial)
+            np.matmul(block[:, :piece], rows[:piece], out=partial)
             for i in range(piece, stop - start, piece):
-                np.matmul(resp[:, start + i : start + i + piece], rows[i : i + piece], out=product)
+                np.matmul(block[:, i : i + piece], rows[i : i + piece], out=product)
                 partial += product
             resp_x += partial
         else:
-            resp_x += resp[:, start:stop] @ rows
-    resp_sum = resp[:n_components].sum(axis=1, dtype=np.float64)
-    resp_x = resp_x[:n_components]
+            resp_x += block @ rows
+    resp_sum = resp.sum(axis=1, dtype=np.float64)
     if n_worst and len(packed):
         keep = np.argpartition(row_ll, min(n_worst, len(packed)) - 1)[:n_worst]
         worst = (row_ll[keep], keep + offset, packed[keep])

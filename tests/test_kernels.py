@@ -90,17 +90,20 @@ def test_estep_equals_the_per_pixel_loop(seed: int) -> None:
 
 @pytest.mark.parametrize("k", [10, 20])
 def test_float32_sub_blocks_and_pieces_agree_with_float64(k: int) -> None:
-    """1,300 rows: sub-blocks of 512 and a ragged one, products in pieces of 64 rows and a
-    ragged piece, components padded to a multiple of 16; float32 statistics within float32's
-    precision of the float64 ones."""
+    """1,300 rows of 784 features: sub-blocks of 512 and a ragged one; for K = 10 the products
+    run on pieces of 64 rows and a ragged piece, for K = 20 on whole sub-blocks. float32
+    statistics within float32's precision of the float64 ones."""
+    from bmm_dask.kernels import _piece_rows, sub_block_rows
+
+    assert bool(_piece_rows(k, 784, sub_block_rows(k, np.dtype(np.float32)))) == (k == 10)
     rng = np.random.default_rng(k)
-    means = rng.uniform(0.05, 0.95, (k, 100))
-    X = rng.random((1300, 100)) < means[rng.integers(0, k, 1300)]
+    means = rng.uniform(0.05, 0.95, (k, 784))
+    X = rng.random((1300, 784)) < means[rng.integers(0, k, 1300)]
     packed = pack_bits(X)
-    start = rng.uniform(0.3, 0.7, (k, 100)), np.full(k, 1 / k)
-    exact = estep_stats(packed, 100, *log_parameters(*start, np.float64), n_worst=k)
-    fast = estep_stats(packed, 100, *log_parameters(*start, np.float32), n_worst=k)
-    assert fast["resp_x"].shape == (k, 100) and fast["resp_sum"].shape == (k,)
+    start = rng.uniform(0.3, 0.7, (k, 784)), np.full(k, 1 / k)
+    exact = estep_stats(packed, 784, *log_parameters(*start, np.float64), n_worst=k)
+    fast = estep_stats(packed, 784, *log_parameters(*start, np.float32), n_worst=k)
+    assert fast["resp_x"].shape == (k, 784) and fast["resp_sum"].shape == (k,)
     np.testing.assert_allclose(fast["resp_x"], exact["resp_x"], rtol=1e-4, atol=1e-3)
     np.testing.assert_allclose(fast["resp_sum"], exact["resp_sum"], rtol=1e-4, atol=1e-3)
     assert fast["loglik"] == pytest.approx(exact["loglik"], rel=1e-6)
