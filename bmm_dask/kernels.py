@@ -119,24 +119,24 @@ def _floor(dtype: np.dtype[Any], n_components: int) -> float:
     return float(np.log(np.finfo(dtype).tiny) + np.log(n_components) + 1)
 
 
-def _normalise(resp: NDArray[np.floating], floor: float) -> NDArray[np.floating]:
-    """Turn log-joint columns (a row per component, a column per data row) into
-    responsibilities in place; return the columns' log-likelihoods.
+def _normalise(L: NDArray[np.floating], floor: float, axis: int) -> NDArray[np.floating]:
+    """Turn log-joints into responsibilities in place, the components along ``axis``; return
+    the data rows' log-likelihoods.
 
-    Components run down the first axis so that every reduction is a vectorised pass along
-    the rows (a max or sum across 10 numbers a row, along the last axis, took 25 times longer).
-    Every component has a finite log-joint (means are clipped and weights positive), so the
-    maxima are finite.
+    With few components they run down the first axis (``axis=0``), so that every reduction
+    is a vectorised pass along the data rows: a max or sum across 10 numbers a row, along the
+    last axis, took 25 times longer. Every component has a finite log-joint (means are clipped
+    and weights positive), so the maxima are finite.
     """
-    top = resp.max(axis=0)
-    resp -= top
-    np.maximum(resp, floor, out=resp)
-    np.exp(resp, out=resp)
-    total = resp.sum(axis=0)
-    resp /= total
+    top = L.max(axis=axis, keepdims=True)
+    L -= top
+    np.maximum(L, floor, out=L)
+    np.exp(L, out=L)
+    total = L.sum(axis=axis, keepdims=True)
+    L /= total
     np.log(total, out=total)
     total += top
-    return total
+    return total.reshape(-1)
 
 
 #: In float32 with this many components or more, responsibilities^T @ X skips responsibilities
@@ -148,12 +148,13 @@ SPARSE_BELOW = 1e-7
 
 
 def _sparse_resp_x(resp: NDArray[np.float32], X: NDArray[np.float32]) -> NDArray[np.float32]:
-    """``resp @ X`` (resp: a row per component) for responsibilities that are mostly (almost)
-    zero, by a sparse product."""
+    """``resp.T @ X`` for responsibilities that are mostly (almost) zero, by a sparse product."""
     import scipy.sparse
 
-    component, row = np.nonzero(resp >= SPARSE_BELOW)
-    sparse = scipy.sparse.csr_matrix((resp[component, row], (component, row)), shape=resp.shape)
+    row, component = np.nonzero(resp >= SPARSE_BELOW)
+    sparse = scipy.sparse.csr_matrix(
+        (resp[row, component], (component, row)), shape=(resp.shape[1], resp.shape[0])
+    )
     return sparse @ X
 
 
@@ -230,37 +231,49 @@ def estep_stats(
     W_t = np.ascontiguousarray(W.T)  # as OpenBLAS likes it best
     X = np.empty((min(step, n_samples), n_features), dtype=dtype)
     L = np.empty((min(step, n_samples), n_components), dtype=dtype)
-    resp = np.empty((n_components, n_samples), dtype=dtype)  # a row per component
+    # With few components, responsibilities are kept a row per component (see _normalise);
+    # with many (the sparse product), a row per data row, as they come out of X @ W.T.
+    resp = np.empty((0 if sparse else n_components, n_samples), dtype=dtype)
+    resp_sum = np.zeros(n_components)
     row_ll = np.empty(n_samples, dtype=dtype)
     resp_x = np.zeros((n_components, n_features))
-    partial = np.empty((n_components, n_features), dtype=dtype)
-    product = np.empty((n_components, n_features), dtype=dtype)
+    if piece:  # products of the pieces of a sub-block, before they are added
+        products = np.empty((step // piece, n_components, n_features), dtype=dtype)
     for start in range(0, n_samples, step):
         stop = min(start + step, n_samples)
         rows = X[: stop - start]
         # viewed as bool, the 0/1 bytes convert to floats twice as fast as uint8 does
         np.copyto(rows, np.unpackbits(packed[start:stop], axis=1, count=n_features).view(bool))
         joint = L[: stop - start]
-        if piece:
-            for i in range(0, stop - start, piece):
-                np.matmul(rows[i : i + piece], W_t, out=joint[i : i + piece])
+        # pieces as one stacked product: one call, the BLAS calls in NumPy's loop without the GIL
+        pieces = (stop - start) // piece if piece and (stop - start) % piece == 0 else 0
+        if pieces:
+            np.matmul(
+                rows.reshape(pieces, piece, n_features), W_t, out=joint.reshape(pieces, piece, -1)
+            )
         else:
             np.matmul(rows, W_t, out=joint)
+        joint += b
+        if sparse:
+            row_ll[start:stop] = _normalise(joint, floor, axis=1)
+            resp_sum += joint.sum(axis=0, dtype=np.float64)
+            resp_x += _sparse_resp_x(joint, rows)
+            continue
         block = resp[:, start:stop]
         np.copyto(block, joint.T)
-        block += b[:, None]
-        row_ll[start:stop] = _normalise(block, floor)
-        if sparse:
-            resp_x += _sparse_resp_x(block, rows)
-        elif piece:
-            np.matmul(block[:, :piece], rows[:piece], out=partial)
-            for i in range(piece, stop - start, piece):
-                np.matmul(block[:, i : i + piece], rows[i : i + piece], out=product)
-                partial += product
-            resp_x += partial
+        row_ll[start:stop] = _normalise(block, floor, axis=0)
+        if pieces:
+            stacked = products[:pieces]
+            np.matmul(
+                block.reshape(n_components, pieces, piece).transpose(1, 0, 2),
+                rows.reshape(pieces, piece, n_features),
+                out=stacked,
+            )
+            resp_x += stacked.sum(axis=0)
         else:
             resp_x += block @ rows
-    resp_sum = resp.sum(axis=1, dtype=np.float64)
+    if not sparse:
+        resp_sum = resp.sum(axis=1, dtype=np.float64)
     if n_worst and len(packed):
         keep = np.argpartition(row_ll, min(n_worst, len(packed)) - 1)[:n_worst]
         worst = (row_ll[keep], keep + offset, packed[keep])

@@ -91,7 +91,7 @@ def test_estep_equals_the_per_pixel_loop(seed: int) -> None:
 @pytest.mark.parametrize("k", [10, 20])
 def test_float32_sub_blocks_and_pieces_agree_with_float64(k: int) -> None:
     """1,300 rows of 784 features: sub-blocks of 512 and a ragged one; for K = 10 the products
-    run on pieces of 64 rows and a ragged piece, for K = 20 on whole sub-blocks. float32
+    of the full sub-blocks run on pieces of 64 rows, for K = 20 on whole sub-blocks. float32
     statistics within float32's precision of the float64 ones."""
     from bmm_dask.kernels import _piece_rows, sub_block_rows
 
