@@ -268,6 +268,11 @@ def open_source(path: str | os.PathLike[str]) -> ImageSource:
     try:
         with _open_maybe_gzip(path, compressed) as f:
             head = f.read(4)
+            if compressed and _NPY_MAGIC.startswith(head) and head:
+                raise DataError(
+                    f"{path}: a gzip-compressed .npy file; .npy files are read uncompressed "
+                    f"(memory-mapped): gunzip it first"
+                )
             if len(head) < 4:
                 raise DataError(
                     f"{path}: truncated: {len(head)} bytes, too short for an IDX header"
@@ -303,9 +308,18 @@ def open_source(path: str | os.PathLike[str]) -> ImageSource:
             f.seek(-4, os.SEEK_END)
             isize = struct.unpack("<I", f.read(4))[0]
         if isize != expected % 2**32:
+            # The trailer of a cut-short file is whatever bytes it ends with: read the stream to
+            # say what is wrong (only on this error path).
+            size, whole = _gzip_length(path)
+            if not whole:
+                raise DataError(
+                    f"{path}: truncated: the gzip stream is cut short after {size} bytes of the "
+                    f"{expected} that the header's {source.describe()} needs"
+                )
+            problem = "truncated" if size < expected else "wrong dimensions"
             raise DataError(
-                f"{path}: truncated or wrong dimensions: the header declares {source.describe()} "
-                f"({expected} bytes) but the gzip trailer records {isize} bytes"
+                f"{path}: {problem}: the header declares {source.describe()} ({expected} bytes) "
+                f"but the gzip stream holds {size} bytes"
             )
     else:
         size = path.stat().st_size
@@ -320,6 +334,18 @@ def open_source(path: str | os.PathLike[str]) -> ImageSource:
                 f"bytes) but the file has {size} bytes"
             )
     return source
+
+
+def _gzip_length(path: Path) -> tuple[int, bool]:
+    """Uncompressed bytes of a gzip file, and whether its stream ends properly."""
+    size = 0
+    try:
+        with gzip.open(path, "rb") as f:
+            for piece in iter(lambda: f.read(1 << 22), b""):
+                size += len(piece)
+    except (EOFError, zlib.error, gzip.BadGzipFile):
+        return size, False
+    return size, True
 
 
 def _open_npy(path: Path) -> ImageSource:
@@ -461,6 +487,12 @@ def ingest(
     Path of the dataset written.
     """
     images = open_source(source)
+    if len(images.shape) < 2:
+        raise DataError(
+            f"{images.path}: a 1-dimensional array of {images.n_samples} values; expected N "
+            "samples of D values (N x D, or N x H x W images); reshape it to (N, 1) if each "
+            "value is a sample of one feature"
+        )
     label_source = _open_labels(labels, images.n_samples) if labels is not None else None
     if binarization is None:
         binarization = Binarization("none" if images.dtype.kind == "b" else "threshold")
@@ -469,7 +501,7 @@ def ingest(
         "image_shape": images.image_shape,
         "binarization": binarization.to_attrs(),
     }
-    with atomic_output(out, overwrite=overwrite) as tmp:
+    with atomic_output(out, overwrite=overwrite, inputs=[source, labels]) as tmp:
         _write_source(tmp, images, label_source, binarization, rows, attrs, progress, zstd_level)
     return Path(out)
 
@@ -497,10 +529,13 @@ def _write_source(
     label_digest = hashlib.md5(usedforsecurity=False)
     label_blocks = labels.blocks(chunk_rows, label_digest) if labels is not None else None
     highest = 0
+    only_bits = True  # every value 0 or 1, as opposed to fractions in [0, 1]
     for start, block in images.blocks(chunk_rows, image_digest):
         _check_values(images, block, start, binarization.method)
         if block.dtype.kind != "b":
             highest = max(highest, block.max())
+            if highest <= 1 and only_bits:
+                only_bits = bool(np.isin(block, (0, 1)).all())
         label_block = next(label_blocks)[1][:, 0] if label_blocks is not None else None
         writer.write(start, pack_bits(binarization.apply(block, start)), label_block)
         if progress is not None:
@@ -513,9 +548,15 @@ def _write_source(
         and highest <= 1 < binarization.threshold
         and binarization.method == "threshold"
     ):
+        if only_bits:
+            raise DataError(
+                f"{images.path}: every value is 0 or 1, so threshold {binarization.threshold} would "
+                "make every bit 0; pass --binarize none for data that is binary already"
+            )
         raise DataError(
-            f"{images.path}: every value is 0 or 1, so threshold {binarization.threshold} would make "
-            "every bit 0; pass --binarize none for data that is binary already"
+            f"{images.path}: every value lies between 0 and {highest:g}, so threshold "
+            f"{binarization.threshold:g} would make every bit 0; for values scaled to [0, 1] pass "
+            "--threshold 0.5, or scale them to 0..255"
         )
     source = {"images": _source_attrs(images, image_digest)}
     if labels is not None:
@@ -724,14 +765,15 @@ def ingest_mnist(
     inside the package (binarised at 128), offline.
     """
     binarization = binarization or Binarization()
-    check_output(Path(out), overwrite=overwrite)
+    inputs = [mnist_dir(directory), packaged_mnist_path()]
+    check_output(out, overwrite=overwrite, inputs=inputs)
     files = cached_mnist(directory)
     if files is None and binarization != Binarization():
         raise SettingsError(
             f"the MNIST inside the package is binarised at threshold 128; for "
             f"{binarization.to_attrs()} run 'bmm-dask fetch mnist' first (or with --from DIR)"
         )
-    with atomic_output(out, overwrite=overwrite) as tmp:
+    with atomic_output(out, overwrite=overwrite, inputs=inputs) as tmp:
         import zarr
 
         zarr.open_group(zarr.storage.LocalStore(tmp), mode="w").attrs["datasets"] = list(
@@ -843,6 +885,23 @@ def _synth_labels_block(
     return out
 
 
+def _check_synth_memory(n_features: int, n_components: int, chunk_rows: int) -> None:
+    """Refuse sizes whose mixture and chunks in flight cannot fit in this machine's memory."""
+    from bmm_dask.memory import check_fits
+
+    # The means are drawn in float64 and put on the grid (three such arrays at once); each
+    # chunk being drawn holds a block of random bytes, the rows as bool, and their gathered
+    # levels; Dask draws one chunk per core.
+    cores = os.cpu_count() or 1
+    per_chunk = (rng_block_rows(n_features) + 3 * chunk_rows) * n_features
+    need = 25 * n_components * n_features + cores * per_chunk
+    check_fits(
+        need,
+        f"--k {n_components} means of --d {n_features:,} features, with a chunk of "
+        f"{chunk_rows:,} row{'s' if chunk_rows > 1 else ''} drawn on each of {cores} cores,",
+    )
+
+
 def synth(
     out: str | os.PathLike[str],
     *,
@@ -872,6 +931,7 @@ def synth(
             raise SettingsError(
                 f"--{name} must be a whole number of at least {least}; got {value!r}"
             )
+    _check_synth_memory(n_features, n_components, parse_chunk_rows(chunk_rows, n_features))
     if means is None or weights is None:
         default_means, default_weights = synth_parameters(n_features, n_components, seed)
         means = default_means if means is None else means

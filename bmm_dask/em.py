@@ -40,6 +40,7 @@ __all__ = [
     "EMResult",
     "PackedData",
     "as_packed",
+    "count_distinct_rows",
     "estep",
     "fit_em",
     "initialize",
@@ -299,6 +300,33 @@ def estep(
 # --------------------------------------------------------------------------- initialisation
 
 
+def _distinct_rows(block: NDArray[np.uint8], at_most: int) -> NDArray[np.uint8]:
+    """Up to ``at_most`` distinct rows of a block of packed rows (any ``at_most`` of them)."""
+    block = np.ascontiguousarray(block)
+    if len(block) == 0:
+        return block
+    rows = np.unique(block.view(f"V{block.shape[1]}").ravel())[:at_most]
+    return rows.view(np.uint8).reshape(len(rows), block.shape[1])
+
+
+def count_distinct_rows(data: PackedData, *, at_most: int) -> int:
+    """How many distinct rows the data holds, counted up to ``at_most`` (one pass).
+
+    A block with ``at_most`` distinct rows settles the answer, so each block sends at most that
+    many rows to the driver.
+    """
+    distinct = data.bits.map_blocks(
+        _distinct_rows,
+        at_most,
+        dtype=np.uint8,
+        chunks=((np.nan,) * data.bits.numblocks[0], data.bits.chunks[1]),
+        name="bmm-distinct-" + tokenize(data.bits.name, at_most),
+        meta=np.empty((0, 0), dtype=np.uint8),
+    )
+    (rows,) = dask.compute(distinct)
+    return min(at_most, len(_distinct_rows(rows, at_most)))
+
+
 def _sample_rows(data: PackedData, n: int, rng: np.random.Generator) -> NDArray[np.uint8]:
     """``n`` rows drawn on the driver (without replacement when there are enough), in row order."""
     replace = n > data.n_samples
@@ -490,6 +518,7 @@ def run_em(
     previous = history[-1]["objective"] if history else -math.inf
     objective = previous
     converged = bool(history) and _finished(history[-1], tol, mean_tol)
+    distinct_checked = False
     first = len(history) + 1
     for iteration in range(first, max_iter + 1):
         if converged:
@@ -511,6 +540,16 @@ def run_em(
             data.n_features,
             stats["n_samples"],
         )
+        if reseeded and not distinct_checked:
+            # Re-seeding never ends when the data has fewer distinct rows than components.
+            distinct_checked = True
+            n_distinct = count_distinct_rows(data, at_most=n_components)
+            if n_distinct < n_components:
+                raise DataError(
+                    f"{data.source}: has only {n_distinct} distinct "
+                    f"row{'s' if n_distinct > 1 else ''}, fewer than the {n_components} "
+                    f"components asked for; fit at most {n_distinct}"
+                )
         shift = float(np.linalg.norm(new_means - means))
         means, weights, previous = new_means, new_weights, objective
         seconds = time.perf_counter() - start

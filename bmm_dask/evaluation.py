@@ -93,7 +93,8 @@ def write_report(
     image_shape = (dataset.image_shape if dataset is not None else None) or (
         attrs.get("data") or {}
     ).get("image_shape")
-    with atomic_output(out, overwrite=overwrite) as tmp:
+    inputs = [model_path, dataset.path if dataset is not None else None]
+    with atomic_output(out, overwrite=overwrite, inputs=inputs) as tmp:
         metrics = (
             evaluate(model, dataset, mapping=mapping, model_path=model_path)
             if dataset is not None
@@ -188,7 +189,7 @@ def write_predictions(
         data, model.means_, model.weights_, "label", np.dtype(model.dtype)
     ).astype(labels_dtype)
     rows = dataset.bits.chunks[0][0]
-    with atomic_output(out, overwrite=overwrite) as tmp:
+    with atomic_output(out, overwrite=overwrite, inputs=[model_path, dataset.path]) as tmp:
         group = zarr.open_group(zarr.storage.LocalStore(tmp), mode="w")
         group.attrs.update(
             {

@@ -18,8 +18,18 @@ from numpy.typing import NDArray
 from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 
-from bmm_dask.em import INITS, EMResult, FitState, PackedData, as_packed, fit_em, predict_log_resp
+from bmm_dask.em import (
+    INITS,
+    SPLIT_EVERY,
+    EMResult,
+    FitState,
+    PackedData,
+    as_packed,
+    fit_em,
+    predict_log_resp,
+)
 from bmm_dask.errors import SettingsError
+from bmm_dask.memory import check_fits
 from bmm_dask.store import read_checkpoint, read_model, write_checkpoint, write_model
 
 __all__ = ["BernoulliMixture"]
@@ -157,7 +167,16 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
             raise SettingsError(f"init must be one of {', '.join(INITS)}; got {self.init!r}")
         if str(self.dtype) not in ("float32", "float64"):
             raise SettingsError(f"dtype must be 'float32' or 'float64'; got {self.dtype!r}")
+        seed = self.random_state
+        if seed is not None and not isinstance(seed, np.random.Generator):
+            whole("random_state", seed, 0)
         K = self.n_components
+        # The driver holds the means, the new means and up to SPLIT_EVERY partial sums of the
+        # statistics (K x D float64 each) at once.
+        check_fits(
+            8 * K * n_features * (4 + SPLIT_EVERY),
+            f"{K:,} components of {n_features:,} features",
+        )
         if self.means_init is not None:
             means = np.asarray(self.means_init, dtype=np.float64)
             if means.shape != (K, n_features):
@@ -296,10 +315,17 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
         self.n_features_in_ = data.n_features
         if not result.converged and (self.tol > 0 or self.mean_tol is not None):
             last = result.history[-1]["change"] if result.history else float("nan")
+            reseeded = sum(1 for record in result.history[-5:] if record["reseeded"])
+            if reseeded:  # more iterations would not help: components keep losing their rows
+                advice = (
+                    f"components lost all their rows and were re-seeded in {reseeded} of the "
+                    "last iterations: try fewer components"
+                )
+            else:
+                advice = "try a larger max_iter, a larger tol, or more smoothing (alpha)"
             warnings.warn(
                 f"EM did not converge in {self.max_iter} iterations (the last change of the "
-                f"objective was {last:.2e}, tol is {self.tol}); try a larger max_iter, a larger "
-                "tol, or more smoothing (alpha)",
+                f"objective was {last:.2e}, tol is {self.tol}); {advice}",
                 ConvergenceWarning,
                 stacklevel=2,
             )

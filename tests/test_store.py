@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import socket
+import time
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +14,14 @@ import zarr
 
 from bmm_dask import DataError, OutputError, open_dataset
 from bmm_dask.datasets import ingest, synth
-from bmm_dask.store import atomic_output, default_chunk_rows
+from bmm_dask.store import (
+    UNREADABLE_LOCK_SECONDS,
+    atomic_file,
+    atomic_output,
+    check_output,
+    default_chunk_rows,
+    output_lock,
+)
 
 
 def test_atomic_output_leaves_nothing_on_failure(tmp_path: Path) -> None:
@@ -94,3 +105,76 @@ def test_default_chunk_rows() -> None:
     assert default_chunk_rows(784) == 10240
     assert default_chunk_rows(8 * 2**20) == 1
     assert default_chunk_rows(3) == 2**20
+
+
+def test_an_output_that_appears_meanwhile_is_not_replaced(tmp_path: Path) -> None:
+    out = tmp_path / "out.zarr"
+    with (
+        pytest.raises(OutputError, match="appeared while this command was writing it"),
+        atomic_output(out) as tmp,
+    ):
+        (tmp / "mine").write_text("mine")
+        out.mkdir()  # another writer (without our lock) finished first
+        (out / "theirs").write_text("theirs")
+    assert [p.name for p in out.iterdir()] == ["theirs"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.zarr"]
+    # The same for a single file written without overwrite.
+    target = tmp_path / "m.json"
+
+    def write(tmp: Path) -> None:
+        tmp.write_text("mine")
+        target.write_text("theirs")
+
+    with pytest.raises(OutputError, match="appeared while"):
+        atomic_file(target, write, overwrite=False)
+    assert target.read_text() == "theirs"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "out.zarr"]
+
+
+def test_the_output_lock(tmp_path: Path) -> None:
+    out = tmp_path / "out.zarr"
+    lock = tmp_path / "out.zarr.lock"
+    with output_lock(out):
+        holder = json.loads(lock.read_text())
+        assert holder["pid"] == os.getpid()
+        with output_lock(out):  # held again by the same process: a fit saving its model
+            pass
+        assert lock.exists()
+    assert not lock.exists()
+    # A live process of this machine holds it: refused, naming the process.
+    lock.write_text(json.dumps({"pid": os.getppid(), "host": socket.gethostname()}))
+    with pytest.raises(OutputError, match=f"process {os.getppid()}"), output_lock(out):
+        pass
+    # A dead process's lock is taken over.
+    lock.write_text(json.dumps({"pid": 2**22 + 12345, "host": socket.gethostname()}))
+    with output_lock(out):
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+    # An empty lock: being written (refused) while fresh, stale (taken over) once old.
+    lock.write_text("")
+    with pytest.raises(OutputError, match="starting to write it"), output_lock(out):
+        pass
+    old = time.time() - UNREADABLE_LOCK_SECONDS - 5
+    os.utime(lock, (old, old))
+    with output_lock(out):
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+    assert not lock.exists()
+
+
+def test_an_output_never_replaces_an_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = synth(tmp_path / "d.zarr", n_samples=10, n_features=3, n_components=1)
+    (tmp_path / "link.zarr").symlink_to(data)
+    for out, needle in [
+        (data, "is an input"),
+        (tmp_path / "link.zarr", "is an input"),
+        (tmp_path, "holds"),
+        (data / "bits" / "x", "lies inside"),
+    ]:
+        with pytest.raises(OutputError, match=needle):
+            check_output(out, overwrite=True, inputs=[data])
+    monkeypatch.chdir(data)
+    with pytest.raises(OutputError, match="current folder"):
+        check_output(".", overwrite=True)
+    with pytest.raises(OutputError, match="not a URL"):
+        check_output("http://example.org/x.zarr", overwrite=True)
+    # A URL input is never a local output.
+    check_output(tmp_path / "new.zarr", overwrite=False, inputs=["http://127.0.0.1:9/d.zarr"])
