@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
+import warnings
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +69,28 @@ def _progress(label: str) -> Iterator[_Progress]:
         progress.close()
 
 
-@click.group(context_settings=CONTEXT)
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread as Ctrl-C raises KeyboardInterrupt, so that it unwinds
+    the same way: whatever cleans up after Ctrl-C (temporary outputs removed, the local cluster
+    shut down) cleans up after ``kill``, ``timeout``, ``docker stop`` and ``scancel`` too."""
+
+
+class _Stopped(BaseException):
+    """A Ctrl-C or SIGTERM on its way out of a command, past click (which would print a blank
+    line for a KeyboardInterrupt and turn it into ``Abort``); ``__cause__`` is the signal's."""
+
+
+class _Group(click.Group):
+    """The ``bmm-dask`` group: a command stopped by a signal leaves it as ``_Stopped``."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as err:
+            raise _Stopped() from err
+
+
+@click.group(cls=_Group, context_settings=CONTEXT)
 @click.version_option(__version__, "-V", "--version", prog_name="bmm-dask")
 @click.option("-v", "--verbose", count=True, help="More messages (-vv for debugging).")
 @click.option("-q", "--quiet", count=True, help="Fewer messages (warnings and errors only).")
@@ -111,7 +136,11 @@ def fetch(name: str, directory: str | None, from_dir: str | None) -> None:
 @click.option(
     "--labels", type=click.Path(), help="IDX or .npy file of integer labels, one a sample."
 )
-@click.option("--threshold", type=float, help="A value at least this is 1 [default: 128].")
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0, 255, min_open=True),
+    help="A value at least this is 1 [default: 128].",
+)
 @click.option(
     "--binarize",
     type=click.Choice(["threshold", "stochastic", "none"]),
@@ -195,11 +224,21 @@ def _parse_shape(
 
 
 @cli.command(context_settings=CONTEXT)
-@click.option("--n", "n_samples", required=True, type=int, help="Rows to draw.")
-@click.option("--d", "n_features", required=True, type=int, help="Bits a row.")
-@click.option("--k", "n_components", required=True, type=int, help="Components of the mixture.")
+@click.option("--n", "n_samples", required=True, type=click.IntRange(min=1), help="Rows to draw.")
+@click.option("--d", "n_features", required=True, type=click.IntRange(min=1), help="Bits per row.")
 @click.option(
-    "--seed", default=0, show_default=True, type=int, help="Seed of the mixture and the rows."
+    "--k",
+    "n_components",
+    required=True,
+    type=click.IntRange(min=1),
+    help="Components of the mixture.",
+)
+@click.option(
+    "--seed",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Seed of the mixture and the rows.",
 )
 @click.option("--out", "-o", required=True, type=click.Path(), help="Dataset to write (DATA.zarr).")
 @click.option(
@@ -306,28 +345,47 @@ _PERFORMANCE_REPORT = click.option(
 )
 
 
+def _check_cluster_option(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Check --memory-limit or --dashboard-address as the command line is read, before any
+    work or cluster starts; the value is kept as given, for messages that quote it."""
+    from bmm_dask import cluster
+
+    check = {
+        "memory_limit": cluster.parse_memory_limit,
+        "dashboard_address": cluster.check_dashboard_address,
+    }[param.name or ""]
+    try:
+        if value is not None:
+            check(value)
+    except SettingsError as err:
+        raise click.BadParameter(str(err).removeprefix(f"{param.opts[0]} "), ctx, param) from None
+    return value
+
+
 def _cluster_options(func: Any) -> Any:
     """Where fit and demo run: a cluster named, else a local cluster of worker processes."""
     local = [
         click.option(
             "--workers",
-            type=int,
+            type=click.IntRange(min=1),
             help="Worker processes of the local cluster [default: the number of cores].",
         ),
         click.option(
             "--threads-per-worker",
-            type=int,
+            type=click.IntRange(min=1),
             help="Threads a worker of the local cluster [default: 1].",
         ),
         click.option(
             "--memory-limit",
             metavar="SIZE",
+            callback=_check_cluster_option,
             help="Memory a worker of the local cluster, e.g. 2GB [default: shared out].",
         ),
         click.option(
             "--dashboard-address",
             default="127.0.0.1:8787",
             show_default=True,
+            callback=_check_cluster_option,
             help="Where the local cluster's dashboard listens (HOST:PORT; port 0 for any free one).",
         ),
     ]
@@ -349,9 +407,11 @@ def _client(
     memory_limit: str | None = None,
     performance_report: str | None = None,
     dashboard_address: str = "127.0.0.1:8787",
+    task_bytes: float = 0,
 ) -> Iterator[Any]:
     """A Dask client (the cluster named, else a local one) for the command, its dashboard link
-    logged first, and Dask's performance report written when asked for."""
+    logged first, and Dask's performance report written when asked for. ``task_bytes``, the
+    memory a task needs, sets the smallest --memory-limit accepted."""
     from bmm_dask.cluster import open_client
 
     with open_client(
@@ -362,6 +422,7 @@ def _client(
         memory_limit=memory_limit,
         dashboard_address=dashboard_address,
         worker_logs=logging.DEBUG if logger.isEnabledFor(logging.DEBUG) else logging.CRITICAL,
+        task_bytes=task_bytes,
     ) as client:
         logger.info("Dask dashboard: %s", client.dashboard_link)
         _add_progress_page(client)
@@ -413,34 +474,75 @@ def _load(path: str) -> Any:
     return BernoulliMixture.load(path)
 
 
+def _check_resumable(out: str) -> None:
+    """Refuse --resume when OUT holds no checkpoint of an unfinished fit, saying what it holds."""
+    from bmm_dask.store import CHECKPOINT_FILE, read_checkpoint
+
+    path = Path(out)
+    if not (path / CHECKPOINT_FILE).is_file():
+        if not path.exists():
+            what = "does not exist"
+        elif (path / "zarr.json").is_file() and (path / "means").exists():
+            what = "holds a finished model"
+        else:
+            what = "holds no checkpoint"
+        raise SettingsError(
+            f"{out}: nothing to resume: it {what}; --resume continues a fit started with "
+            "--checkpoint-every N into the same --out"
+        )
+    read_checkpoint(out)  # and it is readable, the checkpoint of an unfinished fit
+
+
 @cli.command(context_settings=CONTEXT)
 @click.argument("data")
-@click.option("--k", "n_components", required=True, type=int, help="Number of components.")
+@click.option(
+    "--k", "n_components", required=True, type=click.IntRange(min=1), help="Number of components."
+)
 @click.option("--out", "-o", required=True, type=click.Path(), help="Model to write (MODEL.zarr).")
 @click.option(
-    "--max-iter", default=100, show_default=True, type=int, help="EM iterations a start at most."
+    "--max-iter",
+    default=100,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="EM iterations per start at most.",
 )
 @click.option(
     "--tol",
     default=1e-4,
     show_default=True,
-    type=float,
+    type=click.FloatRange(min=0),
     help="Stop when the objective (nats per sample) changes less.",
 )
-@click.option("--mean-tol", type=float, help="Also stop when the means move less than this (L2).")
-@click.option("--n-init", default=1, show_default=True, type=int, help="Starts; the best is kept.")
+@click.option(
+    "--mean-tol",
+    type=click.FloatRange(min=0),
+    help="Also stop when the means move less than this (L2).",
+)
+@click.option(
+    "--n-init",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Starts; the best is kept.",
+)
 @click.option(
     "--init",
     default="kmeans++",
     show_default=True,
     type=click.Choice(["kmeans++", "random", "random_from_data"]),
 )
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of every random draw.")
+@click.option(
+    "--seed",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Seed of every random draw.",
+)
 @click.option(
     "--alpha",
     default=0.1,
     show_default=True,
-    type=float,
+    type=click.FloatRange(min=0),
     help="Additive smoothing of the means (0: maximum likelihood).",
 )
 @click.option(
@@ -497,19 +599,23 @@ def fit(
 
     from sklearn.exceptions import ConvergenceWarning
 
+    from bmm_dask.cluster import task_memory
     from bmm_dask.model import BernoulliMixture
-    from bmm_dask.store import CHECKPOINT_FILE, check_output, output_lock, read_checkpoint
+    from bmm_dask.store import CHECKPOINT_FILE, check_not_input, check_output, output_lock
 
     dataset = _open(data)
+    check_not_input(out, [data])
+    if cluster.get("performance_report"):
+        check_not_input(cluster["performance_report"], [data, out])
     if resume:
-        read_checkpoint(out)  # exists, and is the checkpoint of an unfinished fit
+        _check_resumable(out)
     else:
         if not overwrite and (Path(out) / CHECKPOINT_FILE).is_file():
             raise SettingsError(
                 f"{out}: holds the checkpoint of an unfinished fit; pass --resume to finish it, "
                 "or --overwrite to start afresh"
             )
-        check_output(Path(out), overwrite=overwrite)
+        check_output(out, overwrite=overwrite)
     model = BernoulliMixture(
         n_components,
         max_iter=max_iter,
@@ -530,7 +636,12 @@ def fit(
     if resume:  # at the door: the checkpoint must be of these settings and this data
         model._resume_state(out, model._settings(), fingerprint)
     bar = _IterationBar(max_iter, n_init)
-    with output_lock(out), _client(**cluster), warnings.catch_warnings(record=True) as caught:
+    task_bytes = task_memory(dataset.n_features, n_components, 8 if dtype == "float64" else 4)
+    with (
+        output_lock(out),
+        _client(**cluster, task_bytes=task_bytes),
+        warnings.catch_warnings(record=True) as caught,
+    ):
         warnings.simplefilter("always", ConvergenceWarning)
         started = time.perf_counter()
         try:
@@ -581,7 +692,8 @@ def predict(
     from bmm_dask.store import check_output
 
     model, dataset = _load(model_path), _open(data)
-    check_output(Path(out), overwrite=overwrite)
+    check_output(out, overwrite=overwrite, inputs=[model_path, data])
+    _check_report_path(performance_report, [model_path, data, out])
     with _maybe_client(scheduler, scheduler_file, performance_report):
         write_predictions(
             model, dataset, out, proba=proba, overwrite=overwrite, model_path=model_path
@@ -637,12 +749,14 @@ def _mapping_from(model: Any, path: str | None, model_path: str) -> list[Any] | 
     type=click.Path(),
     help="Learn each component's label on this dataset (e.g. the training set).",
 )
+@click.option("--overwrite", is_flag=True, help="Replace the JSON file if it exists.")
 @_remote_options
 def evaluate(
     model_path: str,
     data: str,
     json_path: str | None,
     mapping_from: str | None,
+    overwrite: bool,
     scheduler: str | None,
     scheduler_file: str | None,
     performance_report: str | None,
@@ -652,23 +766,42 @@ def evaluate(
     from bmm_dask.store import check_output
 
     model, dataset = _load(model_path), _open(data)
+    inputs = [model_path, data, mapping_from]
     if json_path is not None:
-        check_output(Path(json_path), overwrite=True)
+        check_output(json_path, overwrite=overwrite, inputs=inputs)
+    _check_report_path(performance_report, [*inputs, json_path])
     with _maybe_client(scheduler, scheduler_file, performance_report):
         mapping = _mapping_from(model, mapping_from, model_path)
         metrics = evaluate_model(model, dataset, mapping=mapping, model_path=model_path)
     metrics["model"] = model_path
     _print_metrics(metrics)
     if json_path is not None:
-        _write_json(Path(json_path), metrics)
+        _write_json(Path(json_path), metrics, overwrite=overwrite, inputs=inputs)
         click.echo(f"wrote {json_path}")
 
 
-def _write_json(path: Path, value: Any) -> None:
-    """Write a JSON file whole or not at all."""
-    from bmm_dask.store import atomic_file
+def _write_json(
+    path: Path, value: Any, *, overwrite: bool = True, inputs: Sequence[str | None] = ()
+) -> None:
+    """Write a JSON file whole or not at all, under its lock; never over an input."""
+    from bmm_dask.store import atomic_file, check_output, output_lock
 
-    atomic_file(path, lambda tmp: tmp.write_text(json.dumps(value, indent=2) + "\n"))
+    check_output(path, overwrite=overwrite, inputs=inputs)
+    with output_lock(path):
+        check_output(path, overwrite=overwrite, inputs=inputs)
+        atomic_file(
+            path,
+            lambda tmp: tmp.write_text(json.dumps(value, indent=2) + "\n"),
+            overwrite=overwrite,
+        )
+
+
+def _check_report_path(performance_report: str | None, inputs: Sequence[str | None]) -> None:
+    """Dask writes its performance report over whatever is there: never over an input."""
+    if performance_report is not None:
+        from bmm_dask.store import check_not_input
+
+        check_not_input(performance_report, inputs)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -691,7 +824,7 @@ def report(
 
     model = _load(model_path)
     dataset = _open(data) if data else None
-    check_output(Path(out), overwrite=overwrite)
+    check_output(out, overwrite=overwrite, inputs=[model_path, data, mapping_from])
     mapping = _mapping_from(model, mapping_from, model_path)
     written = write_report(
         model, out, dataset=dataset, mapping=mapping, model_path=model_path, overwrite=overwrite
@@ -711,16 +844,27 @@ def report(
     help="Folder for everything the demo writes.",
 )
 @click.option(
-    "--k", "n_components", default=10, show_default=True, type=int, help="Number of components."
+    "--k",
+    "n_components",
+    default=10,
+    show_default=True,
+    type=click.IntRange(1, 60_000),
+    help="Number of components.",
 )
 @click.option(
     "--n-init",
     default=3,
     show_default=True,
-    type=int,
+    type=click.IntRange(min=1),
     help="Starts; the one with the highest likelihood is kept.",
 )
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of every random draw.")
+@click.option(
+    "--seed",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Seed of every random draw.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace the folder if it exists.")
 @_cluster_options
 def demo(
@@ -734,7 +878,7 @@ def demo(
 
     from sklearn.exceptions import ConvergenceWarning
 
-    from bmm_dask.datasets import ingest_mnist
+    from bmm_dask.datasets import ingest_mnist, mnist_dir, packaged_mnist_path
     from bmm_dask.evaluation import evaluate as evaluate_model
     from bmm_dask.evaluation import write_report
     from bmm_dask.model import BernoulliMixture
@@ -742,7 +886,8 @@ def demo(
 
     started = time.perf_counter()
     folder = Path(out)
-    with atomic_output(folder, overwrite=overwrite) as tmp:
+    inputs = [mnist_dir(), packaged_mnist_path()]  # never replace the cache or the package
+    with atomic_output(folder, overwrite=overwrite, inputs=inputs) as tmp:
         logger.info("1/4 ingest MNIST into %s", folder / "mnist.zarr")
         ingest_mnist(tmp / "mnist.zarr")
         train, test = (
@@ -888,9 +1033,113 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status (2 for a user's mistake, with one line)."""
     saved = logger.handlers[:], logger.level, logger.propagate
     try:
-        return _main(argv)
+        with warnings.catch_warnings(), _unwinding_on_signals():
+            warnings.showwarning = _show_warning
+            return _main(argv)
     finally:  # leave logging as it was, for callers that run several commands in one process
         logger.handlers[:], logger.level, logger.propagate = saved
+
+
+@contextmanager
+def _unwinding_on_signals() -> Iterator[None]:
+    """Make SIGINT and SIGTERM raise KeyboardInterrupt and _Terminated, and silence logging
+    from then on.
+
+    Shutting a cluster down under way makes asyncio and distributed log tracebacks (tasks
+    cancelled under a gather: "Task exception was never retrieved ... AllExit"); the command
+    says it was interrupted, in one line. A second SIGTERM (``scancel`` sends more) does not
+    cut the cleanup short; a second Ctrl-C does, as a user may want. The handlers are set only
+    in the main thread, where Python runs them, and ignored signals stay ignored; the previous
+    handlers come back on return (tests run commands in-process), except that after a SIGTERM
+    a default one stays ignored.
+    """
+    from dask.callbacks import Callback
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    disabled = logging.root.manager.disable
+    stopping = False
+    terminated = False
+
+    def handle(signum: int, frame: Any) -> None:
+        nonlocal stopping, terminated
+        if terminated and signum == signal.SIGTERM:
+            return
+        stopping = True
+        terminated = signum == signal.SIGTERM
+        logging.disable(logging.CRITICAL)
+        _let_zarr_writes_finish()
+        raise _Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            previous[signum] = signal.signal(signum, handle)
+    try:
+        with Callback(finish=_let_running_tasks_finish):
+            yield
+    finally:
+        for signum, handler in previous.items():
+            if terminated and signum == signal.SIGTERM and handler is signal.SIG_DFL:
+                # The process is on its way out: a repeated SIGTERM now would only turn its
+                # exit status 143 into a kill, as the interpreter shuts down.
+                handler = signal.SIG_IGN
+            signal.signal(signum, handler)
+        if stopping:
+            gc.collect()  # asyncio reports a cancelled task when it is collected
+            logging.disable(disabled)
+
+
+def _let_zarr_writes_finish(timeout: float = 10) -> None:
+    """Wait for the writes under way on Zarr's event loop (run in a thread of its own).
+
+    A write this thread was waiting for goes on after the signal's exception, and may put its
+    chunk back into the temporary output that is being removed (seen after 2 of 16 signals
+    during ``ingest``). Called in the signal handler: nothing later runs before that removal.
+    """
+    import asyncio
+
+    sync = sys.modules.get("zarr.core.sync")  # no import in a signal handler; none, no writes
+    loop = (getattr(sync, "loop", None) or [None])[0]
+    if loop is None or not loop.is_running():
+        return
+
+    async def settled() -> None:
+        writes = asyncio.all_tasks() - {asyncio.current_task()}
+        if writes:
+            await asyncio.wait(writes, timeout=timeout)
+
+    with suppress(Exception):
+        asyncio.run_coroutine_threadsafe(settled(), loop).result(timeout + 1)
+
+
+def _let_running_tasks_finish(dsk: Any, state: Any, failed: bool) -> None:
+    """After a computation on Dask's threads in this process failed or was interrupted, wait
+    for its tasks still running (a Dask callback).
+
+    Left to themselves, they go on writing chunks into the temporary output that is being
+    removed, and leave it behind: ``.NAME.*.tmp`` with a chunk or two, after 3 of 4 SIGTERMs
+    during ``synth``. Tasks run first in first out, so the pool's threads are all free once
+    each has reached a barrier put behind them.
+    """
+    import dask.threaded
+
+    pool = dask.threaded.default_pool  # the one of computations from the main thread
+    if not failed or pool is None or threading.current_thread() is not threading.main_thread():
+        return
+    barrier = threading.Barrier(pool._max_workers + 1, timeout=30)
+    try:
+        for _ in range(pool._max_workers):
+            pool.submit(barrier.wait)
+        barrier.wait()
+    except (threading.BrokenBarrierError, RuntimeError):  # a task that runs on; a pool shut down
+        barrier.abort()
+
+
+def _show_warning(message: Warning | str, *args: Any, **kwargs: Any) -> None:
+    """A warning as one line among the command's messages, not Python's two with a source line."""
+    logger.warning("warning: %s", message)
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -912,9 +1161,15 @@ def _main(argv: Sequence[str] | None) -> int:
     except BmmDaskError as err:
         click.echo(f"bmm-dask: error: {err}", err=True)
         return 2
-    except (KeyboardInterrupt, click.Abort):
+    except (_Stopped, KeyboardInterrupt, click.Abort) as err:
+        signalled = err.__cause__ if isinstance(err, (_Stopped, click.Abort)) else err
+        if isinstance(signalled, _Terminated):
+            click.echo("bmm-dask: terminated; outputs already saved are intact", err=True)
+            return 128 + signal.SIGTERM
+        if isinstance(err, _Stopped) and sys.stderr.isatty():
+            click.echo("", err=True)  # after the ^C the terminal echoes
         click.echo("bmm-dask: interrupted; outputs already saved are intact", err=True)
-        return 130
+        return 128 + signal.SIGINT
     except OSError as err:
         click.echo(f"bmm-dask: error: {err}", err=True)
         return 1

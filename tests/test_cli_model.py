@@ -230,7 +230,7 @@ def test_mistakes_exit_2_with_one_line(tmp_path: Path, workdir: Path, bmm) -> No
     cases = [
         (
             ("fit", workdir / "train.zarr", "--k", "0", "--out", tmp_path / "m.zarr"),
-            "n_components must be",
+            "Invalid value for '--k'",
         ),
         (
             ("fit", workdir / "train.zarr", "--k", "3001", "--out", tmp_path / "m.zarr"),
@@ -247,7 +247,7 @@ def test_mistakes_exit_2_with_one_line(tmp_path: Path, workdir: Path, bmm) -> No
                 "--out",
                 tmp_path / "m.zarr",
             ),
-            "tol must be",
+            "Invalid value for '--tol'",
         ),
         (
             ("fit", tmp_path / "missing.zarr", "--k", "2", "--out", tmp_path / "m.zarr"),

@@ -127,7 +127,7 @@ def test_resume_needs_the_same_settings_and_a_checkpoint(data: Path, tmp_path: P
     )
     assert_one_line_error(
         bmm("fit", small, "--k", "2", "--out", tmp_path / "none.zarr", "--resume"),
-        "none.zarr: no such file",
+        "none.zarr: nothing to resume: it does not exist",
     )
     assert_one_line_error(
         bmm("predict", out, small, "--out", tmp_path / "p.zarr"), "checkpoint of an unfinished fit"
@@ -140,7 +140,8 @@ def test_one_writer_at_a_time(data: Path, tmp_path: Path, bmm) -> None:
     out = tmp_path / "m.zarr"
     Path(f"{out}.lock").write_text(json.dumps({"pid": os.getpid(), "host": os.uname().nodename}))
     assert_one_line_error(
-        bmm("fit", small, "--k", "2", "--out", out, "--workers", "1"), "another fit is writing it"
+        bmm("fit", small, "--k", "2", "--out", out, "--workers", "1"),
+        "another bmm-dask command is writing it",
     )
     assert not out.exists()
     dead = subprocess.run(

@@ -1,0 +1,714 @@
+"""Bad inputs and situations across every command: exit status 2, one line that names the file or
+flag, no traceback, and nothing written or changed.
+
+Each case is a command line run in one shared workspace (the current folder during the case);
+the whole workspace is compared before and after, so a case that destroys or leaves anything
+fails. The README's reliability section counts these cases.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bmm_dask import BernoulliMixture, open_dataset
+from bmm_dask.datasets import Binarization, ingest, synth, write_idx
+
+from .conftest import assert_one_line_error
+
+
+def _set_format_version(store: Path, version: int) -> None:
+    meta = store / "zarr.json"
+    record = json.loads(meta.read_text())
+    record["attributes"]["format"]["version"] = version
+    meta.write_text(json.dumps(record))
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Inputs of every kind, good and bad, made once; the cases must leave them as they are."""
+    ws = tmp_path_factory.mktemp("workspace")
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, size=(100, 4, 5), dtype=np.uint8)
+    write_idx(ws / "images-idx3-ubyte", pixels)
+    write_idx(ws / "labels-idx1-ubyte", rng.integers(0, 10, size=100, dtype=np.uint8))
+    write_idx(ws / "short-labels-idx1-ubyte", rng.integers(0, 10, size=99, dtype=np.uint8))
+    np.save(ws / "float-labels.npy", np.zeros(100, dtype=np.float32))
+    np.save(ws / "pixels.npy", pixels.reshape(100, 20))
+    (ws / "raw").mkdir()
+    np.save(ws / "raw" / "pixels.npy", pixels.reshape(100, 20))
+    (ws / "pixels.npy.gz").write_bytes(gzip.compress((ws / "pixels.npy").read_bytes()))
+    np.save(ws / "flat.npy", pixels.reshape(-1)[:100])
+    np.save(ws / "fractions.npy", rng.random((100, 20)).astype(np.float32))
+    np.save(ws / "bits.npy", rng.integers(0, 2, size=(100, 20), dtype=np.int64))
+    np.save(ws / "twos.npy", np.full((100, 20), 2, dtype=np.int64))
+    too_big = pixels.reshape(100, 20).astype(np.int64)
+    too_big[57, 3] = 300
+    np.save(ws / "too-big.npy", too_big)
+    nan = pixels.reshape(100, 20).astype(np.float64)
+    nan[42, 0] = np.nan
+    np.save(ws / "nan.npy", nan)
+    idx = (ws / "images-idx3-ubyte").read_bytes()
+    (ws / "truncated-idx3-ubyte").write_bytes(idx[:-7])
+    (ws / "magic-idx3-ubyte").write_bytes(b"\x01\x02" + idx[2:])
+    (ws / "cut.gz").write_bytes(gzip.compress(idx)[:-40])
+    (ws / "notes.txt").write_text("not data\n")
+    (ws / "fake.zip").write_text("not a zip\n")
+    (ws / "a-file").write_text("")
+    (ws / "empty").mkdir()
+    (ws / "wrong-mnist").mkdir()
+    (ws / "wrong-mnist" / "train-images-idx3-ubyte").write_bytes(idx)
+    (ws / "scheduler.json").write_text("{not json")
+    (ws / "metrics.json").write_text("{}\n")
+    os.symlink("pixels.npy", ws / "link.npy")
+
+    synth(ws / "data.zarr", n_samples=300, n_features=16, n_components=3, seed=1)
+    synth(ws / "wide.zarr", n_samples=50, n_features=20, n_components=2, seed=1)
+    synth(ws / "v99.zarr", n_samples=50, n_features=16, n_components=2, seed=1)
+    _set_format_version(ws / "v99.zarr", 99)
+    (ws / "group.zarr").mkdir()
+    (ws / "group.zarr" / "zarr.json").write_text(
+        json.dumps({"zarr_format": 3, "node_type": "group", "attributes": {}})
+    )
+    (ws / "proj").mkdir()
+    model = BernoulliMixture(3, random_state=0, max_iter=5).fit(open_dataset(ws / "data.zarr"))
+    model.save(ws / "proj" / "model.zarr")
+    model.save(ws / "v99-model.zarr")
+    _set_format_version(ws / "v99-model.zarr", 99)
+    np.save(ws / "zeros.npy", np.zeros((200, 16), dtype=np.uint8))
+    ingest(ws / "zeros.npy", ws / "zeros.zarr", binarization=Binarization("none"))
+    twice = np.zeros((200, 16), dtype=np.uint8)
+    twice[::2] = 1
+    np.save(ws / "two-rows.npy", twice)
+    ingest(ws / "two-rows.npy", ws / "two-rows.zarr", binarization=Binarization("none"))
+    unlabelled = ws / "unlabelled.zarr"
+    synth(unlabelled, n_samples=50, n_features=16, n_components=2, seed=2)
+    shutil.rmtree(unlabelled / "labels")
+    return ws
+
+
+def _tree(root: Path) -> dict[str, tuple[int, int, str]]:
+    """Every file and folder under ``root``: size, modification time and the md5 of its bytes."""
+    found = {}
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = Path(folder) / name
+            rel = str(path.relative_to(root))
+            if path.is_symlink() or path.is_dir():
+                found[rel] = (0, 0, os.readlink(path) if path.is_symlink() else "folder")
+                continue
+            stat = path.stat()
+            digest = hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
+            found[rel] = (stat.st_size, stat.st_mtime_ns, digest)
+    return found
+
+
+@dataclass(frozen=True)
+class Case:
+    """A command line (run in the workspace) and what its one line of error must name."""
+
+    args: tuple[str, ...]
+    needles: tuple[str, ...]
+
+
+def case(*args: str, names: str | tuple[str, ...]) -> Case:
+    return Case(args, (names,) if isinstance(names, str) else names)
+
+
+FIT = ("--workers", "1", "--dashboard-address", "127.0.0.1:0")
+
+CASES: dict[str, Case] = {
+    # fetch
+    "fetch from a missing folder": case(
+        "fetch", "mnist", "--from", "nowhere", names="nowhere: no such folder"
+    ),
+    "fetch from a folder without the files": case(
+        "fetch", "mnist", "--from", "empty", names="empty: has no train-images-idx3-ubyte"
+    ),
+    "fetch from a folder of other files": case(
+        "fetch", "mnist", "--from", "wrong-mnist", names="not the MNIST file"
+    ),
+    "fetch an unknown data set": case("fetch", "cifar", names="'cifar' is not"),
+    "fetch into a folder under a file": case(
+        "fetch",
+        "mnist",
+        "--dir",
+        "a-file/mnist",
+        "--from",
+        "wrong-mnist",
+        names=("a-file/mnist", "cannot create the folder"),
+    ),
+    # ingest: the source
+    "ingest a missing file": case(
+        "ingest", "none.gz", "--out", "d.zarr", names="none.gz: no such file"
+    ),
+    "ingest a folder": case("ingest", "empty", "--out", "d.zarr", names="empty: is a folder"),
+    "ingest a file of another kind": case(
+        "ingest", "notes.txt", "--out", "d.zarr", names=("notes.txt", "wrong magic number")
+    ),
+    "ingest IDX with a wrong magic number": case(
+        "ingest", "magic-idx3-ubyte", "--out", "d.zarr", names="wrong magic number 01 02"
+    ),
+    "ingest truncated IDX": case(
+        "ingest",
+        "truncated-idx3-ubyte",
+        "--out",
+        "d.zarr",
+        names=("truncated-idx3-ubyte", "truncated"),
+    ),
+    "ingest a cut-short gzip": case(
+        "ingest", "cut.gz", "--out", "d.zarr", names=("cut.gz", "the gzip stream is cut short")
+    ),
+    "ingest a gzipped .npy": case(
+        "ingest", "pixels.npy.gz", "--out", "d.zarr", names=("pixels.npy.gz", "gunzip it first")
+    ),
+    "ingest a 1-dimensional .npy": case(
+        "ingest", "flat.npy", "--out", "d.zarr", names=("flat.npy", "1-dimensional")
+    ),
+    "ingest fractions with threshold 128": case(
+        "ingest", "fractions.npy", "--out", "d.zarr", names=("fractions.npy", "--threshold 0.5")
+    ),
+    "ingest bits with threshold 128": case(
+        "ingest", "bits.npy", "--out", "d.zarr", names=("bits.npy", "--binarize none")
+    ),
+    "ingest values over 255": case(
+        "ingest", "too-big.npy", "--out", "d.zarr", names="value 300 in row 57 is outside 0..255"
+    ),
+    "ingest NaN": case("ingest", "nan.npy", "--out", "d.zarr", names=("nan.npy", "NaN in row 42")),
+    "ingest non-bits as bits": case(
+        "ingest",
+        "twos.npy",
+        "--binarize",
+        "none",
+        "--out",
+        "d.zarr",
+        names=("twos.npy", "needs values 0 and 1"),
+    ),
+    "ingest too few labels": case(
+        "ingest",
+        "images-idx3-ubyte",
+        "--labels",
+        "short-labels-idx1-ubyte",
+        "--out",
+        "d.zarr",
+        names=("short-labels-idx1-ubyte", "holds 99 labels"),
+    ),
+    "ingest float labels": case(
+        "ingest",
+        "images-idx3-ubyte",
+        "--labels",
+        "float-labels.npy",
+        "--out",
+        "d.zarr",
+        names=("float-labels.npy", "labels must be integers"),
+    ),
+    "ingest missing labels": case(
+        "ingest",
+        "images-idx3-ubyte",
+        "--labels",
+        "none-idx1",
+        "--out",
+        "d.zarr",
+        names="none-idx1: no such file",
+    ),
+    "ingest labels with mnist": case(
+        "ingest", "mnist", "--labels", "labels-idx1-ubyte", "--out", "d.zarr", names="--labels"
+    ),
+    "ingest mnist at another threshold without the files": case(
+        "ingest", "mnist", "--threshold", "100", "--out", "d.zarr", names="bmm-dask fetch mnist"
+    ),
+    # ingest: the output and the flags
+    "ingest over an existing output": case(
+        "ingest", "pixels.npy", "--out", "data.zarr", names="data.zarr: exists already"
+    ),
+    "ingest over its own source": case(
+        "ingest",
+        "pixels.npy",
+        "--out",
+        "pixels.npy",
+        "--overwrite",
+        names="pixels.npy: is an input",
+    ),
+    "ingest over a link to its source": case(
+        "ingest", "pixels.npy", "--out", "link.npy", "--overwrite", names="link.npy: is an input"
+    ),
+    "ingest over its labels": case(
+        "ingest",
+        "images-idx3-ubyte",
+        "--labels",
+        "labels-idx1-ubyte",
+        "--out",
+        "labels-idx1-ubyte",
+        "--overwrite",
+        names="labels-idx1-ubyte: is an input",
+    ),
+    "ingest over the folder that holds the source": case(
+        "ingest", "raw/pixels.npy", "--out", "raw", "--overwrite", names="raw: holds raw/pixels.npy"
+    ),
+    "ingest over the folder above the current one": case(
+        "ingest", "pixels.npy", "--out", "..", "--overwrite", names="current folder or holds it"
+    ),
+    "ingest over the current folder": case(
+        "ingest", "pixels.npy", "--out", ".", "--overwrite", names=".: is the current folder"
+    ),
+    "ingest into a folder under a file": case(
+        "ingest", "pixels.npy", "--out", "a-file/d.zarr", names=("a-file/d.zarr", "is not a folder")
+    ),
+    "ingest to a URL": case(
+        "ingest", "pixels.npy", "--out", "http://127.0.0.1:9/d.zarr", names="not a URL"
+    ),
+    "ingest with threshold 0": case(
+        "ingest", "pixels.npy", "--threshold", "0", "--out", "d.zarr", names="'--threshold'"
+    ),
+    "ingest with threshold 300": case(
+        "ingest", "pixels.npy", "--threshold", "300", "--out", "d.zarr", names="'--threshold'"
+    ),
+    "ingest with a negative seed": case(
+        "ingest", "pixels.npy", "--seed", "-1", "--out", "d.zarr", names="'--seed'"
+    ),
+    "ingest with a seed and a threshold": case(
+        "ingest",
+        "pixels.npy",
+        "--seed",
+        "1",
+        "--binarize",
+        "threshold",
+        "--out",
+        "d.zarr",
+        names="--seed goes with --binarize stochastic",
+    ),
+    "ingest with zero rows per chunk": case(
+        "ingest", "pixels.npy", "--chunk-rows", "0", "--out", "d.zarr", names="'--chunk-rows'"
+    ),
+    "ingest without --out": case("ingest", "pixels.npy", names="Missing option '--out'"),
+    # synth
+    "synth no rows": case(
+        "synth", "--n", "0", "--d", "4", "--k", "2", "--out", "s.zarr", names="'--n'"
+    ),
+    "synth no features": case(
+        "synth", "--n", "9", "--d", "0", "--k", "2", "--out", "s.zarr", names="'--d'"
+    ),
+    "synth no components": case(
+        "synth", "--n", "9", "--d", "4", "--k", "0", "--out", "s.zarr", names="'--k'"
+    ),
+    "synth a negative seed": case(
+        "synth",
+        "--n",
+        "9",
+        "--d",
+        "4",
+        "--k",
+        "2",
+        "--seed",
+        "-1",
+        "--out",
+        "s.zarr",
+        names="'--seed'",
+    ),
+    "synth more than memory holds": case(
+        "synth",
+        "--n",
+        "10",
+        "--d",
+        "1000000000",
+        "--k",
+        "3",
+        "--out",
+        "s.zarr",
+        names=("--d 1,000,000,000", "of memory"),
+    ),
+    "synth an image shape that does not fit": case(
+        "synth",
+        "--n",
+        "9",
+        "--d",
+        "16",
+        "--k",
+        "2",
+        "--image-shape",
+        "3x3",
+        "--out",
+        "s.zarr",
+        names="image shape (3, 3) does not hold 16 features",
+    ),
+    "synth a malformed image shape": case(
+        "synth",
+        "--n",
+        "9",
+        "--d",
+        "16",
+        "--k",
+        "2",
+        "--image-shape",
+        "four",
+        "--out",
+        "s.zarr",
+        names="'--image-shape'",
+    ),
+    "synth over an existing output": case(
+        "synth",
+        "--n",
+        "9",
+        "--d",
+        "16",
+        "--k",
+        "2",
+        "--out",
+        "data.zarr",
+        names="data.zarr: exists already",
+    ),
+    # info
+    "info of nothing": case("info", "none.zarr", names="none.zarr: no such file"),
+    "info of an empty folder": case("info", "empty", names=("empty", "not a Zarr group")),
+    "info of a zip that is not one": case("info", "fake.zip", names=("fake.zip", "not a zip")),
+    "info of a group that is not a dataset": case(
+        "info", "group.zarr", names=("group.zarr", "neither a dataset")
+    ),
+    "info of a model from a newer version": case(
+        "info", "v99-model.zarr", names=("v99-model.zarr", "newer than this bmm-dask")
+    ),
+    "info of a dataset from a newer version": case(
+        "info", "v99.zarr", names=("v99.zarr", "newer than this bmm-dask")
+    ),
+    # fit: checked at the door, before any cluster starts
+    "fit no components": case("fit", "data.zarr", "--k", "0", "--out", "m.zarr", names="'--k'"),
+    "fit more components than rows": case(
+        "fit", "data.zarr", "--k", "301", "--out", "m.zarr", names="larger than the 300 samples"
+    ),
+    "fit more than memory holds": case(
+        "fit", "data.zarr", "--k", "1000000000", "--out", "m.zarr", names="of memory"
+    ),
+    "fit a negative tolerance": case(
+        "fit", "data.zarr", "--k", "2", "--tol", "-1", "--out", "m.zarr", names="'--tol'"
+    ),
+    "fit no iterations": case(
+        "fit", "data.zarr", "--k", "2", "--max-iter", "0", "--out", "m.zarr", names="'--max-iter'"
+    ),
+    "fit no starts": case(
+        "fit", "data.zarr", "--k", "2", "--n-init", "0", "--out", "m.zarr", names="'--n-init'"
+    ),
+    "fit negative smoothing": case(
+        "fit", "data.zarr", "--k", "2", "--alpha", "-1", "--out", "m.zarr", names="'--alpha'"
+    ),
+    "fit a negative seed": case(
+        "fit", "data.zarr", "--k", "2", "--seed", "-1", "--out", "m.zarr", names="'--seed'"
+    ),
+    "fit an unknown start": case(
+        "fit", "data.zarr", "--k", "2", "--init", "best", "--out", "m.zarr", names="'--init'"
+    ),
+    "fit missing data": case(
+        "fit", "none.zarr", "--k", "2", "--out", "m.zarr", names="none.zarr: no such file"
+    ),
+    "fit a model as data": case(
+        "fit",
+        "proj/model.zarr",
+        "--k",
+        "2",
+        "--out",
+        "m.zarr",
+        names=("proj/model.zarr", "no 'bits' array"),
+    ),
+    "fit a zip that is not one": case(
+        "fit", "fake.zip", "--k", "2", "--out", "m.zarr", names="not a zip"
+    ),
+    "fit a dataset from a newer version": case(
+        "fit", "v99.zarr", "--k", "2", "--out", "m.zarr", names="newer than this bmm-dask"
+    ),
+    "fit over its data": case(
+        "fit",
+        "data.zarr",
+        "--k",
+        "2",
+        "--out",
+        "data.zarr",
+        "--overwrite",
+        names="data.zarr: is an input",
+    ),
+    "fit into its data": case(
+        "fit", "data.zarr", "--k", "2", "--out", "data.zarr/m.zarr", names="lies inside data.zarr"
+    ),
+    "fit over an existing model": case(
+        "fit", "data.zarr", "--k", "2", "--out", "proj/model.zarr", names="exists already"
+    ),
+    "fit resume with nothing to resume": case(
+        "fit",
+        "data.zarr",
+        "--k",
+        "2",
+        "--out",
+        "m.zarr",
+        "--resume",
+        names="m.zarr: nothing to resume",
+    ),
+    "fit resume a finished model": case(
+        "fit",
+        "data.zarr",
+        "--k",
+        "2",
+        "--out",
+        "proj/model.zarr",
+        "--resume",
+        names="holds a finished model",
+    ),
+    "fit on two schedulers": case(
+        "fit",
+        "data.zarr",
+        "--k",
+        "2",
+        "--out",
+        "m.zarr",
+        "--scheduler",
+        "tcp://127.0.0.1:9",
+        "--scheduler-file",
+        "scheduler.json",
+        names="not both",
+    ),
+    "fit a performance report over its data": case(
+        "fit",
+        "data.zarr",
+        "--k",
+        "2",
+        "--out",
+        "m.zarr",
+        "--performance-report",
+        "data.zarr/report.html",
+        names="lies inside data.zarr",
+    ),
+    # predict
+    "predict with a missing model": case(
+        "predict", "none.zarr", "data.zarr", "--out", "p.zarr", names="none.zarr: no such file"
+    ),
+    "predict with a dataset as model": case(
+        "predict",
+        "wide.zarr",
+        "data.zarr",
+        "--out",
+        "p.zarr",
+        names=("wide.zarr", "not a bmm-dask model"),
+    ),
+    "predict with a model from a newer version": case(
+        "predict",
+        "v99-model.zarr",
+        "data.zarr",
+        "--out",
+        "p.zarr",
+        names="newer than this bmm-dask",
+    ),
+    "predict data of another width": case(
+        "predict",
+        "proj/model.zarr",
+        "wide.zarr",
+        "--out",
+        "p.zarr",
+        names=("wide.zarr", "has 20 features"),
+    ),
+    "predict over its data": case(
+        "predict",
+        "proj/model.zarr",
+        "data.zarr",
+        "--out",
+        "data.zarr",
+        "--overwrite",
+        names="data.zarr: is an input",
+    ),
+    "predict over its model": case(
+        "predict",
+        "proj/model.zarr",
+        "data.zarr",
+        "--out",
+        "proj/model.zarr",
+        "--overwrite",
+        names="proj/model.zarr: is an input",
+    ),
+    "predict over an existing output": case(
+        "predict",
+        "proj/model.zarr",
+        "data.zarr",
+        "--out",
+        "wide.zarr",
+        names="wide.zarr: exists already",
+    ),
+    "predict to a URL": case(
+        "predict",
+        "proj/model.zarr",
+        "data.zarr",
+        "--out",
+        "http://127.0.0.1:9/p.zarr",
+        names="not a URL",
+    ),
+    # evaluate
+    "evaluate over an existing JSON file": case(
+        "evaluate",
+        "proj/model.zarr",
+        "data.zarr",
+        "--json",
+        "metrics.json",
+        names="metrics.json: exists already",
+    ),
+    "evaluate JSON into its model": case(
+        "evaluate",
+        "proj/model.zarr",
+        "data.zarr",
+        "--json",
+        "proj/model.zarr/zarr.json",
+        "--overwrite",
+        names="lies inside proj/model.zarr",
+    ),
+    "evaluate JSON over its data": case(
+        "evaluate",
+        "proj/model.zarr",
+        "data.zarr",
+        "--json",
+        "data.zarr/zarr.json",
+        "--overwrite",
+        names="lies inside data.zarr",
+    ),
+    "evaluate JSON in a missing folder": case(
+        "evaluate",
+        "proj/model.zarr",
+        "data.zarr",
+        "--json",
+        "a-file/m.json",
+        names="is not a folder",
+    ),
+    "evaluate data of another width": case(
+        "evaluate", "proj/model.zarr", "wide.zarr", names=("wide.zarr", "has 20 features")
+    ),
+    "evaluate labels learnt from unlabelled data": case(
+        "evaluate",
+        "proj/model.zarr",
+        "data.zarr",
+        "--mapping-from",
+        "unlabelled.zarr",
+        names=("unlabelled.zarr", "has no labels"),
+    ),
+    "evaluate on a scheduler file that is not JSON": case(
+        "evaluate",
+        "proj/model.zarr",
+        "data.zarr",
+        "--scheduler-file",
+        "scheduler.json",
+        names="scheduler.json",
+    ),
+    # report
+    "report over the folder that holds its model": case(
+        "report",
+        "proj/model.zarr",
+        "--out",
+        "proj",
+        "--overwrite",
+        names="proj: holds proj/model.zarr",
+    ),
+    "report over the current folder": case(
+        "report", "proj/model.zarr", "--out", ".", "--overwrite", names="current folder"
+    ),
+    "report over its model": case(
+        "report",
+        "proj/model.zarr",
+        "--out",
+        "proj/model.zarr",
+        "--overwrite",
+        names="proj/model.zarr: is an input",
+    ),
+    "report over its data": case(
+        "report",
+        "proj/model.zarr",
+        "--data",
+        "data.zarr",
+        "--out",
+        "data.zarr",
+        "--overwrite",
+        names="data.zarr: is an input",
+    ),
+    "report on data of another width": case(
+        "report", "proj/model.zarr", "--data", "wide.zarr", "--out", "r", names="has 20 features"
+    ),
+    "report of a missing model": case(
+        "report", "none.zarr", "--out", "r", names="none.zarr: no such file"
+    ),
+    "report over an existing folder": case(
+        "report", "proj/model.zarr", "--out", "empty", names="empty: exists already"
+    ),
+    # demo: refused before the ingest
+    "demo no components": case("demo", "--k", "0", "--out", "demo", names="'--k'"),
+    "demo no starts": case("demo", "--n-init", "0", "--out", "demo", names="'--n-init'"),
+    "demo a negative seed": case("demo", "--seed", "-1", "--out", "demo", names="'--seed'"),
+    "demo over an existing folder": case("demo", "--out", "empty", names="empty: exists already"),
+    "demo over the current folder": case(
+        "demo", "--out", ".", "--overwrite", names="current folder"
+    ),
+}
+
+
+#: Mistakes found once the local cluster runs: the cluster starts, stops, and nothing is written.
+CLUSTER_CASES: dict[str, Case] = {
+    "fit more components than distinct rows": case(
+        "fit",
+        "zeros.zarr",
+        "--k",
+        "3",
+        "--out",
+        "m.zarr",
+        *FIT,
+        names=("zeros.zarr", "has only 1 distinct row"),
+    ),
+    "fit more components than distinct rows, duplicated": case(
+        "fit",
+        "two-rows.zarr",
+        "--k",
+        "3",
+        "--out",
+        "m.zarr",
+        *FIT,
+        names=("two-rows.zarr", "has only 2 distinct rows"),
+    ),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(CLUSTER_CASES))
+def test_a_bad_input_found_on_the_cluster(
+    name: str, workspace: Path, bmm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(workspace)
+    case = CLUSTER_CASES[name]
+    before = _tree(workspace)
+    result = bmm("-q", *case.args)  # without the dashboard's address and the progress lines
+    assert_one_line_error(result, *case.needles)
+    assert _tree(workspace) == before
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_a_bad_input_is_one_line_and_changes_nothing(
+    name: str, workspace: Path, bmm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(workspace)
+    case = CASES[name]
+    before = _tree(workspace)
+    result = bmm(*case.args)
+    assert_one_line_error(result, *case.needles)
+    assert _tree(workspace) == before
+
+
+def test_there_are_at_least_60_cases() -> None:
+    assert len(CASES) >= 60
+    commands = {case.args[0] for case in CASES.values()}
+    assert commands >= {
+        "fetch",
+        "ingest",
+        "synth",
+        "info",
+        "fit",
+        "predict",
+        "evaluate",
+        "report",
+        "demo",
+    }

@@ -1,0 +1,249 @@
+"""Mistakes in where and how a command runs on Dask: one line and exit status 2, at once, not a
+command that hangs, restarts workers for ever or ends in a traceback."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import http.server
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bmm_dask import BernoulliMixture, open_dataset
+from bmm_dask.cluster import CONNECT_TIMEOUT
+from bmm_dask.datasets import synth
+
+from .conftest import assert_one_line_error
+
+#: Runs ``bmm-dask ARGS`` and prints on stdout how long ``main`` took, imports aside.
+TIMED = """
+import sys, time
+from bmm_dask.cli import main
+started = time.monotonic()
+code = main(sys.argv[1:])
+print(f"{time.monotonic() - started:.2f}")
+sys.exit(code)
+"""
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small dataset (data.zarr) and a model of it (model.zarr)."""
+    folder = tmp_path_factory.mktemp("cluster-errors")
+    data = synth(folder / "data.zarr", n_samples=2000, n_features=64, n_components=2, seed=0)
+    model = BernoulliMixture(2, max_iter=2, tol=10.0, random_state=0).fit(open_dataset(data))
+    model.save(folder / "model.zarr")
+    return folder
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def http_server(tmp_path: Path) -> Iterator[str]:
+    """An HTTP server on 127.0.0.1, as the dashboard of a scheduler is."""
+    handler = functools.partial(_Quiet, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"tcp://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def silent_server() -> Iterator[str]:
+    """A listener that takes connections and never says a word."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    taken: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                taken.append(listener.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"tcp://127.0.0.1:{listener.getsockname()[1]}"
+    stop.set()
+    thread.join()
+    for connection in taken:
+        connection.close()
+    listener.close()
+
+
+def _timed(*args: str | Path, timeout: float = 30) -> tuple[int, str, float]:
+    """``bmm-dask ARGS`` in a process of its own: exit status, stderr, seconds ``main`` took."""
+    done = subprocess.run(
+        [sys.executable, "-c", TIMED, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return done.returncode, done.stderr, float(done.stdout.split()[-1])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("command", "listener", "how"),
+    [
+        ("fit", "http", "--scheduler"),
+        ("fit", "silent", "--scheduler"),
+        ("fit", "http", "--scheduler-file"),
+        ("predict", "silent", "--scheduler"),
+        ("evaluate", "http", "--scheduler"),
+    ],
+)
+def test_a_scheduler_address_where_something_else_listens(
+    folder: Path,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    command: str,
+    listener: str,
+    how: str,
+) -> None:
+    # The client waited for ever for a Dask handshake (silent for minutes on the dashboard's
+    # port 8787 given for the scheduler's 8786).
+    address = request.getfixturevalue(f"{listener}_server")
+    where = [how, address]
+    if how == "--scheduler-file":
+        (tmp_path / "scheduler.json").write_text(f'{{"address": "{address}"}}')
+        where = [how, str(tmp_path / "scheduler.json")]
+    data, model = folder / "data.zarr", folder / "model.zarr"
+    args = {
+        "fit": ["fit", data, "--k", "2", "--out", tmp_path / "m.zarr"],
+        "predict": ["predict", model, data, "--out", tmp_path / "p.zarr"],
+        "evaluate": ["evaluate", model, data],
+    }[command]
+    code, err, seconds = _timed(*args, *where)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith(f"bmm-dask: error: {where[1]}: cannot connect")
+    if listener == "http":
+        assert "an HTTP server answered, not a Dask scheduler" in lines[0]
+        assert "8786" in lines[0]
+    else:
+        assert "did not greet as a Dask scheduler does" in lines[0]
+    if how == "--scheduler-file":
+        assert address in lines[0]
+    assert seconds < CONNECT_TIMEOUT, seconds
+    assert not (tmp_path / "m.zarr").exists() and not (tmp_path / "p.zarr").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("{not json", "not JSON"),
+        ('{"adress": "tcp://127.0.0.1:8786"}', 'no "address"'),
+        ("[]", 'no "address"'),
+    ],
+    ids=["not JSON", "no address", "a list"],
+)
+def test_a_scheduler_file_that_is_not_one(
+    folder: Path, tmp_path: Path, bmm, text: str, needle: str
+) -> None:
+    scheduler_file = tmp_path / "scheduler.json"
+    scheduler_file.write_text(text)
+    result = bmm(
+        "fit",
+        folder / "data.zarr",
+        "--k",
+        "2",
+        "--out",
+        tmp_path / "m.zarr",
+        "--scheduler-file",
+        scheduler_file,
+    )
+    assert_one_line_error(result, f"{scheduler_file}: not a scheduler file", needle)
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "needle"),
+    [
+        ("--memory-limit", "-1GB", "a size such as 2GB"),
+        ("--memory-limit", "lots", "a size such as 2GB"),
+        ("--dashboard-address", "garbage", "HOST:PORT, :PORT or PORT"),
+        ("--dashboard-address", "127.0.0.1:70000", "from 0 to 65535"),
+        ("--dashboard-address", "nohost.invalid:8787", "cannot resolve host 'nohost.invalid'"),
+        ("--workers", "0", "x>=1"),
+        ("--threads-per-worker", "0", "x>=1"),
+    ],
+)
+def test_local_cluster_settings_are_checked_as_the_command_line_is_read(
+    tmp_path: Path, bmm, option: str, value: str, needle: str
+) -> None:
+    # No data: the setting is refused before anything is opened, let alone a cluster started.
+    result = bmm(
+        "fit", tmp_path / "none.zarr", "--k", "2", "--out", tmp_path / "m.zarr", option, value
+    )
+    assert_one_line_error(result, option, needle)
+
+
+@pytest.mark.slow
+def test_a_memory_limit_too_small_for_a_worker_is_refused(folder: Path, tmp_path: Path) -> None:
+    # A worker held to 1 MB ended in a MemoryError traceback, or the fit hung; held to 120 MB
+    # it was restarted for ever (the fit said nothing unless run with -v; see the test below).
+    out = tmp_path / "m.zarr"
+    code, err, seconds = _timed(
+        "fit", folder / "data.zarr", "--k", "2", "--out", out, "--memory-limit", "1MB"
+    )
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("bmm-dask: error: --memory-limit 1MB is too small")
+    assert "a worker needs at least " in lines[0] and " MB" in lines[0]
+    assert seconds < 5 and not out.exists()  # refused before a cluster starts
+
+
+#: A fit on a local cluster, in a process of its own, with the floor on --memory-limit taken
+#: away (it would refuse the limits that make workers die at this size of data) and the wait
+#: for a worker that stays up shortened.
+WITHOUT_FLOOR = """
+import sys
+import bmm_dask.cluster
+bmm_dask.cluster.WORKER_BYTES = 0
+bmm_dask.cluster.NO_WORKERS_TIMEOUT = "5s"
+from bmm_dask.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "limit",
+    [
+        # A worker process of this package takes about 150 MB: it dies in its first E-step
+        # (some 50 MB more for K = 200 in float64) and Dask gives up on the task after four
+        # deaths (KilledWorker). Before, Dask paused it at 80 % of its limit: the fit hung.
+        "170MB",
+        # It dies as it starts, before it takes a task, so no task ever fails; the tasks fail
+        # once no worker has been up for a while (NoWorkerError). Before, a traceback, or, with
+        # workers that import bmm_dask as they start (as those of `bmm-dask fit` did), no end.
+        "100MB",
+    ],
+)
+def test_a_fit_whose_workers_keep_dying_ends_with_one_line(tmp_path: Path, limit: str) -> None:
+    data = synth(tmp_path / "d.zarr", n_samples=60_000, n_features=784, n_components=5, seed=0)
+    args = ["-q", "fit", data, "--k", "200", "--dtype", "float64", "--max-iter", "2"]
+    args += ["--out", tmp_path / "m.zarr", "--no-persist", "--workers", "1"]
+    args += ["--dashboard-address", "127.0.0.1:0", "--memory-limit", limit]
+    done = subprocess.run(
+        [sys.executable, "-c", WITHOUT_FLOOR, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert lines[0].startswith("bmm-dask: error: the workers ")
+    assert f"their memory limit of {limit[:-2]} MB may be too small" in lines[0]
+    assert "--memory-limit" in lines[0]
+    assert not (tmp_path / "m.zarr").exists()

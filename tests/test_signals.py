@@ -1,0 +1,174 @@
+"""Ctrl-C and SIGTERM while a command runs: one line, exit 130 or 143, no temporary output left,
+an output being replaced intact, no tracebacks from the cluster as it shuts down."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bmm_dask import BernoulliMixture, open_dataset
+from bmm_dask.datasets import ingest, synth
+
+INTERRUPTED = "bmm-dask: interrupted; outputs already saved are intact"
+TERMINATED = "bmm-dask: terminated; outputs already saved are intact"
+FIT = ("--k", "10", "--max-iter", "1000", "--tol", "0", "--workers", "1")
+LOCAL = ("--dashboard-address", "127.0.0.1:0")
+
+
+def _start(*args: str | Path, group: bool = False) -> subprocess.Popen[str]:
+    """``bmm-dask ARGS`` in a process of its own (in a process group of its own with ``group``,
+    as a terminal runs it, for a Ctrl-C that reaches every process of the command)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "bmm_dask", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=group,
+    )
+
+
+def _wait_until(ready: Callable[[], bool], process: subprocess.Popen[str], what: str) -> None:
+    deadline = time.monotonic() + 60
+    while not ready():
+        assert process.poll() is None, f"the command ended before {what}: {process.communicate()}"
+        assert time.monotonic() < deadline, f"no {what} after 60 s"
+        time.sleep(0.01)
+
+
+def _writing(out: Path, chunks: int = 1) -> Callable[[], bool]:
+    """Whether the command has written ``chunks`` chunks into its temporary output
+    (``.NAME.*.tmp``)."""
+    return lambda: any(
+        len(list((tmp / "bits" / "c").glob("*"))) >= chunks
+        for tmp in out.parent.glob(f".{out.name}.*.tmp")
+    )
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith((".tmp", ".part")))
+
+
+def _after_iterations(process: subprocess.Popen[str], signum: int, *, group: bool) -> list[str]:
+    """Send ``signum`` once the fit has logged an iteration; the lines on stderr after the last
+    iteration line."""
+    assert process.stderr is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 120
+    while not any(line.startswith("iteration ") for line in lines):
+        assert time.monotonic() < deadline, "no iteration after 120 s"
+        line = process.stderr.readline()
+        assert line, f"the fit ended before its first iteration: {''.join(lines)}"
+        lines.append(line)
+    if group:
+        os.killpg(process.pid, signum)
+    else:
+        process.send_signal(signum)
+    rest = process.communicate(timeout=120)[1]
+    lines += rest.splitlines(keepends=True)
+    last = max(i for i, line in enumerate(lines) if line.startswith("iteration "))
+    return [line.rstrip("\n") for line in lines[last + 1 :]]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Enough rows for a fit to take a while and for its E-step to gather several sums."""
+    return synth(
+        tmp_path_factory.mktemp("signals") / "d.zarr",
+        n_samples=200_000,
+        n_features=784,
+        n_components=10,
+        seed=0,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "group", [False, True], ids=["signal to the command", "Ctrl-C on a terminal (every process)"]
+)
+def test_ctrl_c_during_a_fit_prints_one_line(data: Path, tmp_path: Path, group: bool) -> None:
+    # The tracebacks (asyncio's "Task exception was never retrieved ... AllExit", and each
+    # worker's KeyboardInterrupt when the whole process group gets SIGINT) came in most tries,
+    # not all, and at different moments: several tries, at different times after an iteration.
+    for attempt, delay in enumerate((0.0, 0.6) if group else (0.0, 0.3, 0.8)):
+        out = tmp_path / f"m{attempt}.zarr"
+        fit = _start("fit", data, *FIT, *LOCAL, "--out", out, group=group)
+        assert fit.stderr is not None
+        time.sleep(delay)
+        rest = _after_iterations(fit, signal.SIGINT, group=group)
+        assert fit.returncode == 130, rest
+        assert rest == [INTERRUPTED], (attempt, rest)
+        assert not out.exists() and _leftovers(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_sigterm_during_a_fit_replacing_a_model(data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "m.zarr"
+    before = BernoulliMixture(2, max_iter=2, tol=10.0, random_state=0).fit(open_dataset(data))
+    before.save(out)
+    fit = _start("fit", data, *FIT, *LOCAL, "--out", out, "--overwrite")
+    rest = _after_iterations(fit, signal.SIGTERM, group=False)
+    assert fit.returncode == 143, rest
+    assert rest == [TERMINATED]
+    assert _leftovers(tmp_path) == []
+    np.testing.assert_array_equal(BernoulliMixture.load(out).means_, before.means_)
+
+
+@pytest.mark.slow
+def test_sigterm_during_synth_leaves_no_temporary_folder(tmp_path: Path) -> None:
+    out = tmp_path / "d.zarr"
+    synth(out, n_samples=100, n_features=16, n_components=2, seed=1)
+    # Tasks still running when the signal came wrote their chunks into the temporary folder
+    # after its removal, in about 2 tries of 3: a few tries.
+    for _ in range(3):
+        command = _start(
+            "synth", "--n", "3000000", "--d", "784", "--k", "5", "--out", out, "--overwrite"
+        )
+        _wait_until(_writing(out, chunks=4), command, "chunks written")
+        command.send_signal(signal.SIGTERM)
+        time.sleep(0.03)
+        command.send_signal(signal.SIGTERM)  # scancel sends more: the cleanup must go on
+        _, err = command.communicate(timeout=120)
+        assert command.returncode == 143, err
+        assert err.splitlines() == [TERMINATED]
+        assert _leftovers(tmp_path) == []
+        assert open_dataset(out).n_samples == 100
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A .npy of 150,000 images that takes ingest a few seconds in chunks of 100 rows."""
+    path = tmp_path_factory.mktemp("images") / "images.npy"
+    rows = np.arange(150_000, dtype=np.uint32)[:, None] + np.arange(784, dtype=np.uint32)
+    np.save(path, (rows * 7 % 256).astype(np.uint8))
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("signum", "code", "line"),
+    [(signal.SIGTERM, 143, TERMINATED), (signal.SIGINT, 130, INTERRUPTED)],
+    ids=["SIGTERM", "SIGINT"],
+)
+def test_a_signal_during_ingest(
+    images: Path, tmp_path: Path, signum: int, code: int, line: str
+) -> None:
+    out = tmp_path / "d.zarr"
+    small = tmp_path / "small.npy"
+    np.save(small, (np.arange(7840) % 256).astype(np.uint8).reshape(10, 784))
+    ingest(small, out)
+    command = _start("ingest", images, "--out", out, "--chunk-rows", "100", "--overwrite")
+    _wait_until(_writing(out), command, "chunks written")
+    command.send_signal(signum)
+    _, err = command.communicate(timeout=120)
+    assert command.returncode == code, err
+    assert err.splitlines() == [line]
+    assert _leftovers(tmp_path) == []
+    assert open_dataset(out).n_samples == 10
