@@ -12,8 +12,8 @@ from bmm_dask.errors import (
     OutputError,
     SettingsError,
 )
+from bmm_dask.io import Dataset, open_dataset
 from bmm_dask.model import BernoulliMixture
-from bmm_dask.store import Dataset, open_dataset
 
 try:
     __version__ = version("bmm-dask")

@@ -463,7 +463,7 @@ def _maybe_client(
 
 
 def _open(path: str) -> Any:
-    from bmm_dask.store import open_dataset
+    from bmm_dask.io import open_dataset
 
     return open_dataset(path)
 
@@ -476,7 +476,7 @@ def _load(path: str) -> Any:
 
 def _check_resumable(out: str) -> None:
     """Refuse --resume when OUT holds no checkpoint of an unfinished fit, saying what it holds."""
-    from bmm_dask.store import CHECKPOINT_FILE, read_checkpoint
+    from bmm_dask.io import CHECKPOINT_FILE, read_checkpoint
 
     path = Path(out)
     if not (path / CHECKPOINT_FILE).is_file():
@@ -600,8 +600,8 @@ def fit(
     from sklearn.exceptions import ConvergenceWarning
 
     from bmm_dask.cluster import task_memory
+    from bmm_dask.io import CHECKPOINT_FILE, check_not_input, check_output, output_lock
     from bmm_dask.model import BernoulliMixture
-    from bmm_dask.store import CHECKPOINT_FILE, check_not_input, check_output, output_lock
 
     dataset = _open(data)
     check_not_input(out, [data])
@@ -689,7 +689,7 @@ def predict(
 ) -> None:
     """Write the most likely component of each row of DATA (and with --proba the responsibilities)."""
     from bmm_dask.evaluation import write_predictions
-    from bmm_dask.store import check_output
+    from bmm_dask.io import check_output
 
     model, dataset = _load(model_path), _open(data)
     check_output(out, overwrite=overwrite, inputs=[model_path, data])
@@ -763,7 +763,7 @@ def evaluate(
 ) -> None:
     """Log-likelihood of DATA under MODEL and, with labels, how components match them."""
     from bmm_dask.evaluation import evaluate as evaluate_model
-    from bmm_dask.store import check_output
+    from bmm_dask.io import check_output
 
     model, dataset = _load(model_path), _open(data)
     inputs = [model_path, data, mapping_from]
@@ -784,7 +784,7 @@ def _write_json(
     path: Path, value: Any, *, overwrite: bool = True, inputs: Sequence[str | None] = ()
 ) -> None:
     """Write a JSON file whole or not at all, under its lock; never over an input."""
-    from bmm_dask.store import atomic_file, check_output, output_lock
+    from bmm_dask.io import atomic_file, check_output, output_lock
 
     check_output(path, overwrite=overwrite, inputs=inputs)
     with output_lock(path):
@@ -799,7 +799,7 @@ def _write_json(
 def _check_report_path(performance_report: str | None, inputs: Sequence[str | None]) -> None:
     """Dask writes its performance report over whatever is there: never over an input."""
     if performance_report is not None:
-        from bmm_dask.store import check_not_input
+        from bmm_dask.io import check_not_input
 
         check_not_input(performance_report, inputs)
 
@@ -820,7 +820,7 @@ def report(
 ) -> None:
     """Write means.png, loglik.png, confusion.png, samples.png, metrics.json and report.html."""
     from bmm_dask.evaluation import write_report
-    from bmm_dask.store import check_output
+    from bmm_dask.io import check_output
 
     model = _load(model_path)
     dataset = _open(data) if data else None
@@ -881,8 +881,8 @@ def demo(
     from bmm_dask.datasets import ingest_mnist, mnist_dir, packaged_mnist_path
     from bmm_dask.evaluation import evaluate as evaluate_model
     from bmm_dask.evaluation import write_report
+    from bmm_dask.io import atomic_output
     from bmm_dask.model import BernoulliMixture
-    from bmm_dask.store import atomic_output
 
     started = time.perf_counter()
     folder = Path(out)
@@ -982,7 +982,7 @@ def info(path: str, as_json: bool) -> None:
 
     PATH may also be a group of datasets (as `ingest mnist` writes): each is described.
     """
-    from bmm_dask.store import describe_path
+    from bmm_dask.io import describe_path
 
     infos = describe_path(path)
     if as_json:

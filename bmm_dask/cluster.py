@@ -95,7 +95,7 @@ def task_memory(n_features: int, n_components: int, itemsize: int = 8) -> int:
     parameters of K x D floats. Its chunks are of at most ``default_chunk_rows`` rows, whatever
     the store's (``bmm_dask.em.task_blocks``).
     """
-    from bmm_dask.store import default_chunk_rows
+    from bmm_dask.io import default_chunk_rows
 
     rows = default_chunk_rows(n_features)
     packed_chunk = rows * -(-n_features // 8)

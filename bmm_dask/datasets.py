@@ -26,8 +26,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bmm_dask.errors import DataError, FetchError, SettingsError
-from bmm_dask.kernels import n_packed_bytes, pack_bits
-from bmm_dask.store import (
+from bmm_dask.io import (
     ZSTD_LEVEL,
     Dataset,
     DatasetWriter,
@@ -37,6 +36,7 @@ from bmm_dask.store import (
     open_dataset,
     parse_chunk_rows,
 )
+from bmm_dask.kernels import n_packed_bytes, pack_bits
 
 __all__ = [
     "MNIST_FILES",

@@ -23,6 +23,7 @@ from dask.highlevelgraph import HighLevelGraph
 from numpy.typing import NDArray
 
 from bmm_dask.errors import DataError, SettingsError
+from bmm_dask.io import Dataset, default_chunk_rows
 from bmm_dask.kernels import (
     combine_stats,
     estep_stats,
@@ -34,7 +35,6 @@ from bmm_dask.kernels import (
     pack_bits,
     unpack_bits,
 )
-from bmm_dask.store import Dataset, default_chunk_rows
 
 __all__ = [
     "EMResult",
@@ -103,7 +103,7 @@ def as_packed(X: Any, *, chunk_rows: int | None = None) -> PackedData:
     Parameters
     ----------
     X : NumPy array of 0/1 (or bool) of shape (n_samples, n_features), a Dask array of the
-        same, an opened :class:`~bmm_dask.store.Dataset`, or a :class:`PackedData`.
+        same, an opened :class:`~bmm_dask.io.Dataset`, or a :class:`PackedData`.
     chunk_rows : int, optional
         Rows a chunk for NumPy input; by default about 1 MiB of packed rows.
     """

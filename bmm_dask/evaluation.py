@@ -14,10 +14,10 @@ import numpy as np
 
 from bmm_dask.em import as_packed, predict_log_resp
 from bmm_dask.errors import DataError
+from bmm_dask.io import Dataset, atomic_output, store_predictions
 from bmm_dask.metrics import bits_per_dim, clustering_metrics
 from bmm_dask.model import BernoulliMixture
 from bmm_dask.report import plot_confusion, plot_means, plot_objective, plot_samples, write_html
-from bmm_dask.store import Dataset, atomic_output
 
 __all__ = ["evaluate", "write_predictions", "write_report"]
 
@@ -179,8 +179,6 @@ def write_predictions(
 ) -> Path:
     """Write ``labels`` (the most likely component of each row) and, with ``proba``, ``resp``
     (responsibilities, float32, n_samples x K) to a Zarr group chunked like the data."""
-    import zarr
-
     _check_fit(model, dataset, model_path)
     data = as_packed(dataset)
     n_components = len(model.weights_)
@@ -188,44 +186,17 @@ def write_predictions(
     labels = predict_log_resp(
         data, model.means_, model.weights_, "label", np.dtype(model.dtype)
     ).astype(labels_dtype)
-    rows = dataset.bits.chunks[0][0]
-    with atomic_output(out, overwrite=overwrite, inputs=[model_path, dataset.path]) as tmp:
-        group = zarr.open_group(zarr.storage.LocalStore(tmp), mode="w")
-        group.attrs.update(
-            {
-                "format": {"name": "bmm_dask.predictions", "version": 1},
-                "model": model_path,
-                "data": dataset.fingerprint(),
-                "n_components": n_components,
-            }
-        )
-        sources, targets = (
-            [labels],
-            [
-                group.create_array(
-                    "labels",
-                    shape=(dataset.n_samples,),
-                    chunks=(rows,),
-                    dtype=labels_dtype,
-                    dimension_names=("sample",),
-                )
-            ],
-        )
-        if proba:
-            resp = predict_log_resp(
-                data, model.means_, model.weights_, "proba", np.dtype(model.dtype)
-            ).astype(np.float32)
-            sources.append(resp)
-            targets.append(
-                group.create_array(
-                    "resp",
-                    shape=(dataset.n_samples, n_components),
-                    chunks=(rows, n_components),
-                    dtype="float32",
-                    dimension_names=("sample", "component"),
-                )
-            )
-        import dask.array as da
-
-        da.store([s.rechunk({0: rows}) for s in sources], targets, lock=False)
-    return Path(out)
+    resp = None
+    if proba:
+        resp = predict_log_resp(
+            data, model.means_, model.weights_, "proba", np.dtype(model.dtype)
+        ).astype(np.float32)
+    return store_predictions(
+        out,
+        labels,
+        resp,
+        {"model": model_path, "data": dataset.fingerprint(), "n_components": n_components},
+        chunk_rows=dataset.bits.chunks[0][0],
+        overwrite=overwrite,
+        inputs=[model_path, dataset.path],
+    )

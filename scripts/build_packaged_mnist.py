@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from bmm_dask.datasets import MNIST_FILES, MNIST_SPLITS, Binarization, _find, _verify, ingest
-from bmm_dask.store import open_dataset
+from bmm_dask.io import open_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "bmm_dask" / "data"

@@ -15,7 +15,7 @@ import pytest
 
 from bmm_dask import BernoulliMixture, ModelFileError, open_dataset
 from bmm_dask.datasets import synth
-from bmm_dask.store import read_checkpoint
+from bmm_dask.io import read_checkpoint
 
 from .conftest import assert_one_line_error
 

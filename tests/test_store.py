@@ -14,7 +14,7 @@ import zarr
 
 from bmm_dask import DataError, OutputError, open_dataset
 from bmm_dask.datasets import ingest, synth
-from bmm_dask.store import (
+from bmm_dask.io import (
     UNREADABLE_LOCK_SECONDS,
     atomic_file,
     atomic_output,

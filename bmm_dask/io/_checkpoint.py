@@ -1,0 +1,68 @@
+"""The checkpoint of an unfinished fit: the state to resume from, saved so a kill at any moment
+leaves a usable one."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from bmm_dask.io._output import atomic_file, atomic_output
+from bmm_dask.io._zarr import check_version, new_group, open_group
+
+#: What the ``format`` attribute of an unfinished fit's store holds.
+CHECKPOINT_FORMAT = {"name": "bmm_dask.checkpoint", "version": 1}
+CHECKPOINT_FILE = "checkpoint.npz"
+
+
+def write_checkpoint(
+    path: str | os.PathLike[str],
+    arrays: Mapping[str, NDArray[Any]],
+    state: Mapping[str, Any],
+    attrs: Mapping[str, Any],
+) -> None:
+    """Save a fit's state in ``path``: a Zarr group marked unfinished, holding ``checkpoint.npz``.
+
+    The first checkpoint creates the store (atomically, replacing what was there); later ones
+    replace ``checkpoint.npz`` alone, by a rename, so a kill at any moment leaves the previous
+    checkpoint or the new one, never a mix.
+    """
+    target = Path(path)
+
+    def write_npz(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, state=np.array(json.dumps(dict(state))), **dict(arrays))
+
+    if (target / CHECKPOINT_FILE).is_file():
+        atomic_file(target / CHECKPOINT_FILE, write_npz)
+        return
+    with atomic_output(target, overwrite=True) as tmp:
+        new_group(tmp, CHECKPOINT_FORMAT, **attrs)
+        write_npz(tmp / CHECKPOINT_FILE)
+
+
+def read_checkpoint(
+    path: str | os.PathLike[str],
+) -> tuple[dict[str, NDArray[Any]], dict[str, Any], dict[str, Any]]:
+    """The arrays, state and attributes a checkpoint holds."""
+    from bmm_dask.errors import ModelFileError
+
+    group = open_group(os.fspath(path), None)
+    attrs = dict(group.attrs)
+    if (attrs.get("format") or {}).get("name") != CHECKPOINT_FORMAT["name"]:
+        raise ModelFileError(f"{path}: not the checkpoint of an unfinished fit")
+    check_version(os.fspath(path), attrs, CHECKPOINT_FORMAT, "checkpoint", ModelFileError)
+    try:
+        with np.load(Path(path) / CHECKPOINT_FILE, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files if k != "state"}
+            state = json.loads(str(npz["state"]))
+    except (OSError, ValueError, KeyError) as err:
+        raise ModelFileError(
+            f"{path}/{CHECKPOINT_FILE}: cannot read the checkpoint: {err}"
+        ) from err
+    return arrays, state, attrs

@@ -1,0 +1,93 @@
+"""The model store: a fitted mixture's means, weights and attributes in a Zarr group."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from bmm_dask.errors import DataError
+from bmm_dask.io._checkpoint import CHECKPOINT_FORMAT
+from bmm_dask.io._output import atomic_output
+from bmm_dask.io._zarr import check_version, new_group, open_group
+
+#: What a model group's ``format`` attribute holds.
+MODEL_FORMAT = {"name": "bmm_dask.model", "version": 1}
+
+
+def write_model(
+    path: str | os.PathLike[str],
+    means: NDArray[np.float64],
+    weights: NDArray[np.float64],
+    attrs: Mapping[str, Any],
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Write a model group (``means`` (K, D) float64, ``weights`` (K,), attrs) atomically."""
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        group = new_group(tmp, MODEL_FORMAT, **attrs)
+        group.create_array(
+            "means",
+            data=np.asarray(means, dtype=np.float64),
+            dimension_names=("component", "feature"),
+        )
+        group.create_array(
+            "weights", data=np.asarray(weights, dtype=np.float64), dimension_names=("component",)
+        )
+    return Path(path)
+
+
+def read_model(
+    path: str | os.PathLike[str],
+) -> tuple[NDArray[np.float64], NDArray[np.float64], dict[str, Any]]:
+    """Read a model group: means (K, D), weights (K,) and its attributes, checked."""
+    path = os.fspath(path)
+    from bmm_dask.errors import ModelFileError
+
+    try:
+        group = open_group(path, None)
+    except DataError as err:
+        raise ModelFileError(str(err)) from err
+    attrs = dict(group.attrs)
+    kind = (attrs.get("format") or {}).get("name")
+    if kind == CHECKPOINT_FORMAT["name"]:
+        raise ModelFileError(
+            f"{path}: the checkpoint of an unfinished fit, not a model; 'bmm-dask fit ... --resume' finishes it"
+        )
+    if kind != MODEL_FORMAT["name"]:
+        raise ModelFileError(f"{path}: not a bmm-dask model (no model format attribute)")
+    check_version(path, attrs, MODEL_FORMAT, "model", ModelFileError)
+    try:
+        means = np.asarray(group["means"][...], dtype=np.float64)
+        weights = np.asarray(group["weights"][...], dtype=np.float64)
+    except Exception as err:
+        raise ModelFileError(
+            f"{path}: cannot read the model's arrays (truncated or corrupt?): {err}"
+        ) from err
+    if means.ndim != 2 or weights.shape != (means.shape[0],):
+        raise ModelFileError(
+            f"{path}: means {means.shape} and weights {weights.shape} do not fit together"
+        )
+    if not (
+        np.all((means > 0) & (means < 1)) and np.all(weights >= 0) and np.isclose(weights.sum(), 1)
+    ):
+        raise ModelFileError(f"{path}: means must lie in (0, 1) and weights sum to 1")
+    return means, weights, attrs
+
+
+def describe_model(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """What ``bmm-dask info`` shows of a model, as plain values."""
+    means, weights, attrs = read_model(path)
+    return {
+        "kind": "model",
+        "path": os.fspath(path),
+        "n_components": int(means.shape[0]),
+        "n_features": int(means.shape[1]),
+        "weights": weights.tolist(),
+        **{k: v for k, v in attrs.items() if k not in ("format", "history")},
+        "n_history": len(attrs.get("history", [])),
+    }
