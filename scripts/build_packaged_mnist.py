@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bmm_dask.datasets import MNIST_FILES, MNIST_SPLITS, Binarization, _find, _verify, ingest
+from bmm_dask.datasets import MNIST_FILES, MNIST_SPLITS, Binarization, ingest
+from bmm_dask.datasets._mnist import _find, _verify
 from bmm_dask.io import open_dataset
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,0 +1,31 @@
+"""Random streams a block of rows each, so a seed gives the same draws whatever the chunking
+and whoever computes them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+
+def rng_block_rows(n_features: int) -> int:
+    """Rows drawn from one random stream: about 2**20 values, a power of two, set by n_features alone.
+
+    Random bits are drawn in blocks of rows that depend on the row index only, never on the
+    chunking, so a seed gives the same bits whatever the chunks and whoever computes them.
+
+    >>> rng_block_rows(784), rng_block_rows(64), rng_block_rows(5_000_000)
+    (1024, 16384, 1)
+    """
+    return 1 << max(0, (max(1, (1 << 20) // n_features)).bit_length() - 1)
+
+
+def block_rngs(
+    start: int, stop: int, rows_a_block: int, key: Sequence[int]
+) -> Iterator[tuple[np.random.Generator, slice, slice]]:
+    """Random streams covering rows ``start:stop``: (generator, rows of its block, rows of the range)."""
+    for block in range(start // rows_a_block, -(-stop // rows_a_block)):
+        first = block * rows_a_block
+        lo, hi = max(start, first), min(stop, first + rows_a_block)
+        rng = np.random.default_rng([*key, block])
+        yield rng, slice(lo - first, hi - first), slice(lo - start, hi - start)
