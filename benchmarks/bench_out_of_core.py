@@ -14,7 +14,7 @@ every iteration (persist=False), side by side on the same cluster:
 Both compute the same sums in the same order. Printed: the median time an iteration, the
 throughput in rows x iterations a second a core, and the peak resident memory of each worker
 process (getrusage in the worker, over all the fits so far). For scale, "kernel alone" is the
-E-step kernel (`bmm_dask.kernels.estep_stats`) on one chunk in this process with one BLAS thread
+E-step kernel (`bmm_dask._kernels.estep_stats`) on one chunk in this process with one BLAS thread
 and no Dask: the most a core can do, measured before every fit (the speed of this machine's
 cores was seen to vary by half from one minute to the next).
 """
@@ -31,11 +31,12 @@ from pathlib import Path
 
 import numpy as np
 
-import bmm_dask.em
+import bmm_dask._em
+import bmm_dask._estep
 from bmm_dask import BernoulliMixture, open_dataset
+from bmm_dask._kernels import estep_stats, log_parameters
 from bmm_dask.cluster import open_client
 from bmm_dask.datasets import synth
-from bmm_dask.kernels import estep_stats, log_parameters
 
 CORES = 2
 
@@ -52,7 +53,7 @@ def kernel_rows_per_second(data) -> float:
         rng.uniform(0.25, 0.75, (10, data.n_features)), np.full(10, 0.1), np.float32
     )
     times = []
-    with bmm_dask.em.single_threaded_blas():
+    with bmm_dask._em.single_threaded_blas():
         for _ in range(20):
             start = time.perf_counter()
             estep_stats(packed, data.n_features, W, b, n_worst=10)
@@ -61,14 +62,14 @@ def kernel_rows_per_second(data) -> float:
 
 
 def fit_seconds(data, iterations: int, grouped: bool) -> list[float]:
-    threads = bmm_dask.em._cluster_threads
+    threads = bmm_dask._estep._cluster_threads
     if not grouped:  # as many threads as the groups could never keep busy: a task a chunk
-        bmm_dask.em._cluster_threads = lambda: 1 << 30
+        bmm_dask._estep._cluster_threads = lambda: 1 << 30
     try:
         model = BernoulliMixture(10, max_iter=iterations, tol=0, random_state=0)
         model.fit(data, persist=False)
     finally:
-        bmm_dask.em._cluster_threads = threads
+        bmm_dask._estep._cluster_threads = threads
     return [h["seconds"] for h in model.history_]
 
 

@@ -93,7 +93,7 @@ def task_memory(n_features: int, n_components: int, itemsize: int = 8) -> int:
     about 4 copies, which matches the 45 MB a worker grew by on 784 features), holds the
     responsibilities of a chunk (rows x K) and, for each of the chunks, statistics and
     parameters of K x D floats. Its chunks are of at most ``default_chunk_rows`` rows, whatever
-    the store's (``bmm_dask.em.task_blocks``).
+    the store's (``bmm_dask._estep.task_blocks``).
     """
     from bmm_dask.io import default_chunk_rows
 

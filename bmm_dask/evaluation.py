@@ -12,7 +12,7 @@ from typing import Any
 import dask
 import numpy as np
 
-from bmm_dask.em import as_packed, predict_log_resp
+from bmm_dask._estep import as_packed, predict_log_resp
 from bmm_dask.errors import DataError
 from bmm_dask.io import Dataset, atomic_output, store_predictions
 from bmm_dask.metrics import bits_per_dim, clustering_metrics

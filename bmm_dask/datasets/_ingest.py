@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from bmm_dask._kernels import pack_bits
 from bmm_dask.datasets._binarise import Binarization
 from bmm_dask.datasets._sources import (
     ImageSource,
@@ -25,7 +26,6 @@ from bmm_dask.io import (
     atomic_output,
     parse_chunk_rows,
 )
-from bmm_dask.kernels import pack_bits
 
 Progress = Callable[[int, int], None]
 """Called with (rows just finished, rows in all) as work goes on."""

@@ -13,6 +13,7 @@ import dask.array as da
 import numpy as np
 from numpy.typing import NDArray
 
+from bmm_dask._kernels import n_packed_bytes, pack_bits
 from bmm_dask.datasets._random import block_rngs, rng_block_rows
 from bmm_dask.errors import SettingsError
 from bmm_dask.io import (
@@ -20,7 +21,6 @@ from bmm_dask.io import (
     atomic_output,
     parse_chunk_rows,
 )
-from bmm_dask.kernels import n_packed_bytes, pack_bits
 
 
 def synth_parameters(

@@ -19,10 +19,10 @@ from numpy.typing import NDArray
 from zarr.codecs import ZstdCodec
 from zarr.core.sync import sync
 
+from bmm_dask._kernels import n_packed_bytes, unpack_bits
 from bmm_dask.errors import DataError, SettingsError
 from bmm_dask.io._output import is_url
 from bmm_dask.io._zarr import check_version, new_group, open_group
-from bmm_dask.kernels import n_packed_bytes, unpack_bits
 
 #: What a dataset group's ``format`` attribute holds; bumped when the layout changes.
 DATASET_FORMAT = {"name": "bmm_dask.dataset", "version": 1}

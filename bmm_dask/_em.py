@@ -1,0 +1,320 @@
+"""The EM loop on the driver: E-step over the chunks, M-step, convergence, re-seeding of empty
+components, several starts, checkpoints."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import dask
+import numpy as np
+from numpy.typing import NDArray
+
+from bmm_dask._estep import SPLIT_EVERY, PackedData, estep, fits_in_memory, task_blocks
+from bmm_dask._init import count_distinct_rows, initialize, soft_rows
+from bmm_dask._kernels import (
+    log_prior,
+    mstep,
+)
+from bmm_dask.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+#: A component whose responsibilities sum to less than this (a thousandth of a row) has lost
+#: its mass and is re-seeded.
+EMPTY_MASS = 1e-3
+
+
+@dataclass
+class EMResult:
+    """The outcome of one EM run from one start."""
+
+    means: NDArray[np.float64]
+    weights: NDArray[np.float64]
+    converged: bool
+    n_iter: int
+    lower_bound: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+@contextmanager
+def single_threaded_blas() -> Iterator[None]:
+    """One BLAS thread while Dask's threads run the E-steps, so they do not fight over the cores.
+
+    (Dask's worker processes set this themselves through OPENBLAS_NUM_THREADS and friends.)
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+def _reseed(
+    means: NDArray[np.float64],
+    weights: NDArray[np.float64],
+    resp_sum: NDArray[np.float64],
+    worst: tuple[NDArray[np.float64], NDArray[np.intp], NDArray[np.uint8]],
+    n_features: int,
+    n_samples: int,
+) -> int:
+    """Move components that lost their mass onto the worst-explained rows; return how many."""
+    empty = np.flatnonzero(resp_sum < EMPTY_MASS)
+    if len(empty) == 0:
+        return 0
+    rows = worst[2]
+    for i, k in enumerate(empty):
+        if len(rows):
+            means[k] = soft_rows(rows[i % len(rows)][None, :], n_features)[0]
+        weights[k] = 1.0 / n_samples
+    weights /= weights.sum()
+    return len(empty)
+
+
+#: Topic of the Dask events a fit logs on a distributed scheduler, one an iteration; watch them
+#: with ``Client.get_events("bmm-dask")`` or ``Client.subscribe_topic("bmm-dask", handler)``.
+EVENT_TOPIC = "bmm-dask"
+
+
+def _publish(record: dict[str, Any]) -> None:
+    """Log the iteration as an event on the distributed scheduler, when there is one."""
+    try:
+        from distributed import default_client
+
+        client = default_client()
+    except (ImportError, ValueError):
+        return
+    event = {
+        k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()
+    }
+    client.log_event(EVENT_TOPIC, {"kind": "iteration", **event})
+
+
+def run_em(
+    data: PackedData,
+    means: NDArray[np.float64],
+    weights: NDArray[np.float64],
+    *,
+    alpha: float,
+    max_iter: int,
+    tol: float,
+    mean_tol: float | None = None,
+    dtype: np.typing.DTypeLike = np.float32,
+    split_every: int = SPLIT_EVERY,
+    callback: Callable[[dict[str, Any]], None] | None = None,
+    history: list[dict[str, Any]] | None = None,
+    on_iteration: Callable[[NDArray[np.float64], NDArray[np.float64], list[dict[str, Any]]], None]
+    | None = None,
+) -> EMResult:
+    """EM from the given start: one graph and one ``compute`` an iteration.
+
+    Stops when the objective (mean log-likelihood per sample, plus the log of the smoothing
+    prior) changes by less than ``tol``, or the means move less than ``mean_tol`` (L2), or after
+    ``max_iter`` iterations. ``tol = 0`` runs exactly ``max_iter`` iterations.
+
+    ``history`` continues a run from a checkpoint: ``means`` and ``weights`` are then the
+    parameters after its last iteration. ``on_iteration(means, weights, history)`` is called
+    after every iteration with the new parameters (for checkpoints).
+    """
+    means = np.array(means, dtype=np.float64)
+    weights = np.array(weights, dtype=np.float64)
+    n_components = len(weights)
+    history = list(history or [])
+    previous = history[-1]["objective"] if history else -math.inf
+    objective = previous
+    converged = bool(history) and _finished(history[-1], tol, mean_tol)
+    distinct_checked = False
+    first = len(history) + 1
+    for iteration in range(first, max_iter + 1):
+        if converged:
+            break
+        start = time.perf_counter()
+        stats = estep(
+            data, means, weights, dtype=dtype, n_worst=n_components, split_every=split_every
+        )
+        objective = (stats["loglik"] + log_prior(means, alpha)) / stats["n_samples"]
+        change = objective - previous
+        new_means, new_weights = mstep(
+            stats["resp_sum"], stats["resp_x"], stats["n_samples"], alpha
+        )
+        reseeded = _reseed(
+            new_means,
+            new_weights,
+            stats["resp_sum"],
+            stats["worst"],
+            data.n_features,
+            stats["n_samples"],
+        )
+        if reseeded and not distinct_checked:
+            # Re-seeding never ends when the data has fewer distinct rows than components.
+            distinct_checked = True
+            n_distinct = count_distinct_rows(data, at_most=n_components)
+            if n_distinct < n_components:
+                raise DataError(
+                    f"{data.source}: has only {n_distinct} distinct "
+                    f"row{'s' if n_distinct > 1 else ''}, fewer than the {n_components} "
+                    f"components asked for; fit at most {n_distinct}"
+                )
+        shift = float(np.linalg.norm(new_means - means))
+        means, weights, previous = new_means, new_weights, objective
+        seconds = time.perf_counter() - start
+        record = {
+            "iteration": iteration,
+            "objective": objective,
+            "change": change,
+            "mean_shift": shift,
+            "seconds": seconds,
+            "reseeded": reseeded,
+        }
+        history.append(record)
+        logger.info(
+            "iteration %d  objective %.6f  change %.3e  mean shift %.3e  %.3f s%s",
+            iteration,
+            objective,
+            change,
+            shift,
+            seconds,
+            f"  re-seeded {reseeded}" if reseeded else "",
+        )
+        _publish(record)
+        if callback is not None:
+            callback(record)
+        if not math.isfinite(objective):
+            raise DataError(
+                f"the objective became {objective}; the data or settings give no finite likelihood"
+            )
+        converged = _finished(record, tol, mean_tol)
+        if on_iteration is not None:
+            on_iteration(means, weights, history)
+    return EMResult(means, weights, converged, len(history), objective, history)
+
+
+def _finished(record: dict[str, Any], tol: float, mean_tol: float | None) -> bool:
+    """Whether the iteration of this record met the stopping test (never one that re-seeded)."""
+    change = record["change"]
+    if record["reseeded"] or change is None:
+        return False
+    return abs(change) < tol or (mean_tol is not None and record["mean_shift"] < mean_tol)
+
+
+def fit_em(
+    data: PackedData,
+    *,
+    n_components: int,
+    rng: np.random.Generator,
+    n_init: int = 1,
+    init: str = "kmeans++",
+    means_init: NDArray[np.float64] | None = None,
+    weights_init: NDArray[np.float64] | None = None,
+    alpha: float = 0.1,
+    max_iter: int = 100,
+    tol: float = 1e-4,
+    mean_tol: float | None = None,
+    dtype: np.typing.DTypeLike = np.float32,
+    persist: bool | None = None,
+    callback: Callable[[dict[str, Any]], None] | None = None,
+    checkpoint: Callable[[FitState], None] | None = None,
+    checkpoint_every: int = 0,
+    resume: FitState | None = None,
+) -> EMResult:
+    """Run EM ``n_init`` times (once when starting values are given) and keep the best run.
+
+    The data is persisted in the cluster's memory when it takes at most half of it (``persist``
+    forces the choice either way); otherwise every iteration streams it from its store.
+
+    ``checkpoint(state)`` is called every ``checkpoint_every`` iterations and when a start
+    ends; ``resume`` continues from such a state and ends with the same model as a run that was
+    never interrupted (bit for bit in float64: the state holds the parameters, the history and
+    the random generator's state for the starts still to run).
+    """
+    data = task_blocks(data)
+    if persist is None:
+        persist = fits_in_memory(data)
+    if persist:
+        (bits,) = dask.persist(data.bits)
+        data = PackedData(bits, data.n_features, data.source)  # read once: no reader
+        logger.info("data persisted in memory (%.1f MB packed)", data.bits.nbytes / 1e6)
+    else:
+        logger.info(
+            "data streamed from its store each iteration (%.1f MB packed)", data.bits.nbytes / 1e6
+        )
+    best: EMResult | None = resume.best if resume is not None else None
+    runs = 1 if means_init is not None else n_init
+    first = resume.run if resume is not None else 0
+    with single_threaded_blas():
+        for run in range(first, runs):
+            history: list[dict[str, Any]] = []
+            if resume is not None and run == resume.run:
+                rng.bit_generator.state = resume.rng_state
+            if resume is not None and run == resume.run and resume.means is not None:
+                means, weights, history = resume.means, resume.weights, resume.history
+            elif means_init is not None:
+                means = np.asarray(means_init, dtype=np.float64)
+                weights = (
+                    np.full(n_components, 1 / n_components)
+                    if weights_init is None
+                    else np.asarray(weights_init, dtype=np.float64)
+                )
+            else:
+                means, weights = initialize(data, n_components, init, rng)
+                if weights_init is not None:
+                    weights = np.asarray(weights_init, dtype=np.float64)
+            if runs > 1:
+                logger.info("start %d of %d", run + 1, runs)
+            rng_state = rng.bit_generator.state  # after this start's draws: for the next starts
+
+            def save(
+                means: NDArray[np.float64],
+                weights: NDArray[np.float64],
+                history: list[dict[str, Any]],
+                run: int = run,
+                rng_state: dict[str, Any] = rng_state,
+                best: EMResult | None = best,
+            ) -> None:
+                if (
+                    checkpoint is not None
+                    and checkpoint_every
+                    and len(history) % checkpoint_every == 0
+                ):
+                    checkpoint(FitState(run, means, weights, history, rng_state, best))
+
+            result = run_em(
+                data,
+                means,
+                weights,
+                alpha=alpha,
+                max_iter=max_iter,
+                tol=tol,
+                mean_tol=mean_tol,
+                dtype=dtype,
+                callback=callback,
+                history=history,
+                on_iteration=save,
+            )
+            if best is None or result.lower_bound > best.lower_bound:
+                best = result
+            if checkpoint is not None and checkpoint_every and run + 1 < runs:
+                checkpoint(FitState(run + 1, None, None, [], rng.bit_generator.state, best))
+    assert best is not None
+    return best
+
+
+@dataclass
+class FitState:
+    """Where a fit stands: enough to continue it exactly.
+
+    ``run`` is the start in progress; ``means``, ``weights`` and ``history`` are its parameters
+    after its last iteration (None and [] when it has not begun); ``rng_state`` is the random
+    generator's state after its initialisation; ``best`` the best finished start so far.
+    """
+
+    run: int
+    means: NDArray[np.float64] | None
+    weights: NDArray[np.float64] | None
+    history: list[dict[str, Any]]
+    rng_state: dict[str, Any]
+    best: EMResult | None

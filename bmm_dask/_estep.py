@@ -1,0 +1,310 @@
+"""The E-step over the chunks of a Dask array of packed rows: one task per chunk (or per group
+of chunks read together), a tree of sums of their statistics; and per-row responsibilities
+for prediction."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import dask
+import dask.array as da
+import numpy as np
+import psutil
+from dask.base import tokenize
+from dask.delayed import Delayed
+from dask.highlevelgraph import HighLevelGraph
+from numpy.typing import NDArray
+
+from bmm_dask._kernels import (
+    combine_stats,
+    estep_stats,
+    log_parameters,
+    log_resp,
+    n_packed_bytes,
+    pack_bits,
+)
+from bmm_dask.errors import DataError
+from bmm_dask.io import Dataset, default_chunk_rows
+
+#: Parameters up to this size travel inside each E-step task; larger ones (K * D * 4 bytes, so
+#: K > 80 for MNIST) as one task of their own. Inside the tasks they save a task and a transfer
+#: an iteration, which on a local cluster of processes is worth a few milliseconds.
+INLINE_PARAMETERS = 256 * 1024
+
+#: Statistics of at most this many blocks are added in one task of the tree reduction.
+SPLIT_EVERY = 8
+
+
+@dataclass(frozen=True)
+class PackedData:
+    """Rows packed 8 bits to a byte, as a Dask array chunked by rows, and their width in bits."""
+
+    bits: da.Array
+    n_features: int
+    source: str = "array"
+    #: For rows straight from a store: ``reader(start, stop)`` returns those rows, so that a
+    #: streamed E-step reads its chunk in its own task (one task a chunk, not two).
+    reader: Callable[[int, int], NDArray[np.uint8]] | None = None
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.bits.shape[0])
+
+
+def _check_binary_block(block: NDArray[Any]) -> NDArray[np.uint8]:
+    if block.dtype != bool:
+        if not np.isin(block, (0, 1)).all():
+            raise DataError("X must hold only 0 and 1 (or booleans); found other values")
+        block = block != 0
+    return pack_bits(block)
+
+
+def as_packed(X: Any, *, chunk_rows: int | None = None) -> PackedData:
+    """Accept the inputs the estimator takes and return them as packed rows.
+
+    Parameters
+    ----------
+    X : NumPy array of 0/1 (or bool) of shape (n_samples, n_features), a Dask array of the
+        same, an opened :class:`~bmm_dask.io.Dataset`, or a :class:`PackedData`.
+    chunk_rows : int, optional
+        Rows a chunk for NumPy input; by default about 1 MiB of packed rows.
+    """
+    if isinstance(X, PackedData):
+        return X
+    if isinstance(X, Dataset):
+        return PackedData(X.bits, X.n_features, X.path, X.row_reader())
+    if isinstance(X, da.Array):
+        if X.ndim != 2:
+            raise DataError(f"X must be 2-dimensional (n_samples, n_features); got shape {X.shape}")
+        if X.numblocks[1] != 1:
+            X = X.rechunk({1: -1})
+        n_features = int(X.shape[1])
+        bits = X.map_blocks(
+            _check_binary_block,
+            dtype=np.uint8,
+            chunks=(X.chunks[0], (n_packed_bytes(n_features),)),
+            name="bmm-pack-" + tokenize(X),
+            meta=np.empty((0, 0), dtype=np.uint8),
+        )
+        return PackedData(bits, n_features, "dask array")
+    array = np.asarray(X)
+    if array.ndim != 2:
+        raise DataError(f"X must be 2-dimensional (n_samples, n_features); got shape {array.shape}")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise DataError(f"X must have at least one sample and one feature; got shape {array.shape}")
+    packed = _check_binary_block(array)
+    rows = chunk_rows or default_chunk_rows(array.shape[1])
+    bits = da.from_array(
+        packed, chunks=(rows, packed.shape[1]), name="bmm-data-" + tokenize(packed)
+    )
+    return PackedData(bits, int(array.shape[1]), "numpy array")
+
+
+def task_blocks(data: PackedData) -> PackedData:
+    """Rows regrouped into E-step tasks of about 1 MiB of packed rows (10,240 MNIST images).
+
+    Stores chunked that way (the default) are used as they are. A store of larger chunks (the
+    packaged MNIST is one chunk) would leave cores idle, and one of much smaller chunks would
+    spend more time scheduling than computing. The blocks depend on the data alone, never on
+    the cluster, so every cluster computes the same sums in the same order.
+    """
+    rows = default_chunk_rows(data.n_features)
+    chunks = data.bits.chunks[0]
+    if max(chunks) <= rows and (len(chunks) == 1 or np.median(chunks) >= rows / 4):
+        return data
+    bits = data.bits.rechunk({0: rows})
+    return PackedData(bits, data.n_features, data.source)  # blocks are no longer the store's chunks
+
+
+def fits_in_memory(data: PackedData) -> bool:
+    """Whether the packed rows take at most half the memory of the cluster (or this machine)."""
+    nbytes = data.bits.nbytes
+    try:
+        from distributed import default_client
+
+        client = default_client()
+    except (ImportError, ValueError):
+        return nbytes <= 0.5 * psutil.virtual_memory().available
+    workers = client.scheduler_info(n_workers=-1)["workers"].values()
+    total = sum(w.get("memory_limit") or 0 for w in workers)
+    return total > 0 and nbytes <= 0.5 * total
+
+
+# --------------------------------------------------------------------------- one E-step
+
+
+def _estep_task(
+    packed: NDArray[np.uint8], n_features: int, params: dict[str, Any], n_worst: int, offset: int
+) -> dict[str, Any]:
+    return estep_stats(packed, n_features, params["W"], params["b"], n_worst, offset)
+
+
+def _read_estep_task(
+    reader: Callable[[int, int], NDArray[np.uint8]],
+    stop: int,
+    n_features: int,
+    params: dict[str, Any],
+    n_worst: int,
+    offset: int,
+) -> dict[str, Any]:
+    return _estep_task(reader(offset, stop), n_features, params, n_worst, offset)
+
+
+def _read_estep_group(
+    reader: Callable[[int, int], NDArray[np.uint8]],
+    bounds: list[int],
+    n_features: int,
+    params: dict[str, Any],
+    n_worst: int,
+) -> dict[str, Any]:
+    """Read consecutive chunks at once and return the sum of their statistics: exactly what a
+    task a chunk followed by one ``combine_stats`` of the tree computes, in one task."""
+    packed = reader(bounds[0], bounds[-1])
+    parts = [
+        _estep_task(
+            packed[start - bounds[0] : stop - bounds[0]], n_features, params, n_worst, start
+        )
+        for start, stop in itertools.pairwise(bounds)
+    ]
+    return combine_stats(parts)
+
+
+def _cluster_threads() -> int:
+    """Threads that run tasks: those of the distributed cluster in use, or of this machine."""
+    try:
+        from distributed import default_client
+
+        return max(1, sum(default_client().nthreads().values()))
+    except (ImportError, ValueError):
+        return os.cpu_count() or 1
+
+
+def _estep_graph(
+    data: PackedData, W: NDArray[Any], b: NDArray[Any], n_worst: int, split_every: int
+) -> list[Delayed]:
+    """One E-step as a graph: a task a chunk, then a tree of sums down to at most ``split_every``
+    partial sums, which the driver adds (fetching them straight from the workers that hold them
+    costs less than one more task and transfer on the cluster).
+
+    Streamed data with enough chunks for every thread to get two groups of ``split_every``
+    has no tasks a chunk: each task of the tree's first level reads its group of chunks itself
+    (one Zarr read of 8 MiB) and computes their statistics and their sum. The sums are the same,
+    bit for bit, as with a task a chunk; there are eight times fewer tasks to schedule and no
+    statistics to move between workers before the second level: an iteration on 4 million
+    rows took 34 % less time (benchmarks/bench_out_of_core.py).
+
+    The keys are new every time, even for parameters seen before (EM at a fixed point): a
+    distributed scheduler may still be forgetting the keys of the last iteration.
+    """
+    token = uuid.uuid4().hex
+    layer: dict[Any, Any] = {}
+    params: Any = {"W": W, "b": b}
+    if W.nbytes + b.nbytes > INLINE_PARAMETERS:  # one task, fetched once by each worker
+        layer[f"bmm-params-{token}"] = params
+        params = f"bmm-params-{token}"
+    level = []
+    offsets = [int(o) for o in np.cumsum((0, *data.bits.chunks[0]))]
+    n_groups = -(-(len(offsets) - 1) // split_every)
+    if data.reader is not None and n_groups > 1 and n_groups >= 2 * _cluster_threads():
+        for j in range(n_groups):  # streamed in groups: the first level of the tree reads
+            level.append((f"bmm-estep-{token}", j))
+            bounds = offsets[j * split_every : (j + 1) * split_every + 1]
+            layer[level[-1]] = (
+                _read_estep_group,
+                data.reader,
+                bounds,
+                data.n_features,
+                params,
+                n_worst,
+            )
+    else:
+        for i, key in enumerate(k for row in data.bits.__dask_keys__() for k in row):
+            level.append((f"bmm-estep-{token}", i))
+            if data.reader is not None:  # streamed: the task reads its chunk itself
+                layer[level[-1]] = (
+                    _read_estep_task,
+                    data.reader,
+                    offsets[i + 1],
+                    data.n_features,
+                    params,
+                    n_worst,
+                    offsets[i],
+                )
+            else:
+                layer[level[-1]] = (_estep_task, key, data.n_features, params, n_worst, offsets[i])
+    depth = 0
+    while len(level) > split_every:
+        parents = []
+        for j in range(0, len(level), split_every):
+            parents.append((f"bmm-combine-{token}", depth, j // split_every))
+            layer[parents[-1]] = (combine_stats, level[j : j + split_every])
+        level, depth = parents, depth + 1
+    dependencies = [] if data.reader is not None else [data.bits]
+    graph = HighLevelGraph.from_collections(f"bmm-estep-{token}", layer, dependencies=dependencies)
+    return [Delayed(key, graph, layer=f"bmm-estep-{token}") for key in level]
+
+
+def estep(
+    data: PackedData,
+    means: NDArray[np.float64],
+    weights: NDArray[np.float64],
+    *,
+    dtype: np.typing.DTypeLike = np.float32,
+    n_worst: int = 0,
+    split_every: int = SPLIT_EVERY,
+) -> dict[str, Any]:
+    """Run one E-step over all chunks (one ``compute``) and return the summed statistics."""
+    W, b = log_parameters(means, weights, dtype)
+    parts = dask.compute(*_estep_graph(data, W, b, n_worst, split_every))
+    return combine_stats(list(parts))
+
+
+def _log_resp_block(
+    packed: NDArray[np.uint8], n_features: int, params: dict[str, Any], what: str
+) -> NDArray[Any]:
+    loglik, log_resp_ = log_resp(packed, n_features, params["W"], params["b"])
+    if what == "score":
+        return loglik
+    if what == "proba":
+        return np.exp(log_resp_)
+    if what == "score_label":
+        return np.stack([loglik, np.argmax(log_resp_, axis=1)], axis=1)
+    return np.argmax(log_resp_, axis=1)
+
+
+def predict_log_resp(
+    data: PackedData,
+    means: NDArray[np.float64],
+    weights: NDArray[np.float64],
+    what: Literal["score", "proba", "label", "score_label"],
+    dtype: np.typing.DTypeLike = np.float64,
+) -> da.Array:
+    """Lazy per-row results: log-likelihoods (n,), responsibilities (n, K), most likely
+    components (n,), or log-likelihood and component side by side (n, 2) from one pass."""
+    W, b = log_parameters(means, weights, dtype)
+    params = dask.delayed({"W": W, "b": b}, pure=True)
+    n_components = len(weights)
+    row_chunks = data.bits.chunks[0]
+    if what in ("proba", "score_label"):
+        chunks: tuple[Any, ...] = (row_chunks, (n_components if what == "proba" else 2,))
+        dtype_out: Any = np.float64
+        drop: Any = None
+    else:
+        chunks, dtype_out, drop = (row_chunks,), (np.float64 if what == "score" else np.intp), 1
+    return da.map_blocks(
+        _log_resp_block,
+        data.bits,
+        data.n_features,
+        params,
+        what,
+        chunks=chunks,
+        drop_axis=drop,
+        dtype=dtype_out,
+        name=f"bmm-{what}-" + tokenize(data.bits.name, W, b, what),
+        meta=np.empty((0,) * len(chunks), dtype=dtype_out),
+    )
