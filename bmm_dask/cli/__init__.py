@@ -1,0 +1,25 @@
+"""The ``bmm-dask`` command: parse the command line, call the library, print; the only place
+that exits.
+
+=================  ===========================================================
+module             what it holds
+=================  ===========================================================
+``_group``         the group, ``main``: errors to exit status and one line
+``data``           ``fetch``, ``ingest``, ``synth``, ``info``
+``fit``            ``fit``, and ``demo`` (the whole MNIST job)
+``evaluate``       ``predict``, ``evaluate``, ``report``
+``_options``       where the work runs: cluster options and the client
+``_display``       log lines, the progress bar, text of metrics and ``info``
+``_signals``       Ctrl-C and SIGTERM
+=================  ===========================================================
+
+Heavy libraries (dask, distributed, zarr, scikit-learn) are imported inside the commands, so
+that ``--help``, ``--version`` and a mistake on the command line answer at once.
+"""
+
+from __future__ import annotations
+
+from bmm_dask.cli import data, evaluate, fit  # noqa: F401  (they add their commands to cli)
+from bmm_dask.cli._group import cli, main
+
+__all__ = ["cli", "main"]

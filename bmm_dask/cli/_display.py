@@ -1,0 +1,180 @@
+"""What the commands print: log lines, one progress bar, metrics and ``info`` as text."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+
+logger = logging.getLogger("bmm_dask")
+
+
+def configure_logging(verbose: int, quiet: int) -> None:
+    level = logging.INFO - 10 * verbose + 10 * quiet
+    handler = ClearingHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.handlers[:] = [handler]
+    logger.setLevel(max(logging.DEBUG, min(level, logging.CRITICAL)))
+    logger.propagate = False
+
+
+class ClearingHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Log lines written above the progress bar, which tqdm then draws again."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.stream.isatty() or "tqdm" not in sys.modules:
+            super().emit(record)
+            return
+        from tqdm import tqdm
+
+        try:
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:
+            self.handleError(record)
+
+
+class ProgressBar:
+    """The one progress bar of the commands: tqdm's, on stderr when it is a terminal and
+    messages are on; silent elsewhere (a log file, a pipe, ``-q``).
+
+    Fed by :meth:`rows` (ingest: rows just written, rows in all) or by :meth:`iteration` (fit:
+    one record per EM iteration; a new start begins a new bar).
+    """
+
+    def __init__(self, label: str, *, max_iter: int | None = None, n_init: int = 1) -> None:
+        self.label, self.max_iter, self.n_init = label, max_iter, n_init
+        self.start = 0
+        self.bar: Any = None
+        self.enabled = sys.stderr.isatty() and logger.isEnabledFor(logging.INFO)
+
+    def _new(self, total: int | None, unit: str, desc: str) -> None:
+        from tqdm import tqdm
+
+        self.close()
+        self.bar = tqdm(
+            total=total, unit=unit, desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True
+        )
+
+    def rows(self, done: int, total: int) -> None:
+        """Add ``done`` rows of ``total``."""
+        if not self.enabled:
+            return
+        if self.bar is None or self.bar.total != total:
+            self._new(total, " rows", self.label)
+            self.bar.unit_scale = True
+        self.bar.update(done)
+
+    def iteration(self, record: dict[str, Any]) -> None:
+        """Show one EM iteration: its number and the objective (nats per sample)."""
+        if not self.enabled:
+            return
+        if self.bar is None or record["iteration"] == 1:
+            self.start += 1
+            start = f" (start {self.start} of {self.n_init})" if self.n_init > 1 else ""
+            self._new(self.max_iter, " iterations", self.label + start)
+        self.bar.update(1)
+        self.bar.set_postfix_str(f"objective {record['objective']:.4f}", refresh=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+@contextmanager
+def progress_bar(
+    label: str, *, max_iter: int | None = None, n_init: int = 1
+) -> Iterator[ProgressBar]:
+    """A :class:`ProgressBar`, closed (and wiped from the terminal) on the way out."""
+    bar = ProgressBar(label, max_iter=max_iter, n_init=n_init)
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
+def print_metrics(metrics: dict[str, Any]) -> None:
+    click.echo(
+        f"{metrics['data']}: {metrics['n_samples']:,} samples, log-likelihood "
+        f"{metrics['log_likelihood_per_sample']:.3f} nats a sample ({metrics['bits_per_dim']:.4f} bits a feature)"
+    )
+    if "accuracy" not in metrics:
+        return
+    click.echo(
+        f"accuracy {metrics['accuracy']:.4f} ({metrics['matching']} matching of components to labels), "
+        f"NMI {metrics['nmi']:.4f}, ARI {metrics['ari']:.4f}"
+    )
+    classes = metrics["classes"]
+    width = max(6, *(len(str(c)) + 1 for c in classes), len(str(max(metrics["cluster_sizes"]))) + 1)
+    click.echo("confusion matrix: a row a component (-> its label), a column a true label")
+    click.echo(" " * 12 + "".join(f"{c!s:>{width}}" for c in classes))
+    for k, row in enumerate(metrics["confusion_matrix"]):
+        label = metrics["mapping"][k]
+        name = f"#{k}" + (f" -> {label}" if label is not None else "")
+        click.echo(f"{name:<12}" + "".join(f"{v:>{width}}" for v in row))
+
+
+def size(n: float) -> str:
+    for unit in ("bytes", "kB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError
+
+
+def format_dataset(info: dict[str, Any]) -> list[str]:
+    b = info["binarization"]
+    how = {
+        "threshold": f"threshold {b.get('threshold')}",
+        "stochastic": f"stochastic, seed {b.get('seed')}",
+        "none": "none (binary at the source)",
+    }.get(b.get("method"), str(b))
+    shape = info["image_shape"]
+    n = info["n_samples"]
+    lines = [
+        f"{info['path']}: dataset",
+        f"  samples        {n:,}",
+        f"  features       {info['n_features']:,}"
+        + (f" (images {' x '.join(map(str, shape))})" if shape else ""),
+        f"  binarization   {how}",
+        f"  labels         {'yes' if info['labels'] else 'no'}",
+        f"  chunks         {info['n_chunks']} of up to {info['chunk_rows']:,} rows",
+        f"  stored         {size(info['bytes_stored'])} ({info['bytes_stored'] / n:.1f} bytes a sample)",
+        f"  ratio          {info['bytes_unpacked'] / info['bytes_stored']:.1f}x smaller than a byte a "
+        f"feature, {info['bytes_packed'] / info['bytes_stored']:.1f}x smaller than packed bits",
+    ]
+    source = info.get("source") or {}
+    for role, entry in source.items():
+        if isinstance(entry, dict) and "file" in entry:
+            lines.append(
+                f"  source         {role}: {entry['file']} (md5 {entry['md5']} of the {entry['md5_of']})"
+            )
+        else:
+            lines.append(f"  source         {role}: {entry}")
+    return lines
+
+
+def format_model(info: dict[str, Any]) -> list[str]:
+    data = info.get("data") or {}
+    settings = info.get("settings") or {}
+    weights = info["weights"]
+    shown = ", ".join(f"{w:.3f}" for w in weights[:12]) + (", ..." if len(weights) > 12 else "")
+    return [
+        f"{info['path']}: model",
+        f"  components     {info['n_components']}",
+        f"  features       {info['n_features']}",
+        f"  weights        {shown}",
+        f"  iterations     {info.get('n_iter')} ({'converged' if info.get('converged') else 'not converged'})",
+        f"  objective      {info.get('lower_bound', float('nan')):.4f} nats a sample",
+        "  settings       " + ", ".join(f"{k}={v}" for k, v in sorted(settings.items())),
+        f"  fitted on      {data.get('path', '?')} ({data.get('n_samples', '?'):,} samples, binarization "
+        f"{data.get('binarization')})"
+        if data
+        else "  fitted on      (not recorded)",
+        f"  fit time       {info.get('fit_seconds', float('nan')):.1f} s",
+        f"  written        {info.get('created')} by bmm_dask {info.get('bmm_dask_version')}",
+    ]

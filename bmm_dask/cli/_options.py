@@ -1,0 +1,210 @@
+"""Options shared by several commands (where the work runs: a cluster named or a local one) and
+the helpers behind them."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bmm_dask.errors import SettingsError
+
+logger = logging.getLogger("bmm_dask")
+
+
+def scheduler_options(instead: str) -> list[Any]:
+    return [
+        click.option(
+            "--scheduler",
+            metavar="ADDRESS",
+            help=f"Run on this Dask scheduler (tcp://host:8786) instead of {instead}.",
+        ),
+        click.option(
+            "--scheduler-file",
+            type=click.Path(dir_okay=False),
+            help="Run on the scheduler this file (from dask scheduler --scheduler-file) names.",
+        ),
+    ]
+
+
+def _apply(options: list[Any], func: Any) -> Any:
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+PERFORMANCE_REPORT_OPTION = click.option(
+    "--performance-report",
+    type=click.Path(dir_okay=False),
+    help="Write Dask's performance report (an HTML page) of the work to this file.",
+)
+
+
+def _check_cluster_option(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Check --memory-limit or --dashboard-address as the command line is read, before any
+    work or cluster starts; the value is kept as given, for messages that quote it."""
+    from bmm_dask import cluster
+
+    check = {
+        "memory_limit": cluster.parse_memory_limit,
+        "dashboard_address": cluster.check_dashboard_address,
+    }[param.name or ""]
+    try:
+        if value is not None:
+            check(value)
+    except SettingsError as err:
+        raise click.BadParameter(str(err).removeprefix(f"{param.opts[0]} "), ctx, param) from None
+    return value
+
+
+def cluster_options(func: Any) -> Any:
+    """Where fit and demo run: a cluster named, else a local cluster of worker processes."""
+    local = [
+        click.option(
+            "--workers",
+            type=click.IntRange(min=1),
+            help="Worker processes of the local cluster [default: the number of cores].",
+        ),
+        click.option(
+            "--threads-per-worker",
+            type=click.IntRange(min=1),
+            help="Threads a worker of the local cluster [default: 1].",
+        ),
+        click.option(
+            "--memory-limit",
+            metavar="SIZE",
+            callback=_check_cluster_option,
+            help="Memory a worker of the local cluster, e.g. 2GB [default: shared out].",
+        ),
+        click.option(
+            "--dashboard-address",
+            default="127.0.0.1:8787",
+            show_default=True,
+            callback=_check_cluster_option,
+            help="Where the local cluster's dashboard listens (HOST:PORT; port 0 for any free one).",
+        ),
+    ]
+    return _apply([*scheduler_options("a local cluster"), *local, PERFORMANCE_REPORT_OPTION], func)
+
+
+def remote_options(func: Any) -> Any:
+    """--scheduler, --scheduler-file and --performance-report for commands that run in this
+    process unless told to use a cluster."""
+    return _apply([*scheduler_options("in this process"), PERFORMANCE_REPORT_OPTION], func)
+
+
+@contextmanager
+def cluster_client(
+    scheduler: str | None = None,
+    scheduler_file: str | None = None,
+    workers: int | None = None,
+    threads_per_worker: int | None = None,
+    memory_limit: str | None = None,
+    performance_report: str | None = None,
+    dashboard_address: str = "127.0.0.1:8787",
+    task_bytes: float = 0,
+) -> Iterator[Any]:
+    """A Dask client (the cluster named, else a local one) for the command, its dashboard link
+    logged first, and Dask's performance report written when asked for. ``task_bytes``, the
+    memory a task needs, sets the smallest --memory-limit accepted."""
+    from bmm_dask.cluster import open_client
+
+    with open_client(
+        scheduler=scheduler,
+        scheduler_file=scheduler_file,
+        workers=workers,
+        threads_per_worker=threads_per_worker,
+        memory_limit=memory_limit,
+        dashboard_address=dashboard_address,
+        worker_logs=logging.DEBUG if logger.isEnabledFor(logging.DEBUG) else logging.CRITICAL,
+        task_bytes=task_bytes,
+    ) as client:
+        logger.info("Dask dashboard: %s", client.dashboard_link)
+        _add_progress_page(client)
+        if performance_report is None:
+            yield client
+            return
+        from distributed import performance_report as report
+
+        with report(filename=performance_report):
+            yield client
+        logger.info("Dask performance report: %s", performance_report)
+
+
+def _add_progress_page(client: Any) -> None:
+    """Our page on the dashboard, when the scheduler can import bmm_dask."""
+    from bmm_dask.dashboard import PAGE, ProgressPage
+
+    try:
+        client.register_plugin(ProgressPage())
+    except Exception as err:  # the scheduler may lack bmm_dask: the fit goes on without the page
+        logger.debug("no progress page on the dashboard: %s", err)
+        return
+    logger.info("Progress page: %s", client.dashboard_link.rsplit("/", 1)[0] + PAGE)
+
+
+def maybe_client(
+    scheduler: str | None, scheduler_file: str | None, performance_report: str | None
+) -> Any:
+    """A cluster when one is named (or a performance report asked for), else this process."""
+    if (
+        scheduler
+        or scheduler_file
+        or os.environ.get("DASK_SCHEDULER_ADDRESS")
+        or performance_report
+    ):
+        return cluster_client(scheduler, scheduler_file, performance_report=performance_report)
+    return nullcontext()
+
+
+def open_data(path: str) -> Any:
+    from bmm_dask.io import open_dataset
+
+    return open_dataset(path)
+
+
+def load_model(path: str) -> Any:
+    from bmm_dask.model import BernoulliMixture
+
+    return BernoulliMixture.load(path)
+
+
+def check_report_path(performance_report: str | None, inputs: Sequence[str | None]) -> None:
+    """Dask writes its performance report over whatever is there: never over an input."""
+    if performance_report is not None:
+        from bmm_dask.io import check_not_input
+
+        check_not_input(performance_report, inputs)
+
+
+def write_json(
+    path: Path, value: Any, *, overwrite: bool = True, inputs: Sequence[str | None] = ()
+) -> None:
+    """Write a JSON file whole or not at all, under its lock; never over an input."""
+    from bmm_dask.io import atomic_file, check_output, output_lock
+
+    check_output(path, overwrite=overwrite, inputs=inputs)
+    with output_lock(path):
+        check_output(path, overwrite=overwrite, inputs=inputs)
+        atomic_file(
+            path,
+            lambda tmp: tmp.write_text(json.dumps(value, indent=2) + "\n"),
+            overwrite=overwrite,
+        )
+
+
+def learn_mapping(model: Any, path: str | None, model_path: str) -> list[Any] | None:
+    if path is None:
+        return None
+    from bmm_dask.evaluation import evaluate
+
+    train = open_data(path)
+    if train.labels is None:
+        raise SettingsError(f"{path}: has no labels to learn the components' labels from")
+    return evaluate(model, train, model_path=model_path)["mapping"]

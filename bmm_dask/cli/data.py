@@ -1,0 +1,213 @@
+"""The data commands: ``fetch``, ``ingest``, ``synth`` and ``info``."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from bmm_dask.cli._display import format_dataset, format_model, progress_bar
+from bmm_dask.cli._group import CONTEXT, cli
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("name", type=click.Choice(["mnist"]))
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False),
+    help="Where the files go [default: $BMM_DASK_DATA/mnist or ~/.cache/bmm-dask/mnist].",
+)
+@click.option(
+    "--from",
+    "from_dir",
+    type=click.Path(file_okay=False),
+    help="Copy the four IDX files (.gz or not) from this folder instead of downloading.",
+)
+def fetch(name: str, directory: str | None, from_dir: str | None) -> None:
+    """Download the MNIST IDX files (or copy them with --from) and check their MD5.
+
+    Mirrors are tried in turn; BMM_DASK_MNIST_MIRRORS (comma-separated base URLs) replaces them.
+    """
+    from bmm_dask.datasets import fetch_mnist
+
+    folder = fetch_mnist(directory, from_dir=from_dir)
+    click.echo(f"MNIST files verified in {folder}")
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("source")
+@click.option("--out", "-o", required=True, type=click.Path(), help="Dataset to write (DATA.zarr).")
+@click.option(
+    "--labels", type=click.Path(), help="IDX or .npy file of integer labels, one a sample."
+)
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0, 255, min_open=True),
+    help="A value at least this is 1 [default: 128].",
+)
+@click.option(
+    "--binarize",
+    type=click.Choice(["threshold", "stochastic", "none"]),
+    help="threshold (default), stochastic (value/255 is the chance of a 1), or none (0/1 data).",
+)
+@click.option(
+    "--seed", type=click.IntRange(min=0), help="Seed for --binarize stochastic [default: 0]."
+)
+@click.option(
+    "--chunk-rows", type=click.IntRange(min=1), help="Rows a chunk [default: about 1 MiB packed]."
+)
+@click.option("--overwrite", is_flag=True, help="Replace the output if it exists.")
+def ingest(
+    source: str,
+    out: str,
+    labels: str | None,
+    threshold: float | None,
+    binarize: str | None,
+    seed: int | None,
+    chunk_rows: int | None,
+    overwrite: bool,
+) -> None:
+    """Binarise images and write them to Zarr, packed 8 pixels a byte.
+
+    SOURCE is an IDX file (raw or .gz), a .npy array (N x H x W or N x D), or `mnist`: the
+    fetched MNIST files when the cache holds them, else the copy inside the package; it
+    writes OUT/train and OUT/test.
+    """
+    from bmm_dask.datasets import Binarization, ingest_mnist
+    from bmm_dask.datasets import ingest as ingest_file
+
+    if binarize is None:
+        binarize = (
+            "stochastic" if seed is not None else "threshold" if threshold is not None else None
+        )
+    if threshold is not None and binarize != "threshold":
+        raise click.UsageError(f"--threshold goes with --binarize threshold, not {binarize}")
+    if seed is not None and binarize != "stochastic":
+        raise click.UsageError(f"--seed goes with --binarize stochastic, not {binarize}")
+    binarization = None
+    if binarize is not None:
+        binarization = Binarization(
+            binarize, threshold=128 if threshold is None else threshold, seed=seed or 0
+        )
+    with progress_bar("ingest") as progress:
+        if source == "mnist":
+            if labels is not None:
+                raise click.UsageError("--labels does not go with mnist: it has its own")
+            written = ingest_mnist(
+                out,
+                binarization=binarization,
+                chunk_rows=chunk_rows,
+                overwrite=overwrite,
+                progress=progress.rows,
+            )
+        else:
+            written = ingest_file(
+                source,
+                out,
+                labels=labels,
+                binarization=binarization,
+                chunk_rows=chunk_rows,
+                overwrite=overwrite,
+                progress=progress.rows,
+            )
+    click.echo(f"wrote {written}")
+
+
+def _parse_shape(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        shape = tuple(int(n) for n in value.lower().split("x"))
+    except ValueError:
+        raise click.BadParameter(f"expected sizes like 28x28; got {value!r}") from None
+    if any(n < 1 for n in shape):
+        raise click.BadParameter(f"sizes must be positive; got {value!r}")
+    return shape
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--n", "n_samples", required=True, type=click.IntRange(min=1), help="Rows to draw.")
+@click.option("--d", "n_features", required=True, type=click.IntRange(min=1), help="Bits per row.")
+@click.option(
+    "--k",
+    "n_components",
+    required=True,
+    type=click.IntRange(min=1),
+    help="Components of the mixture.",
+)
+@click.option(
+    "--seed",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Seed of the mixture and the rows.",
+)
+@click.option("--out", "-o", required=True, type=click.Path(), help="Dataset to write (DATA.zarr).")
+@click.option(
+    "--chunk-rows", type=click.IntRange(min=1), help="Rows a chunk [default: about 1 MiB packed]."
+)
+@click.option(
+    "--image-shape", callback=_parse_shape, help="Shape of a row as an image, e.g. 28x28."
+)
+@click.option("--overwrite", is_flag=True, help="Replace the output if it exists.")
+def synth(
+    n_samples: int,
+    n_features: int,
+    n_components: int,
+    seed: int,
+    out: str,
+    chunk_rows: int | None,
+    image_shape: tuple[int, ...] | None,
+    overwrite: bool,
+) -> None:
+    """Draw rows from a known Bernoulli mixture and write them, chunk by chunk in parallel.
+
+    The true means and weights are stored with the data (true_means, true_weights) and the
+    component of each row as its label.
+    """
+    from bmm_dask.datasets import synth as synth_data
+
+    written = synth_data(
+        out,
+        n_samples=n_samples,
+        n_features=n_features,
+        n_components=n_components,
+        seed=seed,
+        chunk_rows=chunk_rows,
+        image_shape=image_shape,
+        overwrite=overwrite,
+    )
+    click.echo(f"wrote {written}")
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("path")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def info(path: str, as_json: bool) -> None:
+    """Describe a dataset (samples, features, binarisation, chunks, bytes stored) or a model.
+
+    PATH may also be a group of datasets (as `ingest mnist` writes): each is described.
+    """
+    from bmm_dask.io import describe_path
+
+    infos = describe_path(path)
+    if as_json:
+        click.echo(json.dumps(infos if len(infos) > 1 else infos[0], indent=2))
+        return
+    for i, entry in enumerate(infos):
+        if i:
+            click.echo("")
+        if entry["kind"] == "checkpoint":
+            lines = [
+                f"{entry['path']}: checkpoint of an unfinished fit (finish it with bmm-dask fit ... --resume)",
+                f"  start          {entry['start']}, after {entry['iterations']} iterations, objective {entry['objective']}",
+                "  settings       "
+                + ", ".join(f"{k}={v}" for k, v in sorted((entry["settings"] or {}).items())),
+                f"  data           {(entry['data'] or {}).get('path')}",
+            ]
+        else:
+            lines = format_model(entry) if entry["kind"] == "model" else format_dataset(entry)
+        click.echo("\n".join(lines))

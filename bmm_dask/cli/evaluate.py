@@ -1,0 +1,129 @@
+"""Using a fitted model: ``predict``, ``evaluate`` and ``report``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from bmm_dask.cli._display import print_metrics
+from bmm_dask.cli._group import CONTEXT, cli
+from bmm_dask.cli._options import (
+    check_report_path,
+    learn_mapping,
+    load_model,
+    maybe_client,
+    open_data,
+    remote_options,
+    write_json,
+)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("model_path", metavar="MODEL")
+@click.argument("data")
+@click.option(
+    "--out", "-o", required=True, type=click.Path(), help="Predictions to write (PRED.zarr)."
+)
+@click.option("--proba", is_flag=True, help="Also write the responsibilities (n_samples x K).")
+@click.option("--overwrite", is_flag=True, help="Replace the output if it exists.")
+@remote_options
+def predict(
+    model_path: str,
+    data: str,
+    out: str,
+    proba: bool,
+    overwrite: bool,
+    scheduler: str | None,
+    scheduler_file: str | None,
+    performance_report: str | None,
+) -> None:
+    """Write the most likely component of each row of DATA (and with --proba the responsibilities)."""
+    from bmm_dask.evaluation import write_predictions
+    from bmm_dask.io import check_output
+
+    model, dataset = load_model(model_path), open_data(data)
+    check_output(out, overwrite=overwrite, inputs=[model_path, data])
+    check_report_path(performance_report, [model_path, data, out])
+    with maybe_client(scheduler, scheduler_file, performance_report):
+        write_predictions(
+            model, dataset, out, proba=proba, overwrite=overwrite, model_path=model_path
+        )
+    click.echo(
+        f"wrote {out}: labels{' and responsibilities' if proba else ''} of {dataset.n_samples:,} rows"
+    )
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("model_path", metavar="MODEL")
+@click.argument("data")
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False),
+    help="Also write the metrics to this JSON file.",
+)
+@click.option(
+    "--mapping-from",
+    type=click.Path(),
+    help="Learn each component's label on this dataset (e.g. the training set).",
+)
+@click.option("--overwrite", is_flag=True, help="Replace the JSON file if it exists.")
+@remote_options
+def evaluate(
+    model_path: str,
+    data: str,
+    json_path: str | None,
+    mapping_from: str | None,
+    overwrite: bool,
+    scheduler: str | None,
+    scheduler_file: str | None,
+    performance_report: str | None,
+) -> None:
+    """Log-likelihood of DATA under MODEL and, with labels, how components match them."""
+    from bmm_dask.evaluation import evaluate as evaluate_model
+    from bmm_dask.io import check_output
+
+    model, dataset = load_model(model_path), open_data(data)
+    inputs = [model_path, data, mapping_from]
+    if json_path is not None:
+        check_output(json_path, overwrite=overwrite, inputs=inputs)
+    check_report_path(performance_report, [*inputs, json_path])
+    with maybe_client(scheduler, scheduler_file, performance_report):
+        mapping = learn_mapping(model, mapping_from, model_path)
+        metrics = evaluate_model(model, dataset, mapping=mapping, model_path=model_path)
+    metrics["model"] = model_path
+    print_metrics(metrics)
+    if json_path is not None:
+        write_json(Path(json_path), metrics, overwrite=overwrite, inputs=inputs)
+        click.echo(f"wrote {json_path}")
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("model_path", metavar="MODEL")
+@click.option(
+    "--data",
+    help="Dataset to evaluate on (e.g. the test set): adds metrics and the confusion matrix.",
+)
+@click.option(
+    "--mapping-from", type=click.Path(), help="Learn each component's label on this dataset."
+)
+@click.option("--out", "-o", required=True, type=click.Path(), help="Folder to write.")
+@click.option("--overwrite", is_flag=True, help="Replace the folder if it exists.")
+def report(
+    model_path: str, data: str | None, mapping_from: str | None, out: str, overwrite: bool
+) -> None:
+    """Write means.png, loglik.png, confusion.png, samples.png, metrics.json and report.html."""
+    from bmm_dask.evaluation import write_report
+    from bmm_dask.io import check_output
+
+    model = load_model(model_path)
+    dataset = open_data(data) if data else None
+    check_output(out, overwrite=overwrite, inputs=[model_path, data, mapping_from])
+    mapping = learn_mapping(model, mapping_from, model_path)
+    written = write_report(
+        model, out, dataset=dataset, mapping=mapping, model_path=model_path, overwrite=overwrite
+    )
+    click.echo(
+        f"wrote {written}/report.html (open it in a browser) with its figures and metrics.json"
+    )

@@ -1,0 +1,282 @@
+"""The ``fit`` command, and ``demo``: the whole MNIST job in one command."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bmm_dask.cli._display import print_metrics, progress_bar
+from bmm_dask.cli._group import CONTEXT, cli
+from bmm_dask.cli._options import cluster_client, cluster_options, open_data, write_json
+
+logger = logging.getLogger("bmm_dask")
+
+
+def log_resume_point(out: str, n_init: int) -> None:
+    """Say where a resumed fit continues: which start, after how many saved iterations."""
+    from bmm_dask.io import read_checkpoint
+
+    _, state, _ = read_checkpoint(out)
+    history = state["history"]
+    start = state["run"] + 1
+    if history:
+        logger.info(
+            "resuming %s: start %d of %d, after iteration %d (%d iterations saved), objective %.4f",
+            out,
+            start,
+            n_init,
+            history[-1]["iteration"],
+            len(history),
+            history[-1]["objective"],
+        )
+    else:
+        logger.info("resuming %s: start %d of %d, from its beginning", out, start, n_init)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("data")
+@click.option(
+    "--k", "n_components", required=True, type=click.IntRange(min=1), help="Number of components."
+)
+@click.option("--out", "-o", required=True, type=click.Path(), help="Model to write (MODEL.zarr).")
+@click.option(
+    "--max-iter",
+    default=100,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="EM iterations per start at most.",
+)
+@click.option(
+    "--tol",
+    default=1e-4,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Stop when the objective (nats per sample) changes less.",
+)
+@click.option(
+    "--mean-tol",
+    type=click.FloatRange(min=0),
+    help="Also stop when the means move less than this (L2).",
+)
+@click.option(
+    "--n-init",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Starts; the best is kept.",
+)
+@click.option(
+    "--init",
+    default="kmeans++",
+    show_default=True,
+    type=click.Choice(["kmeans++", "random", "random_from_data"]),
+)
+@click.option(
+    "--seed",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Seed of every random draw.",
+)
+@click.option(
+    "--alpha",
+    default=0.1,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Additive smoothing of the means (0: maximum likelihood).",
+)
+@click.option(
+    "--dtype",
+    default="float32",
+    show_default=True,
+    type=click.Choice(["float32", "float64"]),
+    help="Arithmetic of the E-step.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace the output if it exists.")
+@click.option(
+    "--checkpoint-every",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="Save the state in OUT every N iterations and after each start (0: never).",
+)
+@click.option(
+    "--resume", is_flag=True, help="Continue the unfinished fit whose checkpoint is in OUT."
+)
+@click.option(
+    "--persist/--no-persist",
+    default=None,
+    help="Hold the data in the cluster's memory, or read it from the store every iteration "
+    "[default: held when it takes at most half the cluster's memory].",
+)
+@cluster_options
+def fit(
+    data: str,
+    n_components: int,
+    out: str,
+    max_iter: int,
+    tol: float,
+    mean_tol: float | None,
+    n_init: int,
+    init: str,
+    seed: int,
+    alpha: float,
+    dtype: str,
+    overwrite: bool,
+    checkpoint_every: int,
+    resume: bool,
+    persist: bool | None,
+    **cluster: Any,
+) -> None:
+    """Fit a Bernoulli mixture of K components to DATA (DATA.zarr or DATA.zarr/group) by EM.
+
+    With --checkpoint-every N the state is saved in OUT every N iterations (OUT is then marked
+    unfinished until the model replaces it); --resume continues from it and ends with the same
+    model as a fit that was never interrupted.
+    """
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    from bmm_dask.cluster import task_memory
+    from bmm_dask.io import check_not_input, output_lock
+    from bmm_dask.job import FitJob
+    from bmm_dask.model import BernoulliMixture
+
+    dataset = open_data(data)
+    model = BernoulliMixture(
+        n_components,
+        max_iter=max_iter,
+        tol=tol,
+        mean_tol=mean_tol,
+        n_init=n_init,
+        init=init,
+        random_state=seed,
+        alpha=alpha,
+        dtype=dtype,
+    )
+    job = FitJob(
+        model, dataset, out, overwrite=overwrite, checkpoint_every=checkpoint_every, resume=resume
+    )
+    if cluster.get("performance_report"):
+        check_not_input(cluster["performance_report"], [data, out])
+    if resume:
+        log_resume_point(out, n_init)
+    task_bytes = task_memory(dataset.n_features, n_components, 8 if dtype == "float64" else 4)
+    with (
+        output_lock(out),  # before the cluster starts: a second fit of out stops at once
+        cluster_client(**cluster, task_bytes=task_bytes),
+        progress_bar("fit", max_iter=max_iter, n_init=n_init) as bar,
+        warnings.catch_warnings(record=True) as caught,
+    ):
+        warnings.simplefilter("always", ConvergenceWarning)
+        seconds = job.run(callback=bar.iteration, persist=persist)
+    for warning in caught:
+        logger.warning("warning: %s", warning.message)
+    click.echo(
+        f"wrote {out}: K = {n_components}, {model.n_iter_} iterations, "
+        f"{'converged' if model.converged_ else 'not converged'}, objective {model.lower_bound_:.4f} nats "
+        f"a sample, {seconds:.1f} s of fitting"
+    )
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option(
+    "--out",
+    "-o",
+    default="bmm-dask-demo",
+    show_default=True,
+    type=click.Path(),
+    help="Folder for everything the demo writes.",
+)
+@click.option(
+    "--k",
+    "n_components",
+    default=10,
+    show_default=True,
+    type=click.IntRange(1, 60_000),
+    help="Number of components.",
+)
+@click.option(
+    "--n-init",
+    default=3,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Starts; the one with the highest likelihood is kept.",
+)
+@click.option(
+    "--seed",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Seed of every random draw.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace the folder if it exists.")
+@cluster_options
+def demo(
+    out: str, n_components: int, n_init: int, seed: int, overwrite: bool, **cluster: Any
+) -> None:
+    """The whole MNIST job, offline: ingest, fit on a local cluster, evaluate, report.
+
+    Uses the binarised MNIST inside the package (or the fetched files when the cache has them).
+    """
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    from bmm_dask.datasets import ingest_mnist, mnist_dir, packaged_mnist_path
+    from bmm_dask.evaluation import evaluate as evaluate_model
+    from bmm_dask.evaluation import write_report
+    from bmm_dask.io import atomic_output
+    from bmm_dask.model import BernoulliMixture
+
+    started = time.perf_counter()
+    folder = Path(out)
+    inputs = [mnist_dir(), packaged_mnist_path()]  # never replace the cache or the package
+    with atomic_output(folder, overwrite=overwrite, inputs=inputs) as tmp:
+        logger.info("1/4 ingest MNIST into %s", folder / "mnist.zarr")
+        ingest_mnist(tmp / "mnist.zarr")
+        train, test = (
+            open_data(str(tmp / "mnist.zarr" / "train")),
+            open_data(str(tmp / "mnist.zarr" / "test")),
+        )
+        model = BernoulliMixture(n_components, n_init=n_init, random_state=seed)
+        with (
+            cluster_client(**cluster),
+            progress_bar("fit", max_iter=model.max_iter, n_init=n_init) as bar,
+            warnings.catch_warnings(),
+        ):
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            logger.info("2/4 fit K = %d on the 60,000 training images", n_components)
+            fit_started = time.perf_counter()
+            model.fit(train, callback=bar.iteration)
+            fit_seconds = time.perf_counter() - fit_started
+            data_attrs = {
+                **train.fingerprint(),
+                "path": str(folder.absolute() / "mnist.zarr" / "train"),
+            }
+            model.save(tmp / "model.zarr", attrs={"data": data_attrs, "fit_seconds": fit_seconds})
+            model = BernoulliMixture.load(tmp / "model.zarr")
+            logger.info("3/4 evaluate on the training and test sets")
+            on_train = evaluate_model(model, train)
+            logger.info("4/4 report on the test set")
+            write_report(model, tmp / "report", dataset=test, model_path=str(folder / "model.zarr"))
+        on_test = json.loads((tmp / "report" / "metrics.json").read_text())
+        for split, metrics in (("train", on_train), ("test", on_test)):
+            metrics["data"] = str(folder / "mnist.zarr" / split)
+            write_json(tmp / f"metrics-{split}.json", metrics)
+    for metrics in (on_train, on_test):
+        print_metrics(metrics)
+        click.echo("")
+    click.echo(f"done in {time.perf_counter() - started:.0f} s; everything is in {folder}/:")
+    click.echo(f"  {folder / 'mnist.zarr'}        the data (train and test), binarised at 128")
+    click.echo(f"  {folder / 'model.zarr'}        the model: bmm-dask info {folder / 'model.zarr'}")
+    click.echo(f"  {folder / 'metrics-train.json'}, metrics-test.json")
+    click.echo(
+        f"  {folder / 'report' / 'report.html'}  the report: means, objective, confusion, samples"
+    )

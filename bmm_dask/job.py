@@ -1,0 +1,156 @@
+"""A fit whose model goes to a store: the rules for its output, checkpoints and resuming,
+checked before any work starts, then the fit and the save.
+
+The command line's ``fit`` is this, with a cluster around :meth:`FitJob.run`; a script that
+fits from a dataset to a model store can use it the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from bmm_dask.errors import SettingsError
+from bmm_dask.io import (
+    CHECKPOINT_FILE,
+    Dataset,
+    check_not_input,
+    check_output,
+    output_lock,
+    read_checkpoint,
+)
+from bmm_dask.model import BernoulliMixture
+
+__all__ = ["FitJob"]
+
+
+def check_resumable(out: str | os.PathLike[str]) -> None:
+    """Refuse to resume when ``out`` holds no checkpoint of an unfinished fit, saying what it
+    holds instead.
+
+    Parameters
+    ----------
+    out : str or path-like
+        Where the fit being resumed saved its checkpoints.
+
+    Raises
+    ------
+    SettingsError
+        ``out`` does not exist, holds a finished model, or holds no checkpoint.
+    ModelFileError
+        The checkpoint cannot be read.
+    """
+    path = Path(out)
+    if not (path / CHECKPOINT_FILE).is_file():
+        if not path.exists():
+            what = "does not exist"
+        elif (path / "zarr.json").is_file() and (path / "means").exists():
+            what = "holds a finished model"
+        else:
+            what = "holds no checkpoint"
+        raise SettingsError(
+            f"{out}: nothing to resume: it {what}; resuming continues a fit started with "
+            "checkpoints (--checkpoint-every N) into the same output"
+        )
+    read_checkpoint(out)
+
+
+class FitJob:
+    """Fit ``model`` to ``dataset`` and save it to ``out``, checkpointing on the way.
+
+    Everything that can be checked before the fit is checked when the job is made, so that a
+    mistake costs no cluster start: ``out`` is not an input; it is new, or ``overwrite`` is
+    given, or (``resume``) it holds the checkpoint of a fit of the same settings and data; the
+    settings suit the data.
+
+    Parameters
+    ----------
+    model : BernoulliMixture
+        The unfitted model, with its settings.
+    dataset : Dataset
+        The data, as :func:`bmm_dask.open_dataset` opens it.
+    out : str or path-like
+        The model store to write (a local folder).
+    overwrite : bool, default=False
+        Replace ``out`` if it holds a model or a checkpoint.
+    checkpoint_every : int, default=0
+        Save the state in ``out`` every this many iterations and after each start (0: never).
+    resume : bool, default=False
+        Continue from the checkpoint in ``out``; the model is the same as that of a fit never
+        interrupted.
+    inputs : sequence of paths, default=()
+        Other files the job reads (a performance report's path is checked against them too).
+    """
+
+    def __init__(
+        self,
+        model: BernoulliMixture,
+        dataset: Dataset,
+        out: str | os.PathLike[str],
+        *,
+        overwrite: bool = False,
+        checkpoint_every: int = 0,
+        resume: bool = False,
+        inputs: Sequence[str | os.PathLike[str] | None] = (),
+    ) -> None:
+        self.model, self.dataset, self.out = model, dataset, os.fspath(out)
+        self.overwrite, self.checkpoint_every, self.resume = overwrite, checkpoint_every, resume
+        check_not_input(self.out, [dataset.path, *inputs])
+        if resume:
+            check_resumable(self.out)
+        else:
+            if not overwrite and (Path(self.out) / CHECKPOINT_FILE).is_file():
+                raise SettingsError(
+                    f"{self.out}: holds the checkpoint of an unfinished fit; resume it "
+                    "(--resume), or start afresh (--overwrite)"
+                )
+            check_output(self.out, overwrite=overwrite)
+        model._check_settings(dataset.n_features, dataset.n_samples, dataset.path)
+        self.fingerprint = {"data": dataset.fingerprint()}
+        if resume:  # at the door: the checkpoint must be of these settings and this data
+            model._resume_state(self.out, model._settings(), self.fingerprint)
+
+    def run(
+        self,
+        *,
+        callback: Callable[[dict[str, Any]], None] | None = None,
+        persist: bool | None = None,
+    ) -> float:
+        """Fit and save the model, holding the output's lock throughout.
+
+        Parameters
+        ----------
+        callback : callable, optional
+            Called with the record of each iteration (a progress display).
+        persist : bool, optional
+            Hold the data in the cluster's memory, or read it from its store every iteration;
+            by default, held when it takes at most half the cluster's memory.
+
+        Returns
+        -------
+        float
+            Seconds the fit took (saved in the model's attributes as ``fit_seconds``).
+        """
+        checkpoints = bool(self.checkpoint_every) or self.resume
+        with output_lock(self.out):
+            started = time.perf_counter()
+            self.model.fit(
+                self.dataset,
+                callback=callback,
+                checkpoint=self.out if checkpoints else None,
+                checkpoint_every=self.checkpoint_every,
+                resume=self.resume,
+                checkpoint_attrs=self.fingerprint,
+                persist=persist,
+            )
+            seconds = time.perf_counter() - started
+            # A checkpoint in out is this fit's own: the model replaces it.
+            self.model.save(
+                self.out,
+                overwrite=self.overwrite or checkpoints,
+                attrs={**self.fingerprint, "fit_seconds": seconds},
+            )
+        return seconds
