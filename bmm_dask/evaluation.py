@@ -38,8 +38,23 @@ def evaluate(
     *,
     mapping: list[Any] | None = None,
     model_path: str | None = None,
+    data_path: str | None = None,
 ) -> dict[str, Any]:
     """Metrics of a model on a dataset, from one pass over the data.
+
+    Parameters
+    ----------
+    model : BernoulliMixture
+        A fitted model.
+    dataset : Dataset
+        Data of as many features as the model's.
+    mapping : list, optional
+        The label of each component (learned on another dataset); by default learned here.
+    model_path : str, optional
+        Where the model was read from, for messages and the record.
+    data_path : str, optional
+        The data's path as the user knows it (default: ``dataset.path``): where the dataset
+        is read from a temporary folder that is renamed later, the final path.
 
     Returns
     -------
@@ -60,7 +75,7 @@ def evaluate(
     scores, components = both[:, 0], both[:, 1].astype(np.intp)
     per_sample = float(scores.mean())
     metrics: dict[str, Any] = {
-        "data": dataset.path,
+        "data": data_path or dataset.path,
         "n_samples": dataset.n_samples,
         "n_components": len(model.weights_),
         "n_features": dataset.n_features,
@@ -82,11 +97,40 @@ def write_report(
     dataset: Dataset | None = None,
     mapping: list[Any] | None = None,
     model_path: str | None = None,
+    data_path: str | None = None,
     overwrite: bool = False,
     n_samples: int = 40,
 ) -> Path:
-    """Write ``means.png``, ``loglik.png``, ``samples.png``, ``metrics.json``, ``report.html``
-    (and ``confusion.png`` when the dataset has labels) into the folder ``out``, atomically."""
+    """Write a report of a model into the folder ``out``, whole or not at all.
+
+    The folder holds ``means.png``, ``loglik.png``, ``samples.png``, ``metrics.json`` and
+    ``report.html`` (which shows them, offline), and ``confusion.png`` when the dataset has
+    labels.
+
+    Parameters
+    ----------
+    model : BernoulliMixture
+        A fitted model.
+    out : str or path-like
+        The folder to write.
+    dataset : Dataset, optional
+        Data to evaluate the model on (the test set, say): adds its metrics.
+    mapping : list, optional
+        The label of each component, learned on another dataset.
+    model_path : str, optional
+        Where the model was read from, shown in the report.
+    data_path : str, optional
+        The dataset's path to show (default: ``dataset.path``).
+    overwrite : bool, default=False
+        Replace ``out`` if it exists.
+    n_samples : int, default=40
+        Images drawn from the mixture for ``samples.png``.
+
+    Returns
+    -------
+    pathlib.Path
+        ``out``.
+    """
     if dataset is not None:
         _check_fit(model, dataset, model_path)
     attrs = getattr(model, "attrs_", {}) or {}
@@ -96,7 +140,7 @@ def write_report(
     inputs = [model_path, dataset.path if dataset is not None else None]
     with atomic_output(out, overwrite=overwrite, inputs=inputs) as tmp:
         metrics = (
-            evaluate(model, dataset, mapping=mapping, model_path=model_path)
+            evaluate(model, dataset, mapping=mapping, model_path=model_path, data_path=data_path)
             if dataset is not None
             else None
         )

@@ -132,6 +132,7 @@ def cluster_client(
             return
         from distributed import performance_report as report
 
+        Path(performance_report).absolute().parent.mkdir(parents=True, exist_ok=True)
         with report(filename=performance_report):
             yield client
         logger.info("Dask performance report: %s", performance_report)
@@ -176,11 +177,12 @@ def load_model(path: str) -> Any:
 
 
 def check_report_path(performance_report: str | None, inputs: Sequence[str | None]) -> None:
-    """Dask writes its performance report over whatever is there: never over an input."""
+    """Dask writes its performance report over whatever is there: never over an input, and
+    somewhere it can write (missing folders are created when the report is written)."""
     if performance_report is not None:
-        from bmm_dask.io import check_not_input
+        from bmm_dask.io import check_output
 
-        check_not_input(performance_report, inputs)
+        check_output(performance_report, overwrite=True, inputs=inputs)
 
 
 def write_json(

@@ -13,7 +13,13 @@ import click
 
 from bmm_dask.cli._display import print_metrics, progress_bar
 from bmm_dask.cli._group import CONTEXT, cli
-from bmm_dask.cli._options import cluster_client, cluster_options, open_data, write_json
+from bmm_dask.cli._options import (
+    check_report_path,
+    cluster_client,
+    cluster_options,
+    open_data,
+    write_json,
+)
 
 logger = logging.getLogger("bmm_dask")
 
@@ -145,7 +151,7 @@ def fit(
     from sklearn.exceptions import ConvergenceWarning
 
     from bmm_dask.cluster import task_memory
-    from bmm_dask.io import check_not_input, output_lock
+    from bmm_dask.io import output_lock
     from bmm_dask.job import FitJob
     from bmm_dask.model import BernoulliMixture
 
@@ -164,8 +170,7 @@ def fit(
     job = FitJob(
         model, dataset, out, overwrite=overwrite, checkpoint_every=checkpoint_every, resume=resume
     )
-    if cluster.get("performance_report"):
-        check_not_input(cluster["performance_report"], [data, out])
+    check_report_path(cluster.get("performance_report"), [data, out])
     if resume:
         log_resume_point(out, n_init)
     task_bytes = task_memory(dataset.n_features, n_components, 8 if dtype == "float64" else 4)
@@ -263,12 +268,17 @@ def demo(
             model.save(tmp / "model.zarr", attrs={"data": data_attrs, "fit_seconds": fit_seconds})
             model = BernoulliMixture.load(tmp / "model.zarr")
             logger.info("3/4 evaluate on the training and test sets")
-            on_train = evaluate_model(model, train)
+            on_train = evaluate_model(model, train, data_path=str(folder / "mnist.zarr" / "train"))
             logger.info("4/4 report on the test set")
-            write_report(model, tmp / "report", dataset=test, model_path=str(folder / "model.zarr"))
+            write_report(
+                model,
+                tmp / "report",
+                dataset=test,
+                model_path=str(folder / "model.zarr"),
+                data_path=str(folder / "mnist.zarr" / "test"),
+            )
         on_test = json.loads((tmp / "report" / "metrics.json").read_text())
         for split, metrics in (("train", on_train), ("test", on_test)):
-            metrics["data"] = str(folder / "mnist.zarr" / split)
             write_json(tmp / f"metrics-{split}.json", metrics)
     for metrics in (on_train, on_test):
         print_metrics(metrics)

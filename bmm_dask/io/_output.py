@@ -77,7 +77,17 @@ def check_output(
     inputs: Sequence[str | os.PathLike[str] | None] = (),
 ) -> None:
     """Refuse an output that exists (unless ``overwrite``), that is or holds one of ``inputs``,
-    or whose folder is missing or read-only.
+    or that cannot be written: its folder, or the nearest folder above it that exists (missing
+    ones are created as the output is written), is a file or read-only.
+
+    Parameters
+    ----------
+    target : str or path-like
+        The output: a local path.
+    overwrite : bool
+        Whether an existing output may be replaced.
+    inputs : sequence of paths, default=()
+        What the command reads; ``target`` may be none of them (see :func:`check_not_input`).
 
     Raises
     ------
@@ -89,10 +99,13 @@ def check_output(
     check_not_input(target, inputs)
     if (target.exists() or target.is_symlink()) and not overwrite:
         raise OutputError(f"{target}: exists already; pass --overwrite to replace it")
+    # Missing folders above the output are created when it is written (as zarr does): the
+    # nearest one that exists must be a folder this process can write in.
     parent = target.absolute().parent
+    while not (parent.exists() or parent.is_symlink()) and parent != parent.parent:
+        parent = parent.parent
     if not parent.is_dir():
-        what = "is not a folder" if parent.exists() else "does not exist"
-        raise OutputError(f"{target}: cannot write there: {parent} {what}")
+        raise OutputError(f"{target}: cannot write there: {parent} is not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"{target}: cannot write there: {parent} is not writable")
 
@@ -259,6 +272,7 @@ def output_lock(path: str | os.PathLike[str]) -> Iterator[None]:
         finally:
             _HELD_LOCKS[key] -= 1
         return
+    made = _make_parents(lock)
     me = {"pid": os.getpid(), "host": socket.gethostname()}
     for _ in range(3):
         try:
@@ -281,8 +295,13 @@ def output_lock(path: str | os.PathLike[str]) -> Iterator[None]:
                 f"{holder.get('host')}, lock {lock}); wait for it, or remove the lock if it is stale"
             ) from None
         except OSError as err:
+            _remove_empty(made)
             raise OutputError(f"{lock}: cannot create the lock: {err.strerror}") from err
+        except BaseException:
+            _remove_empty(made)
+            raise
     else:
+        _remove_empty(made)
         raise OutputError(f"{lock}: cannot take the lock: other commands keep taking it")
     _HELD_LOCKS[key] = 1
     try:
@@ -290,6 +309,36 @@ def output_lock(path: str | os.PathLike[str]) -> Iterator[None]:
     finally:
         del _HELD_LOCKS[key]
         lock.unlink(missing_ok=True)
+        _remove_empty(made)  # the folders made for an output that was not written
+
+
+def _make_parents(path: Path) -> list[Path]:
+    """Create the missing folders above ``path``; return them, deepest first."""
+    missing = []
+    parent = path.absolute().parent
+    while not (parent.exists() or parent.is_symlink()) and parent != parent.parent:
+        missing.append(parent)
+        parent = parent.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir()
+        except FileExistsError:  # made meanwhile by another command
+            pass
+        except OSError as err:
+            _remove_empty(missing)
+            raise OutputError(
+                f"{path.with_suffix('')}: cannot create {folder}: {err.strerror}"
+            ) from err
+    return missing
+
+
+def _remove_empty(folders: Sequence[Path]) -> None:
+    """Remove those of ``folders`` (deepest first) that are empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (the output, or another command's), or gone
+            return
 
 
 def _create_whole(path: Path, text: str) -> None:
