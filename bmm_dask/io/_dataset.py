@@ -8,16 +8,17 @@ import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dask.array as da
 import numpy as np
 import zarr
 import zarr.errors
-from dask.base import tokenize
 from numpy.typing import NDArray
 from zarr.codecs import ZstdCodec
 from zarr.core.sync import sync
+
+if TYPE_CHECKING:  # dask is imported where it is used: `bmm-dask info MODEL` needs none of it
+    import dask.array as da
 
 from bmm_dask._kernels import n_packed_bytes, unpack_bits
 from bmm_dask.errors import DataError, SettingsError
@@ -191,6 +192,8 @@ class Dataset:
 
     def unpacked(self, dtype: np.typing.DTypeLike = np.uint8) -> da.Array:
         """The rows as 0/1 values, shape (n_samples, n_features), unpacked a chunk at a time."""
+        from dask.base import tokenize
+
         dtype = np.dtype(dtype)
         return self.bits.map_blocks(
             unpack_bits,
@@ -280,6 +283,28 @@ def open_dataset(
         When the path is missing or is not a dataset, with a message that says what it holds.
     """
     path = os.fspath(path_or_url)
+    group, attrs, n_features, arrays, checked = _open_checked(path, storage_options)
+    bits_array = arrays["bits"]
+    from dask.base import tokenize
+
+    token = tokenize(path, attrs, bits_array.shape, bits_array.chunks, _mtime(path))
+    bits = _read_array(bits_array, path, "bits", f"bmm-read-bits-{token}", checked)
+    labels = None
+    if "labels" in arrays:
+        labels = _read_array(arrays["labels"], path, "labels", f"bmm-read-labels-{token}", checked)
+    return Dataset(
+        path=path, bits=bits, labels=labels, n_features=n_features, attrs=attrs, group=group
+    )
+
+
+def _open_checked(
+    path: str, storage_options: Mapping[str, Any] | None
+) -> tuple[zarr.Group, dict[str, Any], int, dict[str, zarr.Array], bool]:
+    """Open a dataset's group and check it as :func:`open_dataset` promises, without Dask.
+
+    Returns the group, its attributes, the number of features, its Zarr arrays by name, and
+    whether every chunk is recorded as stored.
+    """
     group = open_group(path, storage_options)
     attrs = dict(group.attrs)
     bits_array = _check_array(path, group, "bits", 2)
@@ -306,14 +331,7 @@ def open_dataset(
                 f"{path}/labels: has {labels_array.shape[0]} labels for {bits_array.shape[0]} rows"
             )
     checked = _check_chunks_stored(path, attrs, arrays)
-    token = tokenize(path, attrs, bits_array.shape, bits_array.chunks, _mtime(path))
-    bits = _read_array(bits_array, path, "bits", f"bmm-read-bits-{token}", checked)
-    labels = None
-    if "labels" in arrays:
-        labels = _read_array(arrays["labels"], path, "labels", f"bmm-read-labels-{token}", checked)
-    return Dataset(
-        path=path, bits=bits, labels=labels, n_features=n_features, attrs=attrs, group=group
-    )
+    return group, attrs, n_features, arrays, checked
 
 
 def _check_chunks_stored(
@@ -455,6 +473,8 @@ def _read_array(
     array: zarr.Array, path: str, name: str, key: str, every_chunk_stored: bool = False
 ) -> da.Array:
     """A Dask array over a Zarr array, a task a chunk, whose read errors name the chunk."""
+    import dask.array as da
+
     # A partial, so that Dask does not take the Zarr array for an array to map over.
     return da.map_blocks(
         functools.partial(_read_rows, array, path, name, every_chunk_stored),
@@ -473,24 +493,45 @@ def _mtime(path: str) -> int | None:
         return None
 
 
-def describe_dataset(dataset: Dataset) -> dict[str, Any]:
-    """What ``bmm-dask info`` shows of a dataset, as plain values."""
-    stored = int(dataset.group["bits"].nbytes_stored())
-    if dataset.labels is not None:
-        stored += int(dataset.group["labels"].nbytes_stored())
-    packed = dataset.n_samples * n_packed_bytes(dataset.n_features)
+def describe_dataset(dataset: Dataset | str | os.PathLike[str]) -> dict[str, Any]:
+    """What ``bmm-dask info`` shows of a dataset, as plain values.
+
+    Parameters
+    ----------
+    dataset : Dataset, or the path of one
+        A path is opened and checked as :func:`open_dataset` does, without importing Dask.
+
+    Returns
+    -------
+    dict
+        ``kind`` ("dataset"), ``path``, ``n_samples``, ``n_features``, ``image_shape``,
+        ``binarization``, ``labels`` (whether it has them), ``chunk_rows``, ``n_chunks``,
+        ``bytes_stored``, ``bytes_packed``, ``bytes_unpacked`` and ``source``.
+    """
+    if isinstance(dataset, Dataset):
+        path, group, attrs = dataset.path, dataset.group, dict(dataset.attrs)
+        n_features = dataset.n_features
+    else:
+        path = os.fspath(dataset)
+        group, attrs, n_features, _, _ = _open_checked(path, None)
+    bits = group["bits"]
+    has_labels = "labels" in group
+    stored = int(bits.nbytes_stored()) + (int(group["labels"].nbytes_stored()) if has_labels else 0)
+    n_samples = int(bits.shape[0])
+    chunk_rows = int(bits.chunks[0])
+    shape = attrs.get("image_shape")
     return {
         "kind": "dataset",
-        "path": dataset.path,
-        "n_samples": dataset.n_samples,
-        "n_features": dataset.n_features,
-        "image_shape": list(dataset.image_shape) if dataset.image_shape else None,
-        "binarization": dataset.binarization,
-        "labels": dataset.labels is not None,
-        "chunk_rows": dataset.chunk_rows,
-        "n_chunks": len(dataset.bits.chunks[0]),
+        "path": path,
+        "n_samples": n_samples,
+        "n_features": n_features,
+        "image_shape": list(shape) if shape else None,
+        "binarization": dict(attrs.get("binarization", {})),
+        "labels": has_labels,
+        "chunk_rows": min(chunk_rows, n_samples) if n_samples else chunk_rows,
+        "n_chunks": -(-n_samples // chunk_rows),
         "bytes_stored": stored,
-        "bytes_packed": packed,
-        "bytes_unpacked": dataset.n_samples * dataset.n_features,
-        "source": dataset.attrs.get("source"),
+        "bytes_packed": n_samples * n_packed_bytes(n_features),
+        "bytes_unpacked": n_samples * n_features,
+        "source": attrs.get("source"),
     }

@@ -7,7 +7,7 @@ from typing import Any
 
 from bmm_dask.errors import DataError
 from bmm_dask.io._checkpoint import CHECKPOINT_FORMAT, read_checkpoint
-from bmm_dask.io._dataset import dataset_children, describe_dataset, open_dataset
+from bmm_dask.io._dataset import dataset_children, describe_dataset
 from bmm_dask.io._model import MODEL_FORMAT, describe_model
 from bmm_dask.io._zarr import open_group
 
@@ -33,8 +33,8 @@ def describe_path(path_or_url: str | os.PathLike[str]) -> list[dict[str, Any]]:
             }
         ]
     if "bits" in group:
-        return [describe_dataset(open_dataset(path))]
+        return [describe_dataset(path)]
     names = dataset_children(group)
     if not names:
         raise DataError(f"{path}: a Zarr group, but neither a dataset nor a group of datasets")
-    return [describe_dataset(open_dataset(f"{path.rstrip('/')}/{name}")) for name in names]
+    return [describe_dataset(f"{path.rstrip('/')}/{name}") for name in names]
