@@ -16,6 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bmm_dask._estep import SPLIT_EVERY, PackedData, estep, fits_in_memory, task_blocks
+from bmm_dask._events import publish
 from bmm_dask._init import count_distinct_rows, initialize, soft_rows
 from bmm_dask._kernels import (
     log_prior,
@@ -75,25 +76,6 @@ def _reseed(
     return len(empty)
 
 
-#: Topic of the Dask events a fit logs on a distributed scheduler, one an iteration; watch them
-#: with ``Client.get_events("bmm-dask")`` or ``Client.subscribe_topic("bmm-dask", handler)``.
-EVENT_TOPIC = "bmm-dask"
-
-
-def _publish(record: dict[str, Any]) -> None:
-    """Log the iteration as an event on the distributed scheduler, when there is one."""
-    try:
-        from distributed import default_client
-
-        client = default_client()
-    except (ImportError, ValueError):
-        return
-    event = {
-        k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()
-    }
-    client.log_event(EVENT_TOPIC, {"kind": "iteration", **event})
-
-
 def run_em(
     data: PackedData,
     means: NDArray[np.float64],
@@ -110,7 +92,7 @@ def run_em(
     on_iteration: Callable[[NDArray[np.float64], NDArray[np.float64], list[dict[str, Any]]], None]
     | None = None,
 ) -> EMResult:
-    """EM from the given start: one graph and one ``compute`` an iteration.
+    """EM from the given start: one graph and one ``compute`` per iteration.
 
     Stops when the objective (mean log-likelihood per sample, plus the log of the smoothing
     prior) changes by less than ``tol``, or the means move less than ``mean_tol`` (L2), or after
@@ -119,6 +101,46 @@ def run_em(
     ``history`` continues a run from a checkpoint: ``means`` and ``weights`` are then the
     parameters after its last iteration. ``on_iteration(means, weights, history)`` is called
     after every iteration with the new parameters (for checkpoints).
+
+    Parameters
+    ----------
+    data : PackedData
+        Packed rows.
+    means : ndarray of shape (n_components, n_features)
+        Starting Bernoulli means.
+    weights : ndarray of shape (n_components,)
+        Starting mixing weights.
+    alpha : float
+        Additive smoothing of the means; 0 for maximum likelihood.
+    max_iter : int
+        Most iterations, counting those in ``history``.
+    tol : float
+        Stop when the objective changes by less than this.
+    mean_tol : float, default=None
+        Also stop when the means move less than this (L2); None means no such test.
+    dtype : dtype, default=np.float32
+        Type of the E-step's arithmetic.
+    split_every : int, default=SPLIT_EVERY
+        Statistics of at most this many blocks are added in one task of the tree of sums.
+    callback : callable, default=None
+        Called with each iteration's record (a dict of ``iteration``, ``objective``,
+        ``change``, ``mean_shift``, ``seconds`` and ``reseeded``).
+    history : list of dict, default=None
+        Records of the iterations already run, when continuing from a checkpoint.
+    on_iteration : callable, default=None
+        Called as ``on_iteration(means, weights, history)`` after every iteration.
+
+    Returns
+    -------
+    EMResult
+        The final parameters, whether the run converged, the number of iterations, the last
+        objective and the history.
+
+    Raises
+    ------
+    DataError
+        If the data has fewer distinct rows than components (found when a component is
+        re-seeded), or the objective stops being finite.
     """
     means = np.array(means, dtype=np.float64)
     weights = np.array(weights, dtype=np.float64)
@@ -180,7 +202,7 @@ def run_em(
             seconds,
             f"  re-seeded {reseeded}" if reseeded else "",
         )
-        _publish(record)
+        publish(record)
         if callback is not None:
             callback(record)
         if not math.isfinite(objective):
@@ -230,6 +252,56 @@ def fit_em(
     ends; ``resume`` continues from such a state and ends with the same model as a run that was
     never interrupted (bit for bit in float64: the state holds the parameters, the history and
     the random generator's state for the starts still to run).
+
+    Parameters
+    ----------
+    data : PackedData
+        Packed rows.
+    n_components : int
+        Number of components K.
+    rng : numpy.random.Generator
+        Source of the random starts.
+    n_init : int, default=1
+        Number of starts; the best run (highest objective) is kept.
+    init : str, default="kmeans++"
+        How starting means are chosen (see :func:`~bmm_dask._init.initialize`).
+    means_init : ndarray of shape (n_components, n_features), default=None
+        Starting means; given, EM runs once from them.
+    weights_init : ndarray of shape (n_components,), default=None
+        Starting weights; None means equal weights (with ``means_init``) or those of the
+        initialisation.
+    alpha : float, default=0.1
+        Additive smoothing of the means; 0 for maximum likelihood.
+    max_iter : int, default=100
+        Most iterations per start.
+    tol : float, default=1e-4
+        Stop when the objective changes by less than this.
+    mean_tol : float, default=None
+        Also stop when the means move less than this (L2); None means no such test.
+    dtype : dtype, default=np.float32
+        Type of the E-step's arithmetic.
+    persist : bool, default=None
+        Whether to hold the data in the cluster's memory; None means when it takes at most
+        half of it.
+    callback : callable, default=None
+        Called with each iteration's record.
+    checkpoint : callable, default=None
+        Called with a :class:`FitState` every ``checkpoint_every`` iterations and between
+        starts.
+    checkpoint_every : int, default=0
+        Iterations between checkpoints; 0 means none.
+    resume : FitState, default=None
+        A state to continue from.
+
+    Returns
+    -------
+    EMResult
+        The best run.
+
+    Raises
+    ------
+    DataError
+        As :func:`run_em`.
     """
     data = task_blocks(data)
     if persist is None:

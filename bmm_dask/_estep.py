@@ -20,6 +20,7 @@ from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
 from numpy.typing import NDArray
 
+from bmm_dask._events import current_client
 from bmm_dask._kernels import (
     combine_stats,
     estep_stats,
@@ -33,7 +34,7 @@ from bmm_dask.io import Dataset, default_chunk_rows
 
 #: Parameters up to this size travel inside each E-step task; larger ones (K * D * 4 bytes, so
 #: K > 80 for MNIST) as one task of their own. Inside the tasks they save a task and a transfer
-#: an iteration, which on a local cluster of processes is worth a few milliseconds.
+#: per iteration, which counts on a local cluster of processes.
 INLINE_PARAMETERS = 256 * 1024
 
 #: Statistics of at most this many blocks are added in one task of the tree reduction.
@@ -48,11 +49,12 @@ class PackedData:
     n_features: int
     source: str = "array"
     #: For rows straight from a store: ``reader(start, stop)`` returns those rows, so that a
-    #: streamed E-step reads its chunk in its own task (one task a chunk, not two).
+    #: streamed E-step reads its chunk in its own task (one task per chunk, not two).
     reader: Callable[[int, int], NDArray[np.uint8]] | None = None
 
     @property
     def n_samples(self) -> int:
+        """Number of rows."""
         return int(self.bits.shape[0])
 
 
@@ -69,10 +71,23 @@ def as_packed(X: Any, *, chunk_rows: int | None = None) -> PackedData:
 
     Parameters
     ----------
-    X : NumPy array of 0/1 (or bool) of shape (n_samples, n_features), a Dask array of the
-        same, an opened :class:`~bmm_dask.io.Dataset`, or a :class:`PackedData`.
-    chunk_rows : int, optional
-        Rows a chunk for NumPy input; by default about 1 MiB of packed rows.
+    X : array-like of shape (n_samples, n_features), Dataset or PackedData
+        A NumPy array of 0/1 (or bool), a Dask array of the same, an opened
+        :class:`~bmm_dask.io.Dataset`, or a :class:`PackedData` (returned as it is).
+    chunk_rows : int, default=None
+        Rows per chunk for NumPy input; None means about 1 MiB of packed rows.
+
+    Returns
+    -------
+    PackedData
+        The rows packed 8 bits to a byte, chunked by rows. A Dask array is checked for values
+        other than 0 and 1 only when its chunks are computed.
+
+    Raises
+    ------
+    DataError
+        If ``X`` is not 2-dimensional, has no rows or no features (NumPy input), or holds
+        values other than 0 and 1.
     """
     if isinstance(X, PackedData):
         return X
@@ -112,6 +127,17 @@ def task_blocks(data: PackedData) -> PackedData:
     packaged MNIST is one chunk) would leave cores idle, and one of much smaller chunks would
     spend more time scheduling than computing. The blocks depend on the data alone, never on
     the cluster, so every cluster computes the same sums in the same order.
+
+    Parameters
+    ----------
+    data : PackedData
+        Packed rows, as from :func:`as_packed`.
+
+    Returns
+    -------
+    PackedData
+        ``data`` itself when its chunks already suit, else its rows rechunked into blocks of
+        :func:`~bmm_dask.io.default_chunk_rows` rows (with no ``reader``).
     """
     rows = default_chunk_rows(data.n_features)
     chunks = data.bits.chunks[0]
@@ -122,13 +148,22 @@ def task_blocks(data: PackedData) -> PackedData:
 
 
 def fits_in_memory(data: PackedData) -> bool:
-    """Whether the packed rows take at most half the memory of the cluster (or this machine)."""
-    nbytes = data.bits.nbytes
-    try:
-        from distributed import default_client
+    """Whether the packed rows take at most half the memory of the cluster (or this machine).
 
-        client = default_client()
-    except (ImportError, ValueError):
+    Parameters
+    ----------
+    data : PackedData
+        Packed rows.
+
+    Returns
+    -------
+    bool
+        True if the rows' bytes are at most half the sum of the workers' memory limits of the
+        distributed client in use, or, with none, half the memory this machine has available.
+    """
+    nbytes = data.bits.nbytes
+    client = current_client()
+    if client is None:
         return nbytes <= 0.5 * psutil.virtual_memory().available
     workers = client.scheduler_info(n_workers=-1)["workers"].values()
     total = sum(w.get("memory_limit") or 0 for w in workers)
@@ -163,7 +198,7 @@ def _read_estep_group(
     n_worst: int,
 ) -> dict[str, Any]:
     """Read consecutive chunks at once and return the sum of their statistics: exactly what a
-    task a chunk followed by one ``combine_stats`` of the tree computes, in one task."""
+    task per chunk followed by one ``combine_stats`` of the tree computes, in one task."""
     packed = reader(bounds[0], bounds[-1])
     parts = [
         _estep_task(
@@ -176,27 +211,25 @@ def _read_estep_group(
 
 def _cluster_threads() -> int:
     """Threads that run tasks: those of the distributed cluster in use, or of this machine."""
-    try:
-        from distributed import default_client
-
-        return max(1, sum(default_client().nthreads().values()))
-    except (ImportError, ValueError):
+    client = current_client()
+    if client is None:
         return os.cpu_count() or 1
+    return max(1, sum(client.nthreads().values()))
 
 
 def _estep_graph(
     data: PackedData, W: NDArray[Any], b: NDArray[Any], n_worst: int, split_every: int
 ) -> list[Delayed]:
-    """One E-step as a graph: a task a chunk, then a tree of sums down to at most ``split_every``
-    partial sums, which the driver adds (fetching them straight from the workers that hold them
-    costs less than one more task and transfer on the cluster).
+    """One E-step as a graph: one task per chunk, then a tree of sums down to at most
+    ``split_every`` partial sums, which the driver adds (fetching them straight from the workers
+    that hold them costs less than one more task and transfer on the cluster).
 
     Streamed data with enough chunks for every thread to get two groups of ``split_every``
-    has no tasks a chunk: each task of the tree's first level reads its group of chunks itself
-    (one Zarr read of 8 MiB) and computes their statistics and their sum. The sums are the same,
-    bit for bit, as with a task a chunk; there are eight times fewer tasks to schedule and no
-    statistics to move between workers before the second level: an iteration on 4 million
-    rows took 34 % less time (benchmarks/bench_out_of_core.py).
+    has no task per chunk: each task of the tree's first level reads its group of chunks itself
+    (one Zarr read) and computes their statistics and their sum. The sums are the same, bit for
+    bit, as with one task per chunk; there are ``split_every`` times fewer tasks to schedule and
+    no statistics to move between workers before the second level, which makes iterations on
+    large stores faster (benchmarks/bench_out_of_core.py).
 
     The keys are new every time, even for parameters seen before (EM at a fixed point): a
     distributed scheduler may still be forgetting the keys of the last iteration.
@@ -258,7 +291,31 @@ def estep(
     n_worst: int = 0,
     split_every: int = SPLIT_EVERY,
 ) -> dict[str, Any]:
-    """Run one E-step over all chunks (one ``compute``) and return the summed statistics."""
+    """Run one E-step over all chunks (one ``compute``) and return the summed statistics.
+
+    Parameters
+    ----------
+    data : PackedData
+        Packed rows.
+    means : ndarray of shape (n_components, n_features)
+        Bernoulli means.
+    weights : ndarray of shape (n_components,)
+        Mixing weights.
+    dtype : dtype, default=np.float32
+        Type of the arithmetic, float32 (for speed) or float64 (for exactness); the sums are
+        in float64 either way.
+    n_worst : int, default=0
+        Also return this many rows with the lowest log-likelihood (to re-seed empty components).
+    split_every : int, default=SPLIT_EVERY
+        Statistics of at most this many blocks are added in one task of the tree of sums.
+
+    Returns
+    -------
+    dict
+        The statistics of :func:`~bmm_dask._kernels.estep_stats` summed over all rows:
+        ``resp_sum`` of shape (n_components,), ``resp_x`` of shape (n_components, n_features),
+        ``loglik``, ``n_samples`` and ``worst``.
+    """
     W, b = log_parameters(means, weights, dtype)
     parts = dask.compute(*_estep_graph(data, W, b, n_worst, split_every))
     return combine_stats(list(parts))
@@ -284,8 +341,29 @@ def predict_log_resp(
     what: Literal["score", "proba", "label", "score_label"],
     dtype: np.typing.DTypeLike = np.float64,
 ) -> da.Array:
-    """Lazy per-row results: log-likelihoods (n,), responsibilities (n, K), most likely
-    components (n,), or log-likelihood and component side by side (n, 2) from one pass."""
+    """Lazy per-row results: log-likelihoods, responsibilities, or most likely components.
+
+    Parameters
+    ----------
+    data : PackedData
+        Packed rows.
+    means : ndarray of shape (n_components, n_features)
+        Bernoulli means.
+    weights : ndarray of shape (n_components,)
+        Mixing weights.
+    what : {"score", "proba", "label", "score_label"}
+        Which result: log-likelihoods, responsibilities, most likely components, or
+        log-likelihood and component side by side from one pass.
+    dtype : dtype, default=np.float64
+        Type of the arithmetic.
+
+    Returns
+    -------
+    dask.array.Array
+        Chunked like ``data``'s rows: of shape (n_samples,), float64, for "score";
+        (n_samples, n_components), float64, for "proba"; (n_samples,), intp, for "label";
+        (n_samples, 2), float64, for "score_label".
+    """
     W, b = log_parameters(means, weights, dtype)
     params = dask.delayed({"W": W, "b": b}, pure=True)
     n_components = len(weights)

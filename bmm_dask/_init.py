@@ -37,6 +37,18 @@ def count_distinct_rows(data: PackedData, *, at_most: int) -> int:
 
     A block with ``at_most`` distinct rows settles the answer, so each block sends at most that
     many rows to the driver.
+
+    Parameters
+    ----------
+    data : PackedData
+        Packed rows.
+    at_most : int
+        Count no further than this.
+
+    Returns
+    -------
+    int
+        The number of distinct rows, or ``at_most`` if there are at least that many.
     """
     distinct = data.bits.map_blocks(
         _distinct_rows,
@@ -61,7 +73,20 @@ def _sample_rows(data: PackedData, n: int, rng: np.random.Generator) -> NDArray[
 
 
 def soft_rows(rows: NDArray[np.uint8], n_features: int) -> NDArray[np.float64]:
-    """Means that lean towards given rows: 0.75 where the row has a 1, 0.25 where it has a 0."""
+    """Means that lean towards given rows: 0.75 where the row has a 1, 0.25 where it has a 0.
+
+    Parameters
+    ----------
+    rows : ndarray of shape (n_rows, ceil(n_features / 8)), dtype uint8
+        Packed rows.
+    n_features : int
+        Number of features D.
+
+    Returns
+    -------
+    ndarray of shape (n_rows, n_features)
+        One row of means per given row.
+    """
     return 0.25 + 0.5 * unpack_bits(rows, n_features, np.float64)
 
 
@@ -112,12 +137,35 @@ def initialize(
     init: str,
     rng: np.random.Generator,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Starting means (n_components, n_features) and weights (n_components,), drawn on the driver.
+    """Starting means and weights, drawn on the driver.
 
     ``random``: means uniform in [0.25, 0.75]. ``random_from_data``: n_components rows, softened
     to 0.25 / 0.75. ``kmeans++``: on a sample of rows, greedy k-means++ seeding by Hamming
-    distance and 10 k-means steps; each component starts at the (Laplace-smoothed) mean of its
-    sample rows.
+    distance and ``LLOYD_STEPS`` k-means steps; each component starts at the (Laplace-smoothed)
+    mean of its sample rows.
+
+    Parameters
+    ----------
+    data : PackedData
+        Packed rows.
+    n_components : int
+        Number of components K.
+    init : {"random", "random_from_data", "kmeans++"}
+        How to choose the means.
+    rng : numpy.random.Generator
+        Source of the random draws.
+
+    Returns
+    -------
+    means : ndarray of shape (n_components, n_features)
+    weights : ndarray of shape (n_components,)
+        Equal weights, except for ``kmeans++``: the (Laplace-smoothed) share of the sample
+        rows nearest each centre.
+
+    Raises
+    ------
+    SettingsError
+        If ``init`` is none of the above.
     """
     D = data.n_features
     if init == "random":

@@ -21,7 +21,17 @@ __all__ = [
 
 
 def n_packed_bytes(n_features: int) -> int:
-    """Bytes a row takes when ``n_features`` bits are packed 8 to a byte.
+    """Bytes per row when ``n_features`` bits are packed 8 to a byte.
+
+    Parameters
+    ----------
+    n_features : int
+        Number of features (bits) in a row.
+
+    Returns
+    -------
+    int
+        ``ceil(n_features / 8)``.
 
     >>> n_packed_bytes(784), n_packed_bytes(9)
     (98, 2)
@@ -34,11 +44,12 @@ def pack_bits(bits: NDArray[np.bool_]) -> NDArray[np.uint8]:
 
     Parameters
     ----------
-    bits : array of shape (n_samples, n_features), bool or 0/1 integers
+    bits : ndarray of shape (n_samples, n_features)
+        Bool or 0/1 integers.
 
     Returns
     -------
-    packed : uint8 array of shape (n_samples, ceil(n_features / 8))
+    packed : ndarray of shape (n_samples, ceil(n_features / 8)), dtype uint8
         The last byte of a row is padded with zero bits.
     """
     return np.packbits(bits, axis=1)
@@ -51,22 +62,24 @@ def unpack_bits(
 
     Parameters
     ----------
-    packed : uint8 array of shape (n_samples, ceil(n_features / 8))
+    packed : ndarray of shape (n_samples, ceil(n_features / 8)), dtype uint8
+        Packed rows.
     n_features : int
         Bits to keep from each row; the padding bits of the last byte are dropped.
-    dtype : dtype, default uint8
+    dtype : dtype, default=np.uint8
         Type of the result; its values are 0 and 1.
 
     Returns
     -------
-    X : array of shape (n_samples, n_features)
+    X : ndarray of shape (n_samples, n_features)
+        The rows' 0/1 values, of type ``dtype``.
 
     >>> unpack_bits(np.array([[0b10100000]], dtype=np.uint8), 3).tolist()
     [[1, 0, 1]]
     """
     X = np.unpackbits(packed, axis=1, count=n_features)
     if X.dtype != np.dtype(dtype):
-        X = X.view(bool).astype(dtype)  # from bool, twice as fast as from uint8
+        X = X.view(bool).astype(dtype)  # from bool: converts faster than from uint8
     return X
 
 
@@ -86,14 +99,18 @@ def log_parameters(
 
     Parameters
     ----------
-    means : array of shape (n_components, n_features), in (0, 1)
-    weights : array of shape (n_components,), positive, summing to 1
+    means : ndarray of shape (n_components, n_features)
+        Bernoulli means, in (0, 1); they are clipped to [CLIP, 1 - CLIP].
+    weights : ndarray of shape (n_components,)
+        Mixing weights, positive, summing to 1.
+    dtype : dtype, default=np.float64
+        Type of ``W`` and ``b``, and so of the E-step's arithmetic.
 
     Returns
     -------
-    W : array of shape (n_components, n_features)
+    W : ndarray of shape (n_components, n_features)
         ``log(mu) - log(1 - mu)``
-    b : array of shape (n_components,)
+    b : ndarray of shape (n_components,)
         ``sum_d log(1 - mu_d) + log(weight)``
     """
     means = np.clip(means, CLIP, 1 - CLIP)
@@ -115,7 +132,7 @@ def _log_joint(
 
 def _floor(dtype: np.dtype[Any], n_components: int) -> float:
     """The lowest log-responsibility kept: below it exp() would give subnormal numbers, which are
-    harmless to the result but make the next matrix product ten times slower."""
+    harmless to the result but make the next matrix product much slower."""
     return float(np.log(np.finfo(dtype).tiny) + np.log(n_components) + 1)
 
 
@@ -124,8 +141,8 @@ def _normalise(L: NDArray[np.floating], floor: float, axis: int) -> NDArray[np.f
     the data rows' log-likelihoods.
 
     With few components they run down the first axis (``axis=0``), so that every reduction
-    is a vectorised pass along the data rows: a max or sum across 10 numbers a row, along the
-    last axis, took 25 times longer. Every component has a finite log-joint (means are clipped
+    is a vectorised pass along the data rows: a max or sum across a few numbers per row, along
+    the last axis, is much slower. Every component has a finite log-joint (means are clipped
     and weights positive), so the maxima are finite.
     """
     top = L.max(axis=axis, keepdims=True)
@@ -140,9 +157,9 @@ def _normalise(L: NDArray[np.floating], floor: float, axis: int) -> NDArray[np.f
 
 
 #: In float32 with this many components or more, responsibilities^T @ X skips responsibilities
-#: below SPARSE_BELOW: each row has only a few components that matter, and the sparse product
-#: took 300 ms against 425 ms for the dense one on MNIST with K = 500 (2 threads). What it
-#: drops is below float32's resolution of a sum of 1 (2**-24 = 6e-8); the sums N_k stay dense.
+#: below SPARSE_BELOW: each row has only a few components that matter, so the sparse product
+#: beats the dense one for large K. What it drops is below float32's resolution of a sum of 1
+#: (2**-24 = 6e-8); the sums N_k stay dense.
 SPARSE_FROM = 64
 SPARSE_BELOW = 1e-7
 
@@ -161,14 +178,26 @@ def _sparse_resp_x(resp: NDArray[np.float32], X: NDArray[np.float32]) -> NDArray
 def sub_block_rows(n_components: int, dtype: np.dtype[Any]) -> int:
     """Rows unpacked at a time inside a block.
 
-    float32 (for speed), measured on one core (2-core machine, 2 MB of L2 cache a core):
-    for K < 64, 512 rows, whose 1.6 MB of unpacked floats stay in the cache between the two
-    products; for K = 500 the products are compute-bound and 2048 rows do better.
+    float32 (for speed): for K < 64, 512 rows, whose unpacked floats stay in a core's L2 cache
+    between the two products; for K >= 64, 2048 rows, as with K in the hundreds the products
+    are compute-bound and longer sub-blocks do better.
 
     float64 (for exactness) uses 256 rows: with longer sub-blocks, the same E-step in a
     distributed worker process was seen to differ from the driver's in the last bit of
     ``resp @ X`` (OpenBLAS 0.3.31; cause not found), and float64 promises the same model, bit
     for bit, on every scheduler.
+
+    Parameters
+    ----------
+    n_components : int
+        Number of components K.
+    dtype : dtype
+        Type of the arithmetic, float32 or float64.
+
+    Returns
+    -------
+    int
+        Rows per sub-block.
     """
     if dtype == np.float64:
         return 256
@@ -176,9 +205,9 @@ def sub_block_rows(n_components: int, dtype: np.dtype[Any]) -> int:
 
 
 #: In float32, products of at most SMALL_PRODUCT multiply-adds take OpenBLAS's small-matrix
-#: path, which runs thin products faster: for K = 10 and 784 features, both products on pieces
-#: of PIECE rows took 25 % less time than on sub-blocks of 512 rows (one core); for K >= 20
-#: the pieces would be too large for that path and only add calls.
+#: path, which runs thin products faster: for K = 10 and 784 features, both products run
+#: faster on pieces of PIECE rows than on whole sub-blocks; for K >= 20 the pieces would be too
+#: large for that path and only add calls.
 SMALL_PRODUCT = 1_000_000
 PIECE = 64
 
@@ -201,24 +230,31 @@ def estep_stats(
 
     Parameters
     ----------
-    packed : uint8 array of shape (n_samples, ceil(n_features / 8))
+    packed : ndarray of shape (n_samples, ceil(n_features / 8)), dtype uint8
+        Packed rows, as from :func:`pack_bits`.
     n_features : int
-    W, b : arrays from :func:`log_parameters`; their dtype (float32 or float64) is the dtype
-        of the arithmetic.
-    n_worst : int
+        Number of features D.
+    W : ndarray of shape (n_components, n_features)
+        From :func:`log_parameters`; its dtype (float32 or float64) is the dtype of the
+        arithmetic.
+    b : ndarray of shape (n_components,)
+        From :func:`log_parameters`, of the same dtype as ``W``.
+    n_worst : int, default=0
         Also return this many rows with the lowest log-likelihood (to re-seed empty components).
-    offset : int
+    offset : int, default=0
         Index of the block's first row in the whole data, to break ties between worst rows the
         same way whatever the chunking.
 
     Returns
     -------
-    dict with
-        ``resp_sum`` : float64 array of shape (n_components,), the sum of responsibilities;
-        ``resp_x`` : float64 array of shape (n_components, n_features), responsibilities^T @ X;
+    dict
+        ``resp_sum`` : ndarray of shape (n_components,), float64, the sum of responsibilities;
+        ``resp_x`` : ndarray of shape (n_components, n_features), float64,
+        responsibilities^T @ X;
         ``loglik`` : float, the sum of the rows' log-likelihoods;
         ``n_samples`` : int;
-        ``worst`` : (log-likelihoods, row indices, packed rows) of the ``n_worst`` worst rows.
+        ``worst`` : (log-likelihoods, row indices, packed rows) of the ``n_worst`` worst rows,
+        lowest first.
     """
     n_components = W.shape[0]
     n_samples = len(packed)
@@ -226,13 +262,13 @@ def estep_stats(
     step = sub_block_rows(n_components, dtype)
     sparse = dtype == np.float32 and n_components >= SPARSE_FROM
     floor = _floor(dtype, n_components)
-    # Buffers made once a block: fresh large arrays each sub-block cost page faults.
+    # Buffers made once per block: fresh large arrays for each sub-block cost page faults.
     piece = _piece_rows(n_components, n_features, step) if dtype == np.float32 and not sparse else 0
     W_t = np.ascontiguousarray(W.T)  # as OpenBLAS likes it best
     X = np.empty((min(step, n_samples), n_features), dtype=dtype)
     L = np.empty((min(step, n_samples), n_components), dtype=dtype)
-    # With few components, responsibilities are kept a row per component (see _normalise);
-    # with many (the sparse product), a row per data row, as they come out of X @ W.T.
+    # With few components, responsibilities are kept one row per component (see _normalise);
+    # with many (the sparse product), one row per data row, as they come out of X @ W.T.
     resp = np.empty((0 if sparse else n_components, n_samples), dtype=dtype)
     resp_sum = np.zeros(n_components)
     row_ll = np.empty(n_samples, dtype=dtype)
@@ -242,7 +278,7 @@ def estep_stats(
     for start in range(0, n_samples, step):
         stop = min(start + step, n_samples)
         rows = X[: stop - start]
-        # viewed as bool, the 0/1 bytes convert to floats twice as fast as uint8 does
+        # viewed as bool, the 0/1 bytes convert to floats faster than uint8 does
         np.copyto(rows, np.unpackbits(packed[start:stop], axis=1, count=n_features).view(bool))
         joint = L[: stop - start]
         # pieces as one stacked product: one call, the BLAS calls in NumPy's loop without the GIL
@@ -298,7 +334,20 @@ def _lowest(
 
 
 def combine_stats(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    """Add E-step statistics of several blocks, in the order given (so the sum is reproducible)."""
+    """Add E-step statistics of several blocks, in the order given (so the sum is reproducible).
+
+    Parameters
+    ----------
+    parts : list of dict
+        Statistics as returned by :func:`estep_stats` (or by this function).
+
+    Returns
+    -------
+    dict
+        The same keys as :func:`estep_stats`: the sums of ``resp_sum``, ``resp_x``, ``loglik``
+        and ``n_samples``, and the ``worst`` rows of all the parts, as many as the longest
+        part has.
+    """
     n_worst = max(len(p["worst"][0]) for p in parts)
     worst = [np.concatenate([p["worst"][i] for p in parts]) for i in range(3)]
     return {
@@ -327,10 +376,21 @@ def mstep(
     (maximum likelihood) the means are clipped to [CLIP, 1 - CLIP]. A component with no mass
     gets mean 0.5 here; the driver re-seeds it.
 
+    Parameters
+    ----------
+    resp_sum : ndarray of shape (n_components,)
+        The sums of responsibilities N_k.
+    resp_x : ndarray of shape (n_components, n_features)
+        responsibilities^T @ X, the sums S.
+    n_samples : int
+        Number of rows N.
+    alpha : float
+        Additive smoothing of the means; 0 for maximum likelihood.
+
     Returns
     -------
-    means : array of shape (n_components, n_features)
-    weights : array of shape (n_components,)
+    means : ndarray of shape (n_components, n_features)
+    weights : ndarray of shape (n_components,)
     """
     with np.errstate(invalid="ignore", divide="ignore"):
         means = (resp_x + alpha) / (resp_sum[:, None] + 2 * alpha)
@@ -341,7 +401,20 @@ def mstep(
 
 
 def log_prior(means: NDArray[np.float64], alpha: float) -> float:
-    """Log of the Beta(alpha + 1, alpha + 1) prior on the means, up to a constant (0 for alpha = 0)."""
+    """Log of the Beta(alpha + 1, alpha + 1) prior on the means, up to a constant (0 for alpha = 0).
+
+    Parameters
+    ----------
+    means : ndarray of shape (n_components, n_features)
+        Bernoulli means; they are clipped to [CLIP, 1 - CLIP].
+    alpha : float
+        Additive smoothing of the means.
+
+    Returns
+    -------
+    float
+        ``alpha * sum(log(mu) + log(1 - mu))`` over all means.
+    """
     if alpha == 0:
         return 0.0
     means = np.clip(means, CLIP, 1 - CLIP)
@@ -351,7 +424,26 @@ def log_prior(means: NDArray[np.float64], alpha: float) -> float:
 def log_resp(
     packed: NDArray[np.uint8], n_features: int, W: NDArray[np.floating], b: NDArray[np.floating]
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Per-row log-likelihoods (n_samples,) and log-responsibilities (n_samples, n_components)."""
+    """Per-row log-likelihoods and log-responsibilities of one block of packed rows.
+
+    Parameters
+    ----------
+    packed : ndarray of shape (n_samples, ceil(n_features / 8)), dtype uint8
+        Packed rows, as from :func:`pack_bits`.
+    n_features : int
+        Number of features D.
+    W : ndarray of shape (n_components, n_features)
+        From :func:`log_parameters`.
+    b : ndarray of shape (n_components,)
+        From :func:`log_parameters`.
+
+    Returns
+    -------
+    loglik : ndarray of shape (n_samples,)
+        Each row's log-likelihood, in float64.
+    log_resp : ndarray of shape (n_samples, n_components)
+        Each row's log-responsibilities, in float64.
+    """
     _, L = _log_joint(packed, n_features, W, b)
     L = L.astype(np.float64)
     top = L.max(axis=1, keepdims=True)

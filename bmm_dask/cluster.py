@@ -18,7 +18,7 @@ from typing import Any
 
 import dask
 
-from bmm_dask.errors import SettingsError
+from bmm_dask.errors import SettingsError, setting
 
 __all__ = [
     "check_dashboard_address",
@@ -31,8 +31,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: distributed starts worker processes with MALLOC_TRIM_THRESHOLD_=65536, which also fixes
-#: glibc's mmap threshold, so every large temporary array is fresh, zero-filled memory: the
-#: E-step on 10,240 MNIST rows took 23-41 ms in such a worker against 17-20 ms without it.
+#: glibc's mmap threshold, so every large temporary array is fresh, zero-filled memory, and the
+#: E-step runs markedly slower in such a worker than without it.
 #: The local cluster leaves it unset (a cluster of the user's keeps its own settings).
 NO_TRIM = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
 
@@ -48,12 +48,10 @@ GREETING_WAIT = 2.0
 #: while it starts, before it reaches the scheduler, never counts as a failure of a task.
 NO_WORKERS_TIMEOUT = "60s"
 
-#: Resident memory of a worker process of this package, the data and the tasks aside: a bare
-#: ``dask worker`` process took 66 MB, one of the local cluster of ``bmm-dask fit`` 150 MB once
-#: it had imported bmm_dask, NumPy, Zarr and dask.array, and 156 MB at its peak through a fit
-#: of K = 2 on 200,000 rows of 784 features held in memory (176 MB with the 20 MB of data;
-#: Linux x86-64, Python 3.11, distributed 2026.8). A worker held to less is restarted by
-#: Dask's memory monitor as soon as it starts, for ever.
+#: Resident memory of a worker process of this package, the data and the tasks aside: a little
+#: over what a worker of the local cluster of ``bmm-dask fit`` was measured to hold once it had
+#: imported bmm_dask, NumPy, Zarr and dask.array, and at its peak through a small fit. A worker
+#: held to less is restarted by Dask's memory monitor as soon as it starts, for ever.
 WORKER_BYTES = 165_000_000
 
 #: What the command says when an HTTP server answers at a scheduler's address.
@@ -65,6 +63,16 @@ HTTP_ANSWER = (
 
 def parse_memory_limit(value: str | int | None) -> str | int | None:
     """A worker's memory limit: ``"auto"``, or bytes from a size such as ``"2GB"`` or ``"500MiB"``.
+
+    Parameters
+    ----------
+    value : str, int or None
+        A size as Dask writes it, a number of bytes, ``"auto"`` or None.
+
+    Returns
+    -------
+    str, int or None
+        None and ``"auto"`` as they are, else the limit in bytes.
 
     Raises
     ------
@@ -81,7 +89,7 @@ def parse_memory_limit(value: str | int | None) -> str | int | None:
         n = 0
     if n <= 0:
         raise SettingsError(
-            f"--memory-limit must be a size such as 2GB or 500MiB, or auto; got {value!r}"
+            f"{setting('--memory-limit')} must be a size such as 2GB or 500MiB, or auto; got {value!r}"
         )
     return n
 
@@ -90,10 +98,24 @@ def task_memory(n_features: int, n_components: int, itemsize: int = 8) -> int:
     """Bytes an E-step task holds at its peak, roughly (it errs high).
 
     A task reads up to 8 chunks of packed rows at once (compressed, decompressed and joined:
-    about 4 copies, which matches the 45 MB a worker grew by on 784 features), holds the
+    about 4 copies, which matches what a worker was seen to grow by), holds the
     responsibilities of a chunk (rows x K) and, for each of the chunks, statistics and
     parameters of K x D floats. Its chunks are of at most ``default_chunk_rows`` rows, whatever
     the store's (``bmm_dask._estep.task_blocks``).
+
+    Parameters
+    ----------
+    n_features : int
+        Number of features D.
+    n_components : int
+        Number of components K.
+    itemsize : int, default=8
+        Bytes per float of the responsibilities (4 for float32, 8 for float64).
+
+    Returns
+    -------
+    int
+        The estimate, in bytes.
     """
     from bmm_dask.io import default_chunk_rows
 
@@ -105,12 +127,24 @@ def task_memory(n_features: int, n_components: int, itemsize: int = 8) -> int:
 
 
 def minimum_memory_limit(task_bytes: float = 0, threads: int = 1) -> int:
-    """The smallest memory limit (bytes, rounded up to 10 MB) under which a worker of
-    ``threads`` threads, each running a task of ``task_bytes``, is not restarted by Dask's
-    memory monitor (at ``distributed.worker.memory.terminate``, 95 % of the limit).
+    """The smallest memory limit under which a worker is not restarted by Dask's memory monitor.
 
-    The streamed E-step took a worker to 196 MB at its peak for K = 10 and 784 features
-    (``task_memory`` says 165 + 33 MB), to 243 MB for K = 500 (165 + 90 MB).
+    The monitor restarts a worker at ``distributed.worker.memory.terminate`` (95 % of the limit
+    by default); the worker needs ``WORKER_BYTES`` of its own plus ``task_bytes`` for each of
+    its threads. The estimate was checked against the peak memory of workers running the
+    streamed E-step.
+
+    Parameters
+    ----------
+    task_bytes : float, default=0
+        Memory one task needs, as from :func:`task_memory`.
+    threads : int, default=1
+        Threads of the worker, each running a task.
+
+    Returns
+    -------
+    int
+        The limit in bytes, rounded up to 10 MB.
     """
     fraction = dask.config.get("distributed.worker.memory.terminate") or 1.0
     need = (WORKER_BYTES + threads * task_bytes) / float(fraction)
@@ -118,7 +152,19 @@ def minimum_memory_limit(task_bytes: float = 0, threads: int = 1) -> int:
 
 
 def check_dashboard_address(value: str) -> str:
-    """``HOST:PORT``, ``:PORT`` or ``PORT``, the port from 0 (any free one) to 65535.
+    """Check a dashboard address: ``HOST:PORT``, ``:PORT`` or ``PORT``, the port from 0 to 65535.
+
+    Port 0 means any free one.
+
+    Parameters
+    ----------
+    value : str
+        The address.
+
+    Returns
+    -------
+    str
+        ``value``, unchanged.
 
     Raises
     ------
@@ -129,7 +175,7 @@ def check_dashboard_address(value: str) -> str:
     host, _, port = value.rpartition(":")
     if not (port.isascii() and port.isdigit() and int(port) <= 65535) or ":" in host:
         raise SettingsError(
-            f"--dashboard-address must be HOST:PORT, :PORT or PORT with a port from 0 to 65535; "
+            f"{setting('--dashboard-address')} must be HOST:PORT, :PORT or PORT with a port from 0 to 65535; "
             f"got {value!r}"
         )
     if host:
@@ -138,7 +184,7 @@ def check_dashboard_address(value: str) -> str:
         except (OSError, UnicodeError) as err:
             reason = getattr(err, "strerror", None) or str(err)
             raise SettingsError(
-                f"--dashboard-address {value!r}: cannot resolve host {host!r} ({reason})"
+                f"{setting('--dashboard-address')} {value!r}: cannot resolve host {host!r} ({reason})"
             ) from err
     return value
 
@@ -314,6 +360,31 @@ def open_client(
     scheduler and the dashboard listening on 127.0.0.1 only; the cluster stops on exit. Its
     processes log at ``worker_logs`` and above (the command reports failures itself).
 
+    Parameters
+    ----------
+    scheduler : str, default=None
+        Address of a running scheduler.
+    scheduler_file : str or path-like, default=None
+        A scheduler file, as ``dask scheduler --scheduler-file`` writes it.
+    workers : int, default=None
+        Worker processes of the local cluster; None means the number of cores.
+    threads_per_worker : int, default=None
+        Threads per worker of the local cluster; None means 1.
+    memory_limit : str or int, default=None
+        Memory per worker of the local cluster (see :func:`parse_memory_limit`); None means
+        "auto".
+    dashboard_address : str, default="127.0.0.1:8787"
+        Where the local cluster's dashboard listens (see :func:`check_dashboard_address`).
+    worker_logs : int, default=logging.CRITICAL
+        Lowest level of the local cluster's processes' log messages that are shown.
+    task_bytes : float, default=0
+        Memory one task needs, as from :func:`task_memory`.
+
+    Yields
+    ------
+    distributed.Client
+        The client, closed (and the local cluster stopped) on exit.
+
     Raises
     ------
     SettingsError
@@ -325,15 +396,18 @@ def open_client(
 
     address = scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
     if address and scheduler_file:
-        raise SettingsError("give --scheduler or --scheduler-file, not both")
+        raise SettingsError(
+            f"give {setting('--scheduler')} or {setting('--scheduler-file')}, not both"
+        )
     if (address or scheduler_file) and (workers or threads_per_worker or memory_limit):
         raise SettingsError(
-            "--workers, --threads-per-worker and --memory-limit set up a local cluster; "
-            "they do not go with --scheduler or --scheduler-file"
+            f"{setting('--workers')}, {setting('--threads-per-worker')} and "
+            f"{setting('--memory-limit')} set up a local cluster; they do not go with "
+            f"{setting('--scheduler')} or {setting('--scheduler-file')}"
         )
     for name, value in (("--workers", workers), ("--threads-per-worker", threads_per_worker)):
         if value is not None and value < 1:
-            raise SettingsError(f"{name} must be at least 1; got {value}")
+            raise SettingsError(f"{setting(name)} must be at least 1; got {value}")
     remote = "see the workers' logs (their memory limit may be too small)"
     if scheduler_file:
         if not os.path.isfile(scheduler_file):
@@ -370,17 +444,17 @@ def open_client(
             raise SettingsError(
                 f"a worker of the local cluster would get {_megabytes(limit)} of memory "
                 f"(this machine's, shared out by threads), less than the {_megabytes(minimum)} "
-                "it needs; give --memory-limit, or use fewer --workers of more "
-                "--threads-per-worker"
+                f"it needs; give {setting('--memory-limit')}, or use fewer "
+                f"{setting('--workers')} of more {setting('--threads-per-worker')}"
             )
         raise SettingsError(
-            f"--memory-limit {memory_limit} is too small: a worker needs at least "
+            f"{setting('--memory-limit')} {memory_limit} is too small: a worker needs at least "
             f"{_megabytes(minimum)} (about {_megabytes(WORKER_BYTES)} for the process itself, the "
             f"rest for its tasks), or Dask restarts it over and over"
         )
     where = (
-        f"their memory limit of {_megabytes(limit)} may be too small: raise --memory-limit "
-        "or use fewer, larger workers"
+        f"their memory limit of {_megabytes(limit)} may be too small: raise "
+        f"{setting('--memory-limit')} or use fewer, larger workers"
         if limit is not None
         else "see their logs (run with -v)"
     )
@@ -421,6 +495,11 @@ def dask_setup(worker: Any) -> None:
 
     Ctrl-C in a terminal reaches every process of the command, and Python would stop each
     worker with a KeyboardInterrupt traceback; the command shuts its workers down itself.
+
+    Parameters
+    ----------
+    worker : distributed.Worker
+        The worker that runs the preload (unused).
     """
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_IGN)

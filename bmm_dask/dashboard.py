@@ -29,11 +29,12 @@ from typing import Any
 from distributed.diagnostics.plugin import SchedulerPlugin
 from tornado import web
 
+from bmm_dask._events import EVENT_TOPIC as TOPIC
+
 __all__ = ["PAGE", "ProgressPage", "render"]
 
 #: Where the page lives on the dashboard, after the dashboard's prefix when it has one.
 PAGE = "/bmm-dask"
-TOPIC = "bmm-dask"
 #: Seconds between the page's reloads.
 REFRESH = 2
 #: Runs drawn (newest first) and table rows under each.
@@ -366,7 +367,7 @@ def _run(number: int, run: list[Record], newest: bool) -> str:
         f"change {_significant(last.get('change'), signed=True)}",
     ]
     if seconds:
-        summary.append(f"{_seconds(sum(seconds) / len(seconds))} s an iteration")
+        summary.append(f"{_seconds(sum(seconds) / len(seconds))} s per iteration")
     picture = _svg(
         [
             _objective_chart(run, x0, x1, f"objective-{number}"),
@@ -400,8 +401,8 @@ def render(events: Sequence[tuple[float, Any]], now: float | None = None) -> str
     events : sequence of (timestamp, event)
         As ``Scheduler.get_events("bmm-dask")`` gives them; events other than iteration records
         are left out.
-    now : float, optional
-        The time (``time.time()``) that "last iteration ... ago" counts from; now by default.
+    now : float, default=None
+        The time (``time.time()``) that "last iteration ... ago" counts from; None means now.
 
     Returns
     -------
@@ -463,6 +464,13 @@ class ProgressPage(SchedulerPlugin):
     name = "bmm-dask-progress-page"
 
     async def start(self, scheduler: Any) -> None:
+        """Add the page to the scheduler's web application, once; nothing without a dashboard.
+
+        Parameters
+        ----------
+        scheduler : distributed.Scheduler
+            The scheduler the plugin is registered on.
+        """
         application = getattr(scheduler, "http_application", None)
         if application is None or getattr(application, "_bmm_dask_page", False):
             return

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
+
 __all__ = [
     "BmmDaskError",
     "DataError",
@@ -39,3 +43,52 @@ class OutputError(BmmDaskError, OSError):
 
 class FetchError(BmmDaskError, OSError):
     """A download failed on every mirror, or a file failed its checksum."""
+
+
+#: How a setting is named in messages from Python; under the command line they name its flag.
+_PYTHON_NAMES = {
+    "--overwrite": "overwrite=True",
+    "--resume": "resume=True",
+    "--checkpoint-every N": "checkpoint_every=N",
+    "--binarize none": 'binarization=Binarization("none")',
+    "--threshold 0.5": 'binarization=Binarization("threshold", threshold=0.5)',
+    "--k": "n_components",
+    "--d": "n_features",
+    "--n": "n_samples",
+    "--memory-limit": "memory_limit",
+    "--workers": "workers",
+    "--threads-per-worker": "threads_per_worker",
+    "--scheduler": "scheduler",
+    "--scheduler-file": "scheduler_file",
+    "--dashboard-address": "dashboard_address",
+}
+
+_FROM_COMMAND_LINE = contextvars.ContextVar("bmm_dask_from_command_line", default=False)
+
+
+def setting(flag: str) -> str:
+    """How a message names a setting: ``flag`` under the command line, else its Python form.
+
+    Parameters
+    ----------
+    flag : str
+        The command line's flag, with a value where the message suggests one
+        (``"--overwrite"``, ``"--binarize none"``).
+
+    Returns
+    -------
+    str
+        ``flag`` while :func:`command_line_messages` is in effect, else the keyword argument
+        that does the same in Python (``"overwrite=True"``).
+    """
+    return flag if _FROM_COMMAND_LINE.get() else _PYTHON_NAMES.get(flag, flag)
+
+
+@contextlib.contextmanager
+def command_line_messages() -> Iterator[None]:
+    """Within, messages name settings by their command-line flags (see :func:`setting`)."""
+    token = _FROM_COMMAND_LINE.set(True)
+    try:
+        yield
+    finally:
+        _FROM_COMMAND_LINE.reset(token)

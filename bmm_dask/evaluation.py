@@ -48,19 +48,26 @@ def evaluate(
         A fitted model.
     dataset : Dataset
         Data of as many features as the model's.
-    mapping : list, optional
-        The label of each component (learned on another dataset); by default learned here.
-    model_path : str, optional
+    mapping : list of length n_components, default=None
+        The label of each component (learned on another dataset); None means learned here.
+    model_path : str, default=None
         Where the model was read from, for messages and the record.
-    data_path : str, optional
-        The data's path as the user knows it (default: ``dataset.path``): where the dataset
+    data_path : str, default=None
+        The data's path as the user knows it (None means ``dataset.path``): where the dataset
         is read from a temporary folder that is renamed later, the final path.
 
     Returns
     -------
-    dict with ``n_samples``, ``n_components``, ``n_features``, ``log_likelihood_per_sample``
-    (nats), ``bits_per_dim``, and where the dataset has labels the keys of
-    :func:`bmm_dask.metrics.clustering_metrics` (confusion matrix, accuracy, NMI, ARI, ...).
+    dict
+        ``data``, ``n_samples``, ``n_components``, ``n_features``,
+        ``log_likelihood_per_sample`` (nats), ``bits_per_dim``, ``seconds``, and where the
+        dataset has labels the keys of :func:`bmm_dask.metrics.clustering_metrics` (confusion
+        matrix, accuracy, NMI, ARI, ...), else ``cluster_sizes``.
+
+    Raises
+    ------
+    DataError
+        If the dataset's number of features is not the model's.
     """
     _check_fit(model, dataset, model_path)
     start = time.perf_counter()
@@ -113,14 +120,14 @@ def write_report(
         A fitted model.
     out : str or path-like
         The folder to write.
-    dataset : Dataset, optional
+    dataset : Dataset, default=None
         Data to evaluate the model on (the test set, say): adds its metrics.
-    mapping : list, optional
+    mapping : list of length n_components, default=None
         The label of each component, learned on another dataset.
-    model_path : str, optional
+    model_path : str, default=None
         Where the model was read from, shown in the report.
-    data_path : str, optional
-        The dataset's path to show (default: ``dataset.path``).
+    data_path : str, default=None
+        The dataset's path to show (None means ``dataset.path``).
     overwrite : bool, default=False
         Replace ``out`` if it exists.
     n_samples : int, default=40
@@ -130,6 +137,14 @@ def write_report(
     -------
     pathlib.Path
         ``out``.
+
+    Raises
+    ------
+    DataError
+        If the dataset's number of features is not the model's.
+    OutputError
+        If ``out`` exists and ``overwrite`` is false, is or holds an input, or cannot be
+        written.
     """
     if dataset is not None:
         _check_fit(model, dataset, model_path)
@@ -221,8 +236,39 @@ def write_predictions(
     overwrite: bool = False,
     model_path: str | None = None,
 ) -> Path:
-    """Write ``labels`` (the most likely component of each row) and, with ``proba``, ``resp``
-    (responsibilities, float32, n_samples x K) to a Zarr group chunked like the data."""
+    """Write a model's predictions on a dataset to a new Zarr group, chunked like the data.
+
+    The group holds ``labels`` (the most likely component of each row) and, with ``proba``,
+    ``resp`` (the responsibilities, float32).
+
+    Parameters
+    ----------
+    model : BernoulliMixture
+        A fitted model.
+    dataset : Dataset
+        Data of as many features as the model's.
+    out : str or path-like
+        The group to write (a local folder).
+    proba : bool, default=False
+        Also write the responsibilities, of shape (n_samples, n_components).
+    overwrite : bool, default=False
+        Replace ``out`` if it exists.
+    model_path : str, default=None
+        Where the model was read from, for messages and the group's attributes.
+
+    Returns
+    -------
+    pathlib.Path
+        ``out``.
+
+    Raises
+    ------
+    DataError
+        If the dataset's number of features is not the model's.
+    OutputError
+        If ``out`` exists and ``overwrite`` is false, is or holds an input, or cannot be
+        written.
+    """
     _check_fit(model, dataset, model_path)
     data = as_packed(dataset)
     n_components = len(model.weights_)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bmm_dask.errors import SettingsError
+from bmm_dask.errors import SettingsError, setting
 from bmm_dask.io import (
     CHECKPOINT_FILE,
     Dataset,
@@ -53,7 +53,7 @@ def check_resumable(out: str | os.PathLike[str]) -> None:
             what = "holds no checkpoint"
         raise SettingsError(
             f"{out}: nothing to resume: it {what}; resuming continues a fit started with "
-            "checkpoints (--checkpoint-every N) into the same output"
+            f"checkpoints ({setting('--checkpoint-every N')}) into the same output"
         )
     read_checkpoint(out)
 
@@ -83,6 +83,18 @@ class FitJob:
         interrupted.
     inputs : sequence of paths, default=()
         Other files the job reads (a performance report's path is checked against them too).
+
+    Raises
+    ------
+    OutputError
+        If ``out`` is or holds an input, or exists (without ``overwrite``), or cannot be
+        written.
+    SettingsError
+        If ``out`` holds the checkpoint of an unfinished fit and neither ``resume`` nor
+        ``overwrite`` is given, if there is nothing to resume or the checkpoint is of other
+        settings or data, or if the settings do not suit the data.
+    ModelFileError
+        If the checkpoint to resume from cannot be read.
     """
 
     def __init__(
@@ -105,7 +117,7 @@ class FitJob:
             if not overwrite and (Path(self.out) / CHECKPOINT_FILE).is_file():
                 raise SettingsError(
                     f"{self.out}: holds the checkpoint of an unfinished fit; resume it "
-                    "(--resume), or start afresh (--overwrite)"
+                    f"({setting('--resume')}), or start afresh ({setting('--overwrite')})"
                 )
             check_output(self.out, overwrite=overwrite)
         model._check_settings(dataset.n_features, dataset.n_samples, dataset.path)
@@ -123,16 +135,21 @@ class FitJob:
 
         Parameters
         ----------
-        callback : callable, optional
+        callback : callable, default=None
             Called with the record of each iteration (a progress display).
-        persist : bool, optional
+        persist : bool, default=None
             Hold the data in the cluster's memory, or read it from its store every iteration;
-            by default, held when it takes at most half the cluster's memory.
+            None means held when it takes at most half the cluster's memory.
 
         Returns
         -------
         float
             Seconds the fit took (saved in the model's attributes as ``fit_seconds``).
+
+        Raises
+        ------
+        OutputError
+            If another command holds the output's lock, or the model cannot be saved there.
         """
         checkpoints = bool(self.checkpoint_every) or self.resume
         with output_lock(self.out):

@@ -8,14 +8,34 @@ __all__ = ["available_memory", "check_fits", "format_bytes"]
 
 
 def available_memory() -> int:
-    """Bytes of memory this machine can give a new allocation now (free plus reclaimable cache)."""
+    """Bytes of memory this machine can give a new allocation now (free plus reclaimable cache).
+
+    Returns
+    -------
+    int
+        Available memory in bytes, as ``psutil.virtual_memory().available`` reports it.
+    """
     import psutil
 
     return int(psutil.virtual_memory().available)
 
 
 def format_bytes(n: float) -> str:
-    """``1.5 GB``-style sizes (powers of 1000, as Dask's memory limits are written)."""
+    """Write a number of bytes as a ``1.5 GB``-style size.
+
+    Units are powers of 1000, as Dask's memory limits are written.
+
+    Parameters
+    ----------
+    n : float
+        A number of bytes.
+
+    Returns
+    -------
+    str
+        ``n`` in the largest unit (bytes, kB, MB, GB, TB, PB) that keeps it under 1000, with one
+        decimal (none for bytes).
+    """
     for unit in ("bytes", "kB", "MB", "GB", "TB", "PB"):
         if n < 1000 or unit == "PB":
             return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
@@ -32,14 +52,15 @@ def check_fits(need: float, what: str, *, limit: float | None = None, where: str
         Bytes the work will hold at once (an estimate that errs low).
     what : str
         What needs it, for the message ("K = 3 means of 1,000,000,000 features").
-    limit : float, optional
-        Bytes available; by default what this machine has available now.
-    where : str, optional
-        Whose memory ``limit`` is ("a worker's memory limit"); by default this machine's.
+    limit : float, default=None
+        Bytes available; None means what this machine has available now.
+    where : str, default=""
+        Whose memory ``limit`` is ("a worker's memory limit"); empty means this machine's.
 
     Raises
     ------
     SettingsError
+        If ``need`` is more than ``limit``.
     """
     if limit is None:
         limit = available_memory()

@@ -29,11 +29,19 @@ def confusion_matrix(
 
     Parameters
     ----------
-    components : array of shape (n_samples,), in 0 .. n_components - 1
-    labels : array of shape (n_samples,)
+    components : ndarray of shape (n_samples,)
+        The component of each row, in 0 .. n_components - 1.
+    labels : ndarray of shape (n_samples,)
+        The label of each row; every label is one of ``classes``.
     n_components : int
-    classes : array of shape (n_classes,)
-        The label values, in column order.
+        Number of components K (rows of the matrix).
+    classes : ndarray of shape (n_classes,)
+        The label values, sorted, in column order.
+
+    Returns
+    -------
+    ndarray of shape (n_components, n_classes)
+        ``matrix[k, j]`` is the number of rows in component ``k`` with label ``classes[j]``.
     """
     column = np.searchsorted(classes, labels)
     matrix = np.zeros((n_components, len(classes)), dtype=np.int64)
@@ -42,9 +50,19 @@ def confusion_matrix(
 
 
 def hungarian_mapping(confusion: NDArray[np.integer]) -> NDArray[np.intp]:
-    """A label (column) for each component that maximises the rows matched, one component a label.
+    """A label (column) for each component that maximises the rows matched, one component per label.
 
     With more components than labels the unmatched components get -1.
+
+    Parameters
+    ----------
+    confusion : ndarray of shape (n_components, n_classes)
+        Counts of rows by component and label, as from :func:`confusion_matrix`.
+
+    Returns
+    -------
+    ndarray of shape (n_components,)
+        The column matched to each component, or -1 for a component left unmatched.
     """
     rows, cols = linear_sum_assignment(confusion, maximize=True)
     mapping = np.full(confusion.shape[0], -1, dtype=np.intp)
@@ -53,14 +71,38 @@ def hungarian_mapping(confusion: NDArray[np.integer]) -> NDArray[np.intp]:
 
 
 def majority_mapping(confusion: NDArray[np.integer]) -> NDArray[np.intp]:
-    """The most frequent label (column) of each component; -1 for a component with no rows."""
+    """The most frequent label (column) of each component; -1 for a component with no rows.
+
+    Parameters
+    ----------
+    confusion : ndarray of shape (n_components, n_classes)
+        Counts of rows by component and label, as from :func:`confusion_matrix`.
+
+    Returns
+    -------
+    ndarray of shape (n_components,)
+        The column with the most rows for each component (the first on a tie), or -1.
+    """
     mapping = np.argmax(confusion, axis=1).astype(np.intp)
     mapping[confusion.sum(axis=1) == 0] = -1
     return mapping
 
 
 def bits_per_dim(log_likelihood_per_sample: float, n_features: int) -> float:
-    """Negative log-likelihood in bits per feature: nats / (D ln 2)."""
+    """Negative log-likelihood in bits per feature: nats / (D ln 2).
+
+    Parameters
+    ----------
+    log_likelihood_per_sample : float
+        Mean log-likelihood, in nats per sample.
+    n_features : int
+        Number of features D.
+
+    Returns
+    -------
+    float
+        ``-log_likelihood_per_sample / (n_features * ln 2)``.
+    """
     return -log_likelihood_per_sample / (n_features * math.log(2))
 
 
@@ -77,12 +119,29 @@ def clustering_metrics(
     component's label is their own. ``mapping`` (a label, or None, for each component, learned
     on other data such as a training set) replaces that choice.
 
+    Parameters
+    ----------
+    components : ndarray of shape (n_samples,)
+        The component of each row, in 0 .. n_components - 1.
+    labels : ndarray of shape (n_samples,)
+        The label of each row.
+    n_components : int
+        Number of components K.
+    mapping : list of length n_components, default=None
+        A label, or None, for each component; None means choose one as above.
+
     Returns
     -------
-    dict with ``confusion_matrix`` (K rows, one per component; a column per label), ``classes``
-    (the labels of the columns), ``accuracy``, ``matching`` ("hungarian", "majority" or
-    "given"), ``mapping`` (the label of each component, None where it has none), ``nmi``,
-    ``ari``, ``cluster_sizes``, ``label_counts``.
+    dict
+        ``confusion_matrix`` (K rows, one per component; one column per label), ``classes``
+        (the labels of the columns), ``accuracy``, ``matching`` ("hungarian", "majority" or
+        "given"), ``mapping`` (the label of each component, None where it has none), ``nmi``,
+        ``ari``, ``cluster_sizes``, ``label_counts``.
+
+    Raises
+    ------
+    ValueError
+        If ``mapping`` does not have one entry per component.
     """
     labels = np.asarray(labels)
     components = np.asarray(components)

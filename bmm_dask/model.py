@@ -9,7 +9,7 @@ import warnings
 from datetime import UTC, datetime
 from numbers import Integral, Real
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import dask
 import dask.array as da
@@ -17,20 +17,15 @@ import numpy as np
 from numpy.typing import NDArray
 from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 
-from bmm_dask.em import (
-    INITS,
-    SPLIT_EVERY,
-    EMResult,
-    FitState,
-    PackedData,
-    as_packed,
-    fit_em,
-    predict_log_resp,
-)
-from bmm_dask.errors import SettingsError
+from bmm_dask._em import EMResult, FitState, fit_em
+from bmm_dask._estep import SPLIT_EVERY, PackedData, as_packed, predict_log_resp
+from bmm_dask._events import jsonable
+from bmm_dask._init import INITS
+from bmm_dask.errors import SettingsError, setting
+from bmm_dask.io import Dataset, read_checkpoint, read_model, write_checkpoint, write_model
 from bmm_dask.memory import check_fits
-from bmm_dask.store import read_checkpoint, read_model, write_checkpoint, write_model
 
 __all__ = ["BernoulliMixture"]
 
@@ -47,6 +42,15 @@ _SAVED_SETTINGS = (
     "random_state",
     "dtype",
 )
+
+
+class InvalidSettingError(SettingsError, InvalidParameterError):
+    """A setting of :class:`BernoulliMixture` outside its ``_parameter_constraints``.
+
+    Both bmm_dask's :class:`~bmm_dask.errors.SettingsError` (so the command line reports it in one
+    line and exits with status 2) and scikit-learn's ``InvalidParameterError`` (a ``ValueError``
+    and a ``TypeError``, what every scikit-learn estimator raises), with scikit-learn's message.
+    """
 
 
 class BernoulliMixture(ClusterMixin, BaseEstimator):
@@ -82,9 +86,9 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
         [1e-10, 1 - 1e-10]. The default was chosen on MNIST: mean test log-likelihood with K = 100
         -132.3 nats (alpha 0.1), -132.5 (0.02), -132.9 (0.5), -133.2 (1.0); K = 10 is the same
         for all of them (-164.5).
-    random_state : int, numpy Generator or None
+    random_state : int >= 0, numpy Generator or None
         Seeds every random draw, all made on the driver: the same seed gives the same model on
-        any cluster.
+        any cluster. (A legacy ``numpy.random.RandomState`` is not taken.)
     dtype : {"float32", "float64"}, default "float32"
         Arithmetic of the E-step: float32 for speed, float64 for exactness. Statistics are
         always summed in float64.
@@ -138,38 +142,46 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
         self.warm_start = warm_start
         self.verbose = verbose
 
+    # The range of each setting, for scikit-learn's _validate_params, which _check_settings
+    # calls first (``[0, inf)`` leaves out infinity as well as NaN).
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "n_components": [Interval(Integral, 1, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "mean_tol": [Interval(Real, 0, None, closed="left"), None],
+        "n_init": [Interval(Integral, 1, None, closed="left")],
+        "init": [StrOptions(set(INITS))],
+        "means_init": ["array-like", None],
+        "weights_init": ["array-like", None],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "random_state": [Interval(Integral, 0, None, closed="left"), np.random.Generator, None],
+        "dtype": [StrOptions({"float32", "float64"})],
+        "warm_start": ["boolean"],
+        "verbose": ["verbose"],
+    }
+
     # ------------------------------------------------------------------ checks
 
-    def _check_settings(self, n_features: int) -> None:
-        def whole(name: str, value: Any, least: int) -> None:
-            if isinstance(value, bool) or not isinstance(value, Integral) or value < least:
-                raise SettingsError(
-                    f"{name} must be a whole number of at least {least}; got {value!r}"
-                )
+    def _check_settings(
+        self, n_features: int, n_samples: int | None = None, source: str = "the data"
+    ) -> None:
+        """Check every setting, for data of ``n_features`` features (and ``n_samples`` rows).
 
-        def number(name: str, value: Any) -> None:
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, Real)
-                or not np.isfinite(value)
-                or value < 0
-            ):
-                raise SettingsError(f"{name} must be a number of at least 0; got {value!r}")
+        The one place settings are checked, by ``fit`` and by the command line before it starts
+        a cluster: each setting's range by scikit-learn's ``_parameter_constraints``, then what
+        constraints cannot say (shapes of the starting values, the driver's memory).
 
-        whole("n_components", self.n_components, 1)
-        whole("max_iter", self.max_iter, 1)
-        whole("n_init", self.n_init, 1)
-        number("tol", self.tol)
-        number("alpha", self.alpha)
-        if self.mean_tol is not None:
-            number("mean_tol", self.mean_tol)
-        if self.init not in INITS:
-            raise SettingsError(f"init must be one of {', '.join(INITS)}; got {self.init!r}")
-        if str(self.dtype) not in ("float32", "float64"):
-            raise SettingsError(f"dtype must be 'float32' or 'float64'; got {self.dtype!r}")
-        seed = self.random_state
-        if seed is not None and not isinstance(seed, np.random.Generator):
-            whole("random_state", seed, 0)
+        Raises
+        ------
+        InvalidSettingError
+            A setting is outside its range (scikit-learn's message).
+        SettingsError
+            The settings do not fit each other, the data, or the driver's memory.
+        """
+        try:
+            self._validate_params()
+        except InvalidParameterError as err:
+            raise InvalidSettingError(str(err)) from err
         K = self.n_components
         # The driver holds the means, the new means and up to SPLIT_EVERY partial sums of the
         # statistics (K x D float64 each) at once.
@@ -177,6 +189,11 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
             8 * K * n_features * (4 + SPLIT_EVERY),
             f"{K:,} components of {n_features:,} features",
         )
+        if n_samples is not None and n_samples < K:
+            raise SettingsError(
+                f"n_components={K} is larger than the number of samples in {source} "
+                f"(n_samples={n_samples}); fit fewer components or more rows"
+            )
         if self.means_init is not None:
             means = np.asarray(self.means_init, dtype=np.float64)
             if means.shape != (K, n_features):
@@ -188,7 +205,15 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
         if self.weights_init is not None:
             weights = np.asarray(self.weights_init, dtype=np.float64)
             if weights.shape != (K,) or np.any(weights <= 0) or not np.isclose(weights.sum(), 1):
-                raise SettingsError(f"weights_init must be {K} positive numbers summing to 1")
+                raise SettingsError(
+                    f"weights_init must be {K} positive numbers summing to 1; got "
+                    f"{np.array2string(weights.ravel(), threshold=6, precision=3)}"
+                )
+        if self.warm_start and hasattr(self, "means_") and self.means_.shape != (K, n_features):
+            raise SettingsError(
+                f"warm_start starts from the fitted means, of shape {self.means_.shape}, but got "
+                f"n_components={K} and {n_features} features; keep both, or set warm_start=False"
+            )
 
     def _rng(self) -> np.random.Generator:
         if isinstance(self.random_state, np.random.Generator):
@@ -201,14 +226,14 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
 
     def _data(self, X: Any) -> tuple[PackedData, bool]:
         """Packed rows, and whether results should be computed (NumPy in, NumPy out)."""
-        lazy = isinstance(X, da.Array) or hasattr(X, "bits")
+        lazy = isinstance(X, da.Array | Dataset)
         data = as_packed(X)
         if hasattr(self, "n_features_in_") and data.n_features != self.n_features_in_:
             from bmm_dask.errors import DataError
 
             raise DataError(
-                f"{data.source}: has {data.n_features} features but the model was fitted on "
-                f"{self.n_features_in_}"
+                f"{data.source}: X has {data.n_features} features, but {type(self).__name__} "
+                f"is expecting {self.n_features_in_} features as input (those it was fitted on)"
             )
         return data, not lazy
 
@@ -253,14 +278,22 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
         Returns
         -------
         self
+
+        Raises
+        ------
+        InvalidSettingError
+            A setting is outside its range in ``_parameter_constraints``: scikit-learn's
+            ``InvalidParameterError`` (a ``ValueError`` and a ``TypeError``) with its message,
+            and a :class:`~bmm_dask.errors.SettingsError`.
+        SettingsError
+            Settings that do not fit the data or each other: more components than rows, starting
+            values of the wrong shape, ``warm_start`` from a model of another shape, or
+            statistics too large for this machine's memory.
+        DataError
+            X is not a 2-d array of 0/1 (or booleans), or is empty.
         """
         data = as_packed(X)
-        self._check_settings(data.n_features)
-        if self.n_components > data.n_samples:
-            raise SettingsError(
-                f"n_components ({self.n_components}) is larger than the number of samples "
-                f"({data.n_samples}) in {data.source}"
-            )
+        self._check_settings(data.n_features, data.n_samples, data.source)
         means_init, weights_init = self.means_init, self.weights_init
         if self.warm_start and hasattr(self, "means_"):
             means_init, weights_init = self.means_, self.weights_
@@ -452,7 +485,7 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
                     differ = f"{then!r} then, {value!r} now"
                 raise SettingsError(
                     f"{path}: its checkpoint was made with other {name} ({differ}); resume with "
-                    "the same ones, or fit afresh with --overwrite"
+                    f"the same ones, or fit afresh ({setting('--overwrite')})"
                 )
         return _state_from_files(arrays, meta)
 
@@ -525,15 +558,7 @@ def _both(first: Any, second: Any) -> Any:
 
 def _jsonable(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """History with plain floats, and infinities (the first change) as None, for JSON."""
-    out = []
-    for record in history:
-        out.append(
-            {
-                k: (None if isinstance(v, float) and not np.isfinite(v) else v)
-                for k, v in record.items()
-            }
-        )
-    return out
+    return [jsonable(record) for record in history]
 
 
 class _progress:
@@ -547,7 +572,7 @@ class _progress:
     def __enter__(self) -> Any:
         if self.verbose >= 2:
             self.handler = logging.StreamHandler(sys.stderr)
-            em_logger = logging.getLogger("bmm_dask.em")
+            em_logger = logging.getLogger("bmm_dask._em")
             em_logger.addHandler(self.handler)
             self.level = em_logger.level
             em_logger.setLevel(logging.INFO)
@@ -557,22 +582,19 @@ class _progress:
         return None
 
     def _update(self, record: dict[str, Any]) -> None:
-        import click
+        from tqdm import tqdm
 
         if self.bar is None or record["iteration"] == 1:
             if self.bar is not None:
-                self.bar.__exit__(None, None, None)
-            self.bar = click.progressbar(
-                length=self.max_iter, label="EM", file=sys.stderr, show_pos=True
-            )
-            self.bar.__enter__()
+                self.bar.close()
+            self.bar = tqdm(total=self.max_iter, desc="EM", unit=" iterations", file=sys.stderr)
         self.bar.update(1)
-        self.bar.label = f"EM objective {record['objective']:.4f}"
+        self.bar.set_postfix_str(f"objective {record['objective']:.4f}")
 
     def __exit__(self, *exc: object) -> None:
         if self.bar is not None:
-            self.bar.__exit__(None, None, None)
+            self.bar.close()
         if self.handler is not None:
-            em_logger = logging.getLogger("bmm_dask.em")
+            em_logger = logging.getLogger("bmm_dask._em")
             em_logger.removeHandler(self.handler)
             em_logger.setLevel(self.level)

@@ -27,6 +27,16 @@ __all__ = [
 def grid_shape(n: int) -> tuple[int, int]:
     """Rows and columns for n panels: the notebook's 2 x 5 for 10, near-square otherwise.
 
+    Parameters
+    ----------
+    n : int
+        Number of panels.
+
+    Returns
+    -------
+    rows, cols : tuple of int
+        A grid of at least ``n`` cells.
+
     >>> grid_shape(10), grid_shape(100), grid_shape(3)
     ((2, 5), (10, 10), (2, 2))
     """
@@ -71,7 +81,29 @@ def plot_means(
     image_shape: Sequence[int] | None = None,
     mapping: Sequence[Any] | None = None,
 ) -> Path:
-    """The component means as images (black = probability 1), titled with label and weight."""
+    """Draw the component means as images (black = probability 1), titled with label and weight.
+
+    The components are drawn in order of decreasing weight.
+
+    Parameters
+    ----------
+    means : ndarray of shape (n_components, n_features)
+        Bernoulli means.
+    weights : ndarray of shape (n_components,)
+        Mixing weights.
+    path : str or path-like
+        The image file to write (PNG).
+    image_shape : sequence of int, default=None
+        Height and width of an image; None (or a shape that does not fit ``n_features``)
+        means a near-square padded with blanks.
+    mapping : sequence of length n_components, default=None
+        The label matched to each component (None where it has none), shown in the titles.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
     order = np.argsort(-weights)
     titles = []
     for k in order:
@@ -87,7 +119,20 @@ def plot_means(
 
 
 def plot_objective(history: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]) -> Path:
-    """The objective (nats per sample) by iteration, with re-seeded components marked."""
+    """Plot the objective (nats per sample) by iteration, with re-seeded components marked.
+
+    Parameters
+    ----------
+    history : sequence of mapping
+        One record per iteration, with ``iteration``, ``objective`` and ``reseeded``.
+    path : str or path-like
+        The image file to write (PNG).
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
     fig = Figure(figsize=(6.4, 4), layout="constrained")
     ax = fig.subplots()
     iterations = [h["iteration"] for h in history]
@@ -116,7 +161,30 @@ def plot_confusion(
     mapping: Sequence[Any] | None = None,
     title: str = "Components against labels",
 ) -> Path:
-    """A heatmap of counts: a row a component, a column a label, rows in order of matched label."""
+    """Draw a heatmap of counts: one row per component, one column per label.
+
+    With a ``mapping`` the rows are in order of matched label; the counts are written in the
+    cells when there are at most 400 of them.
+
+    Parameters
+    ----------
+    confusion : sequence of sequence of int, of shape (n_components, n_classes)
+        Counts of rows by component and label, as from
+        :func:`bmm_dask.metrics.confusion_matrix`.
+    classes : sequence of length n_classes
+        The labels of the columns.
+    path : str or path-like
+        The image file to write (PNG).
+    mapping : sequence of length n_components, default=None
+        The label matched to each component (None where it has none).
+    title : str, default="Components against labels"
+        The figure's title.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
     matrix = np.asarray(confusion)
     K = matrix.shape[0]
     if mapping is not None:
@@ -162,7 +230,24 @@ def plot_samples(
     *,
     image_shape: Sequence[int] | None = None,
 ) -> Path:
-    """Rows drawn from the fitted mixture, titled with the component each came from."""
+    """Draw rows sampled from the fitted mixture, titled with the component each came from.
+
+    Parameters
+    ----------
+    samples : ndarray of shape (n_samples, n_features)
+        0/1 rows.
+    components : ndarray of shape (n_samples,)
+        The component each row was drawn from.
+    path : str or path-like
+        The image file to write (PNG).
+    image_shape : sequence of int, default=None
+        Height and width of an image; None means a near-square padded with blanks.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
     fig = _panel_grid(
         _as_images(samples.astype(np.float64), image_shape),
         [f"from #{k}" for k in components],
@@ -188,7 +273,28 @@ def write_html(
     facts: Sequence[tuple[str, Any]],
     metrics: Mapping[str, Any] | None,
 ) -> Path:
-    """A self-contained page (figures referenced by relative name, no scripts, no network)."""
+    """Write a self-contained HTML page (figures referenced by relative name, no scripts, no network).
+
+    Parameters
+    ----------
+    path : str or path-like
+        The page to write.
+    title : str
+        The page's title and heading.
+    figures : sequence of (str, str)
+        Each figure's file name, beside the page, and caption.
+    settings : mapping
+        The model's settings, shown as a table.
+    facts : sequence of (str, object)
+        Name and value of each line of the summary table.
+    metrics : mapping or None
+        Metrics on a dataset: the scalar ones are shown as a table, all of them as JSON.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
     sections = [f"<h1>{html.escape(title)}</h1>", "<h2>Summary</h2>", _table(list(facts))]
     if metrics:
         shown = [(k, v) for k, v in metrics.items() if not isinstance(v, list | dict)]

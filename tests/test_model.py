@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.utils._param_validation import InvalidParameterError
 
 from bmm_dask import BernoulliMixture, DataError, ModelFileError, SettingsError, open_dataset
 from bmm_dask.datasets import synth
@@ -86,7 +87,9 @@ def test_dataset_input(tmp_path: Path) -> None:
     model = BernoulliMixture(2, random_state=0).fit(data)
     assert model.n_features_in_ == 20
     assert isinstance(model.predict(data), da.Array)
-    with pytest.raises(DataError, match="has 21 features but the model was fitted on 20"):
+    with pytest.raises(
+        DataError, match="X has 21 features, but BernoulliMixture is expecting 20 features"
+    ):
         model.predict(np.zeros((3, 21)))
 
 
@@ -149,23 +152,58 @@ def test_an_empty_component_is_reseeded(X: np.ndarray) -> None:
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"n_components": 0}, "n_components must be a whole number of at least 1"),
-        ({"tol": -1}, "tol must be a number of at least 0"),
-        ({"alpha": float("nan")}, "alpha must be"),
-        ({"max_iter": 0}, "max_iter"),
-        ({"n_init": 1.5}, "n_init"),
-        ({"init": "kmeans"}, "init must be one of"),
-        ({"dtype": "float16"}, "dtype must be"),
+        (
+            {"n_components": 0},
+            r"'n_components' parameter .* must be an int in the range \[1, inf\)",
+        ),
+        ({"tol": -1}, r"'tol' parameter .* must be a float in the range \[0.0, inf\)"),
+        ({"tol": float("inf")}, r"'tol' parameter .* Got inf instead"),
+        ({"alpha": float("nan")}, r"'alpha' parameter .* Got nan instead"),
+        ({"mean_tol": -1e-3}, r"'mean_tol' parameter .* or None"),
+        ({"max_iter": 0}, "'max_iter' parameter"),
+        ({"n_init": 1.5}, "'n_init' parameter"),
+        ({"init": "kmeans"}, r"'init' parameter .* must be a str among \{"),
+        ({"dtype": "float16"}, "'dtype' parameter"),
+        ({"random_state": -1}, r"'random_state' parameter .* Got -1 instead"),
+        ({"random_state": np.random.RandomState(0)}, "'random_state' parameter"),
+        ({"verbose": -1}, "'verbose' parameter"),
+    ],
+)
+def test_settings_out_of_range(X: np.ndarray, settings: dict, message: str) -> None:
+    """Ranges are scikit-learn's parameter constraints: its error, which is also ours."""
+    model = BernoulliMixture(**{"n_components": 2, **settings})
+    with pytest.raises(SettingsError, match=message) as caught:
+        model.fit(X)
+    assert isinstance(caught.value, InvalidParameterError)
+    assert isinstance(caught.value, TypeError)  # as scikit-learn's, for a value of the wrong type
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
         ({"means_init": np.full((2, 4), 0.5)}, r"means_init must have shape \(2, 30\)"),
         ({"means_init": np.zeros((2, 30))}, "strictly between 0 and 1"),
-        ({"weights_init": [0.5, 0.6]}, "positive numbers summing to 1"),
-        ({"n_components": 901}, r"larger than the number of samples \(900\)"),
+        ({"weights_init": [0.5, 0.6]}, r"positive numbers summing to 1; got \[0.5 0.6\]"),
+        (
+            {"n_components": 901},
+            r"larger than the number of samples in numpy array \(n_samples=900\)",
+        ),
     ],
 )
 def test_bad_settings(X: np.ndarray, settings: dict, message: str) -> None:
+    """What constraints cannot say: settings that do not fit the data or each other."""
     model = BernoulliMixture(**{"n_components": 2, **settings})
-    with pytest.raises(SettingsError, match=message):
+    with pytest.raises(SettingsError, match=message) as caught:
         model.fit(X)
+    assert not isinstance(caught.value, InvalidParameterError)
+
+
+def test_warm_start_needs_the_same_shape(X: np.ndarray) -> None:
+    model = BernoulliMixture(3, max_iter=2, tol=0, random_state=0, warm_start=True).fit(X)
+    with pytest.raises(SettingsError, match=r"fitted means, of shape \(3, 30\), but got n_comp"):
+        model.set_params(n_components=2).fit(X)
+    with pytest.raises(SettingsError, match="and 29 features"):
+        model.set_params(n_components=3).fit(X[:, 1:])
 
 
 def test_bad_data() -> None:

@@ -19,7 +19,7 @@ from bmm_dask.cli._signals import (
     running_tasks_finish_on_failure,
     unwinding_on_signals,
 )
-from bmm_dask.errors import BmmDaskError
+from bmm_dask.errors import BmmDaskError, command_line_messages
 
 logger = logging.getLogger("bmm_dask")
 
@@ -64,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status (2 for a user's mistake, with one line)."""
     saved = logger.handlers[:], logger.level, logger.propagate
     try:
-        with warnings.catch_warnings(), unwinding_on_signals():
+        with warnings.catch_warnings(), unwinding_on_signals(), command_line_messages():
             warnings.showwarning = _show_warning
             return _main(argv)
     finally:  # leave logging as it was, for callers that run several commands in one process

@@ -3,7 +3,7 @@
 =================  ===========================================================
 module             what it holds
 =================  ===========================================================
-``_random``        random streams a block of rows each, independent of chunks
+``_random``        one random stream per block of rows, independent of chunks
 ``_binarise``      how grey levels become bits
 ``_sources``       IDX and .npy readers, and an IDX writer
 ``_ingest``        a file of images to a dataset, a block of rows at a time

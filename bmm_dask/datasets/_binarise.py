@@ -20,6 +20,20 @@ class Binarization:
     ``stochastic``: a pixel is 1 with probability pixel / 255, drawn from ``seed``; the draws are
     keyed by row, so the bits do not depend on the chunking.
     ``none``: the values are bits already (bool, or 0 and 1).
+
+    Parameters
+    ----------
+    method : {"threshold", "stochastic", "none"}, default="threshold"
+        How to binarise.
+    threshold : float, default=128
+        For ``threshold``: the lowest grey level that gives a 1, in (0, 255].
+    seed : int, default=0
+        For ``stochastic``: the seed of the draws, a non-negative integer.
+
+    Raises
+    ------
+    SettingsError
+        If ``method`` is none of the above, or its setting is out of range.
     """
 
     method: Literal["threshold", "stochastic", "none"] = "threshold"
@@ -37,6 +51,13 @@ class Binarization:
             raise SettingsError(f"seed must be a non-negative integer; got {self.seed!r}")
 
     def to_attrs(self) -> dict[str, Any]:
+        """The settings as a dataset records them, in its ``binarization`` attribute.
+
+        Returns
+        -------
+        dict
+            ``method``, and ``threshold`` or ``seed`` where the method has one.
+        """
         if self.method == "threshold":
             t = self.threshold
             return {"method": "threshold", "threshold": int(t) if float(t).is_integer() else t}
@@ -45,7 +66,20 @@ class Binarization:
         return {"method": "none"}
 
     def apply(self, values: NDArray[Any], start: int) -> NDArray[np.bool_]:
-        """Bits of rows ``start : start + len(values)`` of shape (rows, n_features)."""
+        """Binarise rows ``start : start + len(values)`` of the data.
+
+        Parameters
+        ----------
+        values : ndarray of shape (n_rows, n_features)
+            Grey levels (0..255), or bits for ``none``.
+        start : int
+            Index of the first row in the whole data, which keys the stochastic draws.
+
+        Returns
+        -------
+        ndarray of shape (n_rows, n_features), dtype bool
+            The bits.
+        """
         if self.method == "none":
             return values.astype(bool, copy=False)
         if self.method == "threshold":

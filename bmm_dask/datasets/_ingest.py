@@ -19,7 +19,7 @@ from bmm_dask.datasets._sources import (
     open_source,
     source_attrs,
 )
-from bmm_dask.errors import DataError
+from bmm_dask.errors import DataError, setting
 from bmm_dask.io import (
     ZSTD_LEVEL,
     DatasetWriter,
@@ -135,12 +135,12 @@ def write_source(
         if only_bits:
             raise DataError(
                 f"{images.path}: every value is 0 or 1, so threshold {binarization.threshold} would "
-                "make every bit 0; pass --binarize none for data that is binary already"
+                f"make every bit 0; pass {setting('--binarize none')} for data that is binary already"
             )
         raise DataError(
             f"{images.path}: every value lies between 0 and {highest:g}, so threshold "
             f"{binarization.threshold:g} would make every bit 0; for values scaled to [0, 1] pass "
-            "--threshold 0.5, or scale them to 0..255"
+            f"{setting('--threshold 0.5')}, or scale them to 0..255"
         )
     source = {"images": source_attrs(images, image_digest)}
     if labels is not None:

@@ -1,4 +1,4 @@
-"""Random streams a block of rows each, so a seed gives the same draws whatever the chunking
+"""One random stream per block of rows, so a seed gives the same draws whatever the chunking
 and whoever computes them."""
 
 from __future__ import annotations
@@ -14,6 +14,17 @@ def rng_block_rows(n_features: int) -> int:
     Random bits are drawn in blocks of rows that depend on the row index only, never on the
     chunking, so a seed gives the same bits whatever the chunks and whoever computes them.
 
+    Parameters
+    ----------
+    n_features : int
+        Number of features (values per row).
+
+    Returns
+    -------
+    int
+        Rows per random stream: the largest power of two of at most ``2**20 // n_features``
+        rows, and at least 1.
+
     >>> rng_block_rows(784), rng_block_rows(64), rng_block_rows(5_000_000)
     (1024, 16384, 1)
     """
@@ -23,7 +34,26 @@ def rng_block_rows(n_features: int) -> int:
 def block_rngs(
     start: int, stop: int, rows_a_block: int, key: Sequence[int]
 ) -> Iterator[tuple[np.random.Generator, slice, slice]]:
-    """Random streams covering rows ``start:stop``: (generator, rows of its block, rows of the range)."""
+    """Random streams covering rows ``start:stop``, one per block of ``rows_a_block`` rows.
+
+    Parameters
+    ----------
+    start, stop : int
+        The range of rows, in the whole data.
+    rows_a_block : int
+        Rows per random stream, as from :func:`rng_block_rows`.
+    key : sequence of int
+        Seed and purpose of the draws; the block's index is appended to seed each stream.
+
+    Yields
+    ------
+    rng : numpy.random.Generator
+        The stream of one block, which draws a whole block's rows.
+    block_rows : slice
+        The rows of the block that lie in the range, counted from the block's first row.
+    rows : slice
+        The same rows, counted from ``start``.
+    """
     for block in range(start // rows_a_block, -(-stop // rows_a_block)):
         first = block * rows_a_block
         lo, hi = max(start, first), min(stop, first + rows_a_block)

@@ -16,7 +16,7 @@ from typing import IO, Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from bmm_dask.errors import DataError, SettingsError
+from bmm_dask.errors import DataError, SettingsError, setting
 
 _IDX_TYPES: dict[int, str] = {
     0x08: ">u1",
@@ -37,10 +37,17 @@ class ImageSource:
     Attributes
     ----------
     path : Path
-    kind : "idx" or "npy"
-    shape : tuple
+        The file.
+    kind : {"idx", "npy"}
+        Its format.
+    shape : tuple of int
         (n_samples, *sample_shape) as the file declares it.
     dtype : numpy dtype
+        Type of the values, as the file declares it.
+    compressed : bool, default=False
+        Whether the file is gzip-compressed (IDX only).
+    offset : int, default=0
+        Bytes of header before the values (uncompressed, for gzip).
     """
 
     path: Path
@@ -52,25 +59,49 @@ class ImageSource:
 
     @property
     def n_samples(self) -> int:
+        """Number of samples (the first dimension)."""
         return self.shape[0]
 
     @property
     def n_features(self) -> int:
+        """Values per sample: the product of the other dimensions."""
         return math.prod(self.shape[1:])
 
     @property
     def image_shape(self) -> list[int] | None:
+        """The shape of a sample when it has more than one dimension, else None."""
         return list(self.shape[1:]) if len(self.shape) > 2 else None
 
     def describe(self) -> str:
+        """The shape and type in words, for messages: ``"60000 x 28 x 28 uint8"``."""
         dims = " x ".join(str(n) for n in self.shape)
         return f"{dims} {self.dtype.name}"
 
     def blocks(self, block_rows: int, digest: Any = None) -> Iterator[tuple[int, NDArray[Any]]]:
-        """Yield (first row, block of shape (rows, n_features)) in order.
+        """Read the samples a block of rows at a time, in order.
 
         ``digest``, a hashlib object, is fed the file's bytes (uncompressed for gzip) as they
         are read, so the checksum costs no second pass.
+
+        Parameters
+        ----------
+        block_rows : int
+            Rows per block (the last block may have fewer).
+        digest : hashlib hash object, default=None
+            Fed the file's bytes as they are read.
+
+        Yields
+        ------
+        start : int
+            Index of the block's first row.
+        block : ndarray of shape (n_rows, n_features)
+            The rows, of the file's type.
+
+        Raises
+        ------
+        DataError
+            If an IDX file turns out truncated, longer than its header declares, or a corrupt
+            gzip stream.
         """
         if self.kind == "npy":
             yield from self._npy_blocks(block_rows, digest)
@@ -118,6 +149,20 @@ class ImageSource:
 
 @contextlib.contextmanager
 def open_maybe_gzip(path: Path, compressed: bool) -> Iterator[IO[bytes]]:
+    """Open a file for reading bytes, through gzip when it is compressed.
+
+    Parameters
+    ----------
+    path : Path
+        The file.
+    compressed : bool
+        Whether it is gzip-compressed.
+
+    Yields
+    ------
+    file object
+        Its (uncompressed) bytes, closed on exit.
+    """
     if compressed:
         with gzip.open(path, "rb") as f:
             yield f  # type: ignore[misc]
@@ -128,6 +173,16 @@ def open_maybe_gzip(path: Path, compressed: bool) -> Iterator[IO[bytes]]:
 
 def open_source(path: str | os.PathLike[str]) -> ImageSource:
     """Read the header of an IDX file (raw or gzip) or a ``.npy`` file and check it against its size.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file.
+
+    Returns
+    -------
+    ImageSource
+        The file's shape and type, ready to be read in blocks.
 
     Raises
     ------
@@ -247,7 +302,24 @@ def _open_npy(path: Path) -> ImageSource:
 
 
 def check_values(source: ImageSource, block: NDArray[Any], start: int, method: str) -> None:
-    """Refuse NaN, values outside 0..255, and (for ``none``) values other than 0 and 1."""
+    """Refuse NaN, values outside 0..255, and (for ``none``) values other than 0 and 1.
+
+    Parameters
+    ----------
+    source : ImageSource
+        The file the block comes from, for messages.
+    block : ndarray of shape (n_rows, n_features)
+        The values of some rows.
+    start : int
+        Index of the block's first row, for messages.
+    method : str
+        The binarisation method (``"threshold"``, ``"stochastic"`` or ``"none"``).
+
+    Raises
+    ------
+    DataError
+        If the block holds a value the method cannot take.
+    """
     kind = block.dtype.kind
     rows = f"rows {start}..{start + len(block) - 1}"
     if kind == "b":
@@ -261,7 +333,7 @@ def check_values(source: ImageSource, block: NDArray[Any], start: int, method: s
     if method == "none":
         if not np.isin(block, (0, 1)).all():
             raise DataError(
-                f"{source.path}: --binarize none needs values 0 and 1 only; {rows} hold others "
+                f"{source.path}: {setting('--binarize none')} needs values 0 and 1 only; {rows} hold others "
                 f"(between {low} and {high})"
             )
     elif low < 0 or high > 255:
@@ -274,6 +346,26 @@ def check_values(source: ImageSource, block: NDArray[Any], start: int, method: s
 
 
 def open_labels(path: str | os.PathLike[str], n_samples: int) -> ImageSource:
+    """Open a file of labels, one integer per sample, and check it against the images.
+
+    Parameters
+    ----------
+    path : str or path-like
+        An IDX or .npy file of one dimension.
+    n_samples : int
+        Number of images the labels go with.
+
+    Returns
+    -------
+    ImageSource
+        The labels' file.
+
+    Raises
+    ------
+    DataError
+        As :func:`open_source`, or if the file has more than one dimension, holds no
+        integers, or holds another number of labels than ``n_samples``.
+    """
     labels = open_source(path)
     if len(labels.shape) != 1:
         raise DataError(
@@ -289,6 +381,21 @@ def open_labels(path: str | os.PathLike[str], n_samples: int) -> ImageSource:
 
 
 def source_attrs(source: ImageSource, digest: Any) -> dict[str, Any]:
+    """What a dataset records of a source file it was made from.
+
+    Parameters
+    ----------
+    source : ImageSource
+        The file.
+    digest : hashlib hash object
+        An MD5 fed the file's bytes (see :meth:`ImageSource.blocks`).
+
+    Returns
+    -------
+    dict
+        ``file`` (its name), ``format``, ``md5`` and ``md5_of`` (``"file"``, or
+        ``"uncompressed bytes"`` for gzip).
+    """
     md5_of = "uncompressed bytes" if source.compressed else "file"
     return {
         "file": source.path.name,
@@ -306,6 +413,27 @@ def write_idx(path: str | os.PathLike[str], array: NDArray[Any], *, block_rows: 
 
     The inverse of the reader; handy for tests, benchmarks and converting other data. ``array``
     may be a memory map larger than memory.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file to write.
+    array : ndarray
+        Values of a type IDX holds (unsigned or signed bytes, int16, int32, float32, float64),
+        of 1 to 255 dimensions.
+    block_rows : int, default=8192
+        Rows written at a time.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    SettingsError
+        If IDX has no type code for the array's type, or the number of dimensions is out of
+        range.
     """
     path = Path(path)
     dtype = np.dtype(array.dtype).newbyteorder("=")

@@ -15,7 +15,7 @@ from numpy.typing import NDArray
 
 from bmm_dask._kernels import n_packed_bytes, pack_bits
 from bmm_dask.datasets._random import block_rngs, rng_block_rows
-from bmm_dask.errors import SettingsError
+from bmm_dask.errors import SettingsError, setting
 from bmm_dask.io import (
     DatasetWriter,
     atomic_output,
@@ -26,10 +26,24 @@ from bmm_dask.io import (
 def synth_parameters(
     n_features: int, n_components: int, seed: int
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """The mixture that ``synth`` draws from: means (K, D) on a 1/256 grid, weights (K).
+    """The mixture that :func:`synth` draws from: means on a 1/256 grid, and weights.
 
     Means follow Beta(0.5, 0.5) (mostly near 0 or 1, like pen strokes), rounded to k / 256 with
     k in 1..255; weights follow a Dirichlet(5) so no component is vanishingly rare.
+
+    Parameters
+    ----------
+    n_features : int
+        Number of features D.
+    n_components : int
+        Number of components K.
+    seed : int
+        Seed of the draws.
+
+    Returns
+    -------
+    means : ndarray of shape (n_components, n_features)
+    weights : ndarray of shape (n_components,)
     """
     rng = np.random.default_rng([seed, 0])
     weights = rng.dirichlet(np.full(n_components, 5.0))
@@ -93,7 +107,8 @@ def _check_synth_memory(n_features: int, n_components: int, chunk_rows: int) -> 
     need = 25 * n_components * n_features + cores * per_chunk
     check_fits(
         need,
-        f"--k {n_components} means of --d {n_features:,} features, with a chunk of "
+        f"{setting('--k')} {n_components} means of {setting('--d')} {n_features:,} features, "
+        "with a chunk of "
         f"{chunk_rows:,} row{'s' if chunk_rows > 1 else ''} drawn on each of {cores} cores,",
     )
 
@@ -116,6 +131,45 @@ def synth(
     The true means (rounded to multiples of 1/256) and weights are stored with the data as
     ``true_means`` and ``true_weights``, and the component of each row as ``labels``. The rows
     depend on ``seed`` and the row index only: any chunking or scheduler gives the same data.
+
+    Parameters
+    ----------
+    out : str or path-like
+        The dataset to write (a local folder).
+    n_samples : int
+        Number of rows, at least 1.
+    n_features : int
+        Number of features, at least 1.
+    n_components : int
+        Number of components, at least 1.
+    seed : int, default=0
+        Seed of the mixture (unless given) and of the draws.
+    means : ndarray of shape (n_components, n_features), default=None
+        The mixture's means, rounded to multiples of 1/256; None means those of
+        :func:`synth_parameters`.
+    weights : ndarray of shape (n_components,), default=None
+        The mixture's weights, non-negative and summing to 1; None means those of
+        :func:`synth_parameters`.
+    chunk_rows : int, default=None
+        Rows per chunk; None means about 1 MiB of packed rows.
+    image_shape : sequence of int, default=None
+        The shape of an image, recorded with the data; its product must be ``n_features``.
+    overwrite : bool, default=False
+        Replace ``out`` if it exists.
+
+    Returns
+    -------
+    pathlib.Path
+        ``out``.
+
+    Raises
+    ------
+    SettingsError
+        If a size or the seed is out of range, ``means``, ``weights`` or ``image_shape`` do not
+        fit the sizes, the weights are not a distribution, or the mixture and the chunks being
+        drawn need more memory than this machine has.
+    OutputError
+        If ``out`` exists and ``overwrite`` is false, or cannot be written.
     """
     for name, value, least in (
         ("n", n_samples, 1),

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from bmm_dask.errors import DataError
+from bmm_dask.errors import DataError, setting
 from bmm_dask.io._checkpoint import CHECKPOINT_FORMAT
 from bmm_dask.io._output import atomic_output
 from bmm_dask.io._zarr import check_version, new_group, open_group
@@ -56,7 +56,7 @@ def read_model(
     kind = (attrs.get("format") or {}).get("name")
     if kind == CHECKPOINT_FORMAT["name"]:
         raise ModelFileError(
-            f"{path}: the checkpoint of an unfinished fit, not a model; 'bmm-dask fit ... --resume' finishes it"
+            f"{path}: the checkpoint of an unfinished fit, not a model; resuming the fit ({setting('--resume')}) finishes it"
         )
     if kind != MODEL_FORMAT["name"]:
         raise ModelFileError(f"{path}: not a bmm-dask model (no model format attribute)")

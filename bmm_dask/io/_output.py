@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from bmm_dask.errors import OutputError
+from bmm_dask.errors import OutputError, setting
 
 
 def is_url(path: str | os.PathLike[str]) -> bool:
@@ -98,7 +98,7 @@ def check_output(
     target = Path(target)
     check_not_input(target, inputs)
     if (target.exists() or target.is_symlink()) and not overwrite:
-        raise OutputError(f"{target}: exists already; pass --overwrite to replace it")
+        raise OutputError(f"{target}: exists already; pass {setting('--overwrite')} to replace it")
     # Missing folders above the output are created when it is written (as zarr does): the
     # nearest one that exists must be a folder this process can write in.
     parent = target.absolute().parent
@@ -176,7 +176,7 @@ def atomic_file(
                 os.link(tmp, final)
             except FileExistsError:
                 raise OutputError(
-                    f"{final}: appeared while this command was writing it; pass --overwrite to replace it"
+                    f"{final}: appeared while this command was writing it; pass {setting('--overwrite')} to replace it"
                 ) from None
     finally:
         tmp.unlink(missing_ok=True)
@@ -228,7 +228,7 @@ def _replace(tmp: Path, target: Path, *, overwrite: bool) -> None:
                 return
     if not overwrite:
         raise OutputError(
-            f"{target}: appeared while this command was writing it; pass --overwrite to replace it"
+            f"{target}: appeared while this command was writing it; pass {setting('--overwrite')} to replace it"
         )
     old = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.old")
     os.rename(target, old)
