@@ -20,7 +20,6 @@ from bmm_dask.io import (
     check_not_input,
     check_output,
     output_lock,
-    read_checkpoint,
 )
 from bmm_dask.model import BernoulliMixture
 
@@ -40,8 +39,6 @@ def check_resumable(out: str | os.PathLike[str]) -> None:
     ------
     SettingsError
         ``out`` does not exist, holds a finished model, or holds no checkpoint.
-    ModelFileError
-        The checkpoint cannot be read.
     """
     path = Path(out)
     if not (path / CHECKPOINT_FILE).is_file():
@@ -55,7 +52,6 @@ def check_resumable(out: str | os.PathLike[str]) -> None:
             f"{out}: nothing to resume: it {what}; resuming continues a fit started with "
             f"checkpoints ({setting('--checkpoint-every N')}) into the same output"
         )
-    read_checkpoint(out)
 
 
 class FitJob:
@@ -122,8 +118,13 @@ class FitJob:
             check_output(self.out, overwrite=overwrite)
         model._check_settings(dataset.n_features, dataset.n_samples, dataset.path)
         self.fingerprint = {"data": dataset.fingerprint()}
+        #: Where a resumed fit continues: ``(start, iterations saved, last objective)``, the
+        #: start counted from 1; None when not resuming.
+        self.resume_point: tuple[int, int, float | None] | None = None
         if resume:  # at the door: the checkpoint must be of these settings and this data
-            model._resume_state(self.out, model._settings(), self.fingerprint)
+            state = model._resume_state(self.out, model._settings(), self.fingerprint)
+            last = state.history[-1]["objective"] if state.history else None
+            self.resume_point = (state.run + 1, len(state.history), last)
 
     def run(
         self,

@@ -24,22 +24,17 @@ from bmm_dask.cli._options import (
 logger = logging.getLogger("bmm_dask")
 
 
-def log_resume_point(out: str, n_init: int) -> None:
+def log_resume_point(out: str, point: tuple[int, int, float | None], n_init: int) -> None:
     """Say where a resumed fit continues: which start, after how many saved iterations."""
-    from bmm_dask.io import read_checkpoint
-
-    _, state, _ = read_checkpoint(out)
-    history = state["history"]
-    start = state["run"] + 1
-    if history:
+    start, saved, objective = point
+    if saved:
         logger.info(
-            "resuming %s: start %d of %d, after iteration %d (%d iterations saved), objective %.4f",
+            "resuming %s: start %d of %d, after its iteration %d (the last saved), objective %.4f",
             out,
             start,
             n_init,
-            history[-1]["iteration"],
-            len(history),
-            history[-1]["objective"],
+            saved,
+            objective,
         )
     else:
         logger.info("resuming %s: start %d of %d, from its beginning", out, start, n_init)
@@ -171,8 +166,8 @@ def fit(
         model, dataset, out, overwrite=overwrite, checkpoint_every=checkpoint_every, resume=resume
     )
     check_report_path(cluster.get("performance_report"), [data, out])
-    if resume:
-        log_resume_point(out, n_init)
+    if job.resume_point is not None:
+        log_resume_point(out, job.resume_point, n_init)
     task_bytes = task_memory(dataset.n_features, n_components, 8 if dtype == "float64" else 4)
     with (
         output_lock(out),  # before the cluster starts: a second fit of out stops at once
