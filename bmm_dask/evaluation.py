@@ -13,7 +13,6 @@ import dask
 import numpy as np
 
 from bmm_dask._estep import as_packed, predict_log_resp
-from bmm_dask.errors import DataError
 from bmm_dask.io import Dataset, atomic_output, store_predictions
 from bmm_dask.metrics import bits_per_dim, clustering_metrics
 from bmm_dask.model import BernoulliMixture
@@ -25,11 +24,8 @@ logger = logging.getLogger(__name__)
 
 
 def _check_fit(model: BernoulliMixture, dataset: Dataset, model_path: str | None) -> None:
-    if dataset.n_features != model.n_features_in_:
-        raise DataError(
-            f"{dataset.path}: has {dataset.n_features} features but the model"
-            f"{' ' + model_path if model_path else ''} has {model.n_features_in_}"
-        )
+    model._check_fitted()
+    model._check_n_features(dataset.n_features, dataset.path, model_path)
 
 
 def evaluate(

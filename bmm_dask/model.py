@@ -27,7 +27,7 @@ from bmm_dask.errors import SettingsError, setting
 from bmm_dask.io import Dataset, read_checkpoint, read_model, write_checkpoint, write_model
 from bmm_dask.memory import check_fits
 
-__all__ = ["BernoulliMixture"]
+__all__ = ["BernoulliMixture", "InvalidSettingError"]
 
 logger = logging.getLogger(__name__)
 
@@ -228,14 +228,22 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
         """Packed rows, and whether results should be computed (NumPy in, NumPy out)."""
         lazy = isinstance(X, da.Array | Dataset)
         data = as_packed(X)
-        if hasattr(self, "n_features_in_") and data.n_features != self.n_features_in_:
+        if hasattr(self, "n_features_in_"):
+            self._check_n_features(data.n_features, data.source)
+        return data, not lazy
+
+    def _check_n_features(
+        self, n_features: int, source: str, model_path: str | None = None
+    ) -> None:
+        """Refuse data of another width than the data the model was fitted on."""
+        if n_features != self.n_features_in_:
             from bmm_dask.errors import DataError
 
+            model = f"the model {model_path}" if model_path else type(self).__name__
             raise DataError(
-                f"{data.source}: X has {data.n_features} features, but {type(self).__name__} "
-                f"is expecting {self.n_features_in_} features as input (those it was fitted on)"
+                f"{source}: X has {n_features} features, but {model} is expecting "
+                f"{self.n_features_in_} features as input (those it was fitted on)"
             )
-        return data, not lazy
 
     # ------------------------------------------------------------------ fitting
 
