@@ -57,7 +57,7 @@ def speed(train, X: np.ndarray, k: int, n_iter: int) -> None:
     reference = statistics.median(numpy_em_times(X, means, weights, max(3, n_iter // 3)))
     ours32 = statistics.median(ours_times(train, means, weights, n_iter, "float32"))
     ours64 = statistics.median(ours_times(train, means, weights, max(3, n_iter // 3), "float64"))
-    print(f"K = {k:3d}  NumPy float64 EM  {reference * 1000:8.1f} ms an iteration")
+    print(f"K = {k:3d}  NumPy float64 EM  {reference * 1000:8.1f} ms per iteration")
     print(
         f"        bmm_dask float32   {ours32 * 1000:8.1f} ms   ratio {reference / ours32:5.1f}x faster"
     )
@@ -74,7 +74,7 @@ def quality(train, test, k: int, n_init: int) -> None:
         model = BernoulliMixture(k, n_init=n_init, random_state=0, max_iter=300).fit(train)
     seconds = time.perf_counter() - start
     print(
-        f"K = {k:3d}, n_init = {n_init}: test log-likelihood {model.score(test):8.2f} nats an image, "
+        f"K = {k:3d}, n_init = {n_init}: test log-likelihood {model.score(test):8.2f} nats per image, "
         f"train {model.score(train):8.2f}; {model.n_iter_} iterations (best start), "
         f"converged {model.converged_}, fit {seconds:.0f} s",
         flush=True,

@@ -6,13 +6,13 @@ For each size: `bmm-dask synth` data (784 features, K = 10), a local cluster of 
 with one thread and a memory limit of 2 GB each, and fits with the data streamed from the store
 every iteration (persist=False), side by side on the same cluster:
 
-- "a task a chunk": every E-step task reads one chunk (10,240 rows, 1 MiB) and the tree of sums
+- "one task per chunk": every E-step task reads one chunk (10,240 rows, 1 MiB) and the tree of sums
   adds their statistics in tasks of 8 (what bmm_dask did before grouping);
 - "groups of 8": every task reads 8 chunks at once and adds their statistics itself (the first
-  level of the same tree), what bmm_dask does when there are at least two groups a thread.
+  level of the same tree), what bmm_dask does when there are at least two groups per thread.
 
-Both compute the same sums in the same order. Printed: the median time an iteration, the
-throughput in rows x iterations a second a core, and the peak resident memory of each worker
+Both compute the same sums in the same order. Printed: the median time per iteration, the
+throughput in rows x iterations per second per core, and the peak resident memory of each worker
 process (getrusage in the worker, over all the fits so far). For scale, "kernel alone" is the
 E-step kernel (`bmm_dask._kernels.estep_stats`) on one chunk in this process with one BLAS thread
 and no Dask: the most a core can do, measured before every fit (the speed of this machine's
@@ -46,7 +46,7 @@ def peak_rss() -> int:
 
 
 def kernel_rows_per_second(data) -> float:
-    """Rows a second of the E-step kernel on the first chunk, one thread, no Dask."""
+    """Rows per second of the E-step kernel on the first chunk, one thread, no Dask."""
     packed = data.row_reader()(0, data.bits.chunks[0][0])
     rng = np.random.default_rng(0)
     W, b = log_parameters(
@@ -63,7 +63,7 @@ def kernel_rows_per_second(data) -> float:
 
 def fit_seconds(data, iterations: int, grouped: bool) -> list[float]:
     threads = bmm_dask._estep._cluster_threads
-    if not grouped:  # as many threads as the groups could never keep busy: a task a chunk
+    if not grouped:  # as many threads as the groups could never keep busy: one task per chunk
         bmm_dask._estep._cluster_threads = lambda: 1 << 30
     try:
         model = BernoulliMixture(10, max_iter=iterations, tol=0, random_state=0)
@@ -89,10 +89,10 @@ def main() -> None:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-ooc-"))
     print(
         f"# Streaming fits, K = 10, 784 features, {CORES} workers x 1 thread, memory limit 2 GB "
-        f"each; median s an iteration over {args.repeats} fits of {args.iterations} iterations each"
+        f"each; median s per iteration over {args.repeats} fits of {args.iterations} iterations each"
     )
     print(
-        f"{'rows':>11} {'packed GB':>9} {'kernel alone':>13} {'a task a chunk':>22} "
+        f"{'rows':>11} {'packed GB':>9} {'kernel alone':>13} {'one task per chunk':>22} "
         f"{'groups of 8':>22} {'worker peak MB':>15}"
     )
     for rows in args.rows:

@@ -14,6 +14,15 @@ logger = logging.getLogger("bmm_dask")
 
 
 def configure_logging(verbose: int, quiet: int) -> None:
+    """Send the package's log messages to stderr, one line each, at the level ``-v``/``-q`` set.
+
+    Parameters
+    ----------
+    verbose : int
+        Times ``-v`` was given: each lowers the level by one step from INFO.
+    quiet : int
+        Times ``-q`` was given: each raises it by one step.
+    """
     level = logging.INFO - 10 * verbose + 10 * quiet
     handler = ClearingHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
@@ -26,6 +35,13 @@ class ClearingHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Log lines written above the progress bar, which tqdm then draws again."""
 
     def emit(self, record: logging.LogRecord) -> None:
+        """Write a record, through tqdm when a bar may be on the terminal.
+
+        Parameters
+        ----------
+        record : logging.LogRecord
+            The record to write.
+        """
         if not self.stream.isatty() or "tqdm" not in sys.modules:
             super().emit(record)
             return
@@ -43,6 +59,15 @@ class ProgressBar:
 
     Fed by :meth:`rows` (ingest: rows just written, rows in all) or by :meth:`iteration` (fit:
     one record per EM iteration; a new start begins a new bar).
+
+    Parameters
+    ----------
+    label : str
+        The bar's description.
+    max_iter : int, default=None
+        Most iterations per start, the bar's length in :meth:`iteration`; None means unknown.
+    n_init : int, default=1
+        Number of starts, shown as "start i of n" when more than one.
     """
 
     def __init__(self, label: str, *, max_iter: int | None = None, n_init: int = 1) -> None:
@@ -60,7 +85,15 @@ class ProgressBar:
         )
 
     def rows(self, done: int, total: int) -> None:
-        """Add ``done`` rows of ``total``."""
+        """Add ``done`` rows of ``total``.
+
+        Parameters
+        ----------
+        done : int
+            Rows just finished.
+        total : int
+            Rows in all; a new total begins a new bar.
+        """
         if not self.enabled:
             return
         if self.bar is None or self.bar.total != total:
@@ -69,7 +102,14 @@ class ProgressBar:
         self.bar.update(done)
 
     def iteration(self, record: dict[str, Any]) -> None:
-        """Show one EM iteration: its number and the objective (nats per sample)."""
+        """Show one EM iteration: its number and the objective (nats per sample).
+
+        Parameters
+        ----------
+        record : dict
+            The iteration's record, with ``iteration`` and ``objective``; iteration 1 begins
+            a new bar.
+        """
         if not self.enabled:
             return
         if self.bar is None or record["iteration"] == 1:
@@ -80,6 +120,7 @@ class ProgressBar:
         self.bar.set_postfix_str(f"objective {record['objective']:.4f}", refresh=True)
 
     def close(self) -> None:
+        """Close the bar, if one is shown, and wipe it from the terminal."""
         if self.bar is not None:
             self.bar.close()
             self.bar = None
@@ -89,7 +130,21 @@ class ProgressBar:
 def progress_bar(
     label: str, *, max_iter: int | None = None, n_init: int = 1
 ) -> Iterator[ProgressBar]:
-    """A :class:`ProgressBar`, closed (and wiped from the terminal) on the way out."""
+    """A :class:`ProgressBar`, closed (and wiped from the terminal) on the way out.
+
+    Parameters
+    ----------
+    label : str
+        The bar's description.
+    max_iter : int, default=None
+        Most iterations per start; None means unknown.
+    n_init : int, default=1
+        Number of starts.
+
+    Yields
+    ------
+    ProgressBar
+    """
     bar = ProgressBar(label, max_iter=max_iter, n_init=n_init)
     try:
         yield bar
@@ -98,9 +153,16 @@ def progress_bar(
 
 
 def print_metrics(metrics: dict[str, Any]) -> None:
+    """Print a model's metrics on a dataset: log-likelihood, and with labels a confusion matrix.
+
+    Parameters
+    ----------
+    metrics : dict
+        As :func:`bmm_dask.evaluation.evaluate` returns them.
+    """
     click.echo(
         f"{metrics['data']}: {metrics['n_samples']:,} samples, log-likelihood "
-        f"{metrics['log_likelihood_per_sample']:.3f} nats a sample ({metrics['bits_per_dim']:.4f} bits a feature)"
+        f"{metrics['log_likelihood_per_sample']:.3f} nats per sample ({metrics['bits_per_dim']:.4f} bits per feature)"
     )
     if "accuracy" not in metrics:
         return
@@ -110,7 +172,7 @@ def print_metrics(metrics: dict[str, Any]) -> None:
     )
     classes = metrics["classes"]
     width = max(6, *(len(str(c)) + 1 for c in classes), len(str(max(metrics["cluster_sizes"]))) + 1)
-    click.echo("confusion matrix: a row a component (-> its label), a column a true label")
+    click.echo("confusion matrix: one row per component (-> its label), one column per true label")
     click.echo(" " * 12 + "".join(f"{c!s:>{width}}" for c in classes))
     for k, row in enumerate(metrics["confusion_matrix"]):
         label = metrics["mapping"][k]
@@ -119,6 +181,17 @@ def print_metrics(metrics: dict[str, Any]) -> None:
 
 
 def size(n: float) -> str:
+    """Write a number of bytes as a ``1.5 MB``-style size (powers of 1000, up to TB).
+
+    Parameters
+    ----------
+    n : float
+        A number of bytes.
+
+    Returns
+    -------
+    str
+    """
     for unit in ("bytes", "kB", "MB", "GB", "TB"):
         if n < 1000 or unit == "TB":
             return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
@@ -127,6 +200,17 @@ def size(n: float) -> str:
 
 
 def format_dataset(info: dict[str, Any]) -> list[str]:
+    """The lines ``bmm-dask info`` prints for a dataset.
+
+    Parameters
+    ----------
+    info : dict
+        As :func:`bmm_dask.io.describe_dataset` returns it.
+
+    Returns
+    -------
+    list of str
+    """
     b = info["binarization"]
     how = {
         "threshold": f"threshold {b.get('threshold')}",
@@ -140,11 +224,11 @@ def format_dataset(info: dict[str, Any]) -> list[str]:
         f"  samples        {n:,}",
         f"  features       {info['n_features']:,}"
         + (f" (images {' x '.join(map(str, shape))})" if shape else ""),
-        f"  binarization   {how}",
+        f"  binarisation   {how}",
         f"  labels         {'yes' if info['labels'] else 'no'}",
         f"  chunks         {info['n_chunks']} of up to {info['chunk_rows']:,} rows",
-        f"  stored         {size(info['bytes_stored'])} ({info['bytes_stored'] / n:.1f} bytes a sample)",
-        f"  ratio          {info['bytes_unpacked'] / info['bytes_stored']:.1f}x smaller than a byte a "
+        f"  stored         {size(info['bytes_stored'])} ({info['bytes_stored'] / n:.1f} bytes per sample)",
+        f"  ratio          {info['bytes_unpacked'] / info['bytes_stored']:.1f}x smaller than a byte per "
         f"feature, {info['bytes_packed'] / info['bytes_stored']:.1f}x smaller than packed bits",
     ]
     source = info.get("source") or {}
@@ -159,6 +243,17 @@ def format_dataset(info: dict[str, Any]) -> list[str]:
 
 
 def format_model(info: dict[str, Any]) -> list[str]:
+    """The lines ``bmm-dask info`` prints for a model.
+
+    Parameters
+    ----------
+    info : dict
+        As :func:`bmm_dask.io.describe_model` returns it.
+
+    Returns
+    -------
+    list of str
+    """
     data = info.get("data") or {}
     settings = info.get("settings") or {}
     weights = info["weights"]
@@ -169,9 +264,9 @@ def format_model(info: dict[str, Any]) -> list[str]:
         f"  features       {info['n_features']}",
         f"  weights        {shown}",
         f"  iterations     {info.get('n_iter')} ({'converged' if info.get('converged') else 'not converged'})",
-        f"  objective      {info.get('lower_bound', float('nan')):.4f} nats a sample",
+        f"  objective      {info.get('lower_bound', float('nan')):.4f} nats per sample",
         "  settings       " + ", ".join(f"{k}={v}" for k, v in sorted(settings.items())),
-        f"  fitted on      {data.get('path', '?')} ({data.get('n_samples', '?'):,} samples, binarization "
+        f"  fitted on      {data.get('path', '?')} ({data.get('n_samples', '?'):,} samples, binarisation "
         f"{data.get('binarization')})"
         if data
         else "  fitted on      (not recorded)",

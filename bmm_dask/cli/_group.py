@@ -61,7 +61,19 @@ def cli(verbose: int, quiet: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit status (2 for a user's mistake, with one line)."""
+    """Run the command line; return the exit status (2 for a user's mistake, with one line).
+
+    Parameters
+    ----------
+    argv : sequence of str, default=None
+        The arguments after the program's name; None means ``sys.argv[1:]``.
+
+    Returns
+    -------
+    int
+        0 on success, 2 for a usage error or a :class:`~bmm_dask.errors.BmmDaskError`, 1 for
+        another OS error, 130 after Ctrl-C and 143 after SIGTERM.
+    """
     saved = logger.handlers[:], logger.level, logger.propagate
     try:
         with warnings.catch_warnings(), unwinding_on_signals(), command_line_messages():

@@ -19,6 +19,18 @@ logger = logging.getLogger("bmm_dask")
 
 
 def scheduler_options(instead: str) -> list[Any]:
+    """The --scheduler and --scheduler-file options.
+
+    Parameters
+    ----------
+    instead : str
+        Where the command runs without them, for the help text ("a local cluster").
+
+    Returns
+    -------
+    list
+        The two click option decorators.
+    """
     return [
         click.option(
             "--scheduler",
@@ -64,7 +76,21 @@ def _check_cluster_option(ctx: click.Context, param: click.Parameter, value: Any
 
 
 def cluster_options(func: Any) -> Any:
-    """Where fit and demo run: a cluster named, else a local cluster of worker processes."""
+    """Where fit and demo run: a cluster named, else a local cluster of worker processes.
+
+    Adds --scheduler, --scheduler-file, --workers, --threads-per-worker, --memory-limit,
+    --dashboard-address and --performance-report to a command.
+
+    Parameters
+    ----------
+    func : callable
+        The command function.
+
+    Returns
+    -------
+    callable
+        ``func`` with the options.
+    """
     local = [
         click.option(
             "--workers",
@@ -74,13 +100,13 @@ def cluster_options(func: Any) -> Any:
         click.option(
             "--threads-per-worker",
             type=click.IntRange(min=1),
-            help="Threads a worker of the local cluster [default: 1].",
+            help="Threads per worker of the local cluster [default: 1].",
         ),
         click.option(
             "--memory-limit",
             metavar="SIZE",
             callback=_check_cluster_option,
-            help="Memory a worker of the local cluster, e.g. 2GB [default: shared out].",
+            help="Memory per worker of the local cluster, e.g. 2GB [default: shared out].",
         ),
         click.option(
             "--dashboard-address",
@@ -95,7 +121,18 @@ def cluster_options(func: Any) -> Any:
 
 def remote_options(func: Any) -> Any:
     """--scheduler, --scheduler-file and --performance-report for commands that run in this
-    process unless told to use a cluster."""
+    process unless told to use a cluster.
+
+    Parameters
+    ----------
+    func : callable
+        The command function.
+
+    Returns
+    -------
+    callable
+        ``func`` with the options.
+    """
     return _apply([*scheduler_options("in this process"), PERFORMANCE_REPORT_OPTION], func)
 
 
@@ -110,9 +147,39 @@ def cluster_client(
     dashboard_address: str = "127.0.0.1:8787",
     task_bytes: float = 0,
 ) -> Iterator[Any]:
-    """A Dask client (the cluster named, else a local one) for the command, its dashboard link
-    logged first, and Dask's performance report written when asked for. ``task_bytes``, the
-    memory a task needs, sets the smallest --memory-limit accepted."""
+    """A Dask client (the cluster named, else a local one) for the command.
+
+    Its dashboard link (and that of the progress page) is logged first, and Dask's performance
+    report is written when asked for.
+
+    Parameters
+    ----------
+    scheduler : str, default=None
+        Address of a running scheduler.
+    scheduler_file : str, default=None
+        A scheduler file naming one.
+    workers : int, default=None
+        Worker processes of the local cluster; None means the number of cores.
+    threads_per_worker : int, default=None
+        Threads per worker of the local cluster; None means 1.
+    memory_limit : str, default=None
+        Memory per worker of the local cluster; None means shared out.
+    performance_report : str, default=None
+        Where to write Dask's performance report of the work; None means nowhere.
+    dashboard_address : str, default="127.0.0.1:8787"
+        Where the local cluster's dashboard listens.
+    task_bytes : float, default=0
+        The memory a task needs, which sets the smallest --memory-limit accepted.
+
+    Yields
+    ------
+    distributed.Client
+
+    Raises
+    ------
+    SettingsError
+        As :func:`bmm_dask.cluster.open_client`.
+    """
     from bmm_dask.cluster import open_client
 
     with open_client(
@@ -153,7 +220,23 @@ def _add_progress_page(client: Any) -> None:
 def maybe_client(
     scheduler: str | None, scheduler_file: str | None, performance_report: str | None
 ) -> Any:
-    """A cluster when one is named (or a performance report asked for), else this process."""
+    """A cluster when one is named (or a performance report asked for), else this process.
+
+    Parameters
+    ----------
+    scheduler : str or None
+        Address of a running scheduler.
+    scheduler_file : str or None
+        A scheduler file naming one.
+    performance_report : str or None
+        Where to write Dask's performance report.
+
+    Returns
+    -------
+    context manager
+        :func:`cluster_client`, or one that does nothing (the work runs on this process's
+        threads).
+    """
     if (
         scheduler
         or scheduler_file
@@ -165,20 +248,67 @@ def maybe_client(
 
 
 def open_data(path: str) -> Any:
+    """Open a dataset (see :func:`bmm_dask.io.open_dataset`), importing Dask only now.
+
+    Parameters
+    ----------
+    path : str
+        The dataset's path or URL.
+
+    Returns
+    -------
+    Dataset
+
+    Raises
+    ------
+    DataError
+        When the path is missing or is not a dataset.
+    """
     from bmm_dask.io import open_dataset
 
     return open_dataset(path)
 
 
 def load_model(path: str) -> Any:
+    """Read a model store (see :meth:`BernoulliMixture.load`), importing Dask only now.
+
+    Parameters
+    ----------
+    path : str
+        The model's path.
+
+    Returns
+    -------
+    BernoulliMixture
+
+    Raises
+    ------
+    ModelFileError
+        When the path is missing, not a model, or damaged.
+    """
     from bmm_dask.model import BernoulliMixture
 
     return BernoulliMixture.load(path)
 
 
 def check_report_path(performance_report: str | None, inputs: Sequence[str | None]) -> None:
-    """Dask writes its performance report over whatever is there: never over an input, and
-    somewhere it can write (missing folders are created when the report is written)."""
+    """Check where a performance report goes, before any work: never over an input.
+
+    Dask writes its report over whatever is there, so it must go somewhere it can write
+    (missing folders are created when the report is written).
+
+    Parameters
+    ----------
+    performance_report : str or None
+        The report's path; None means no report, nothing to check.
+    inputs : sequence of str or None
+        What the command reads.
+
+    Raises
+    ------
+    OutputError
+        If the path is or holds an input, or cannot be written.
+    """
     if performance_report is not None:
         from bmm_dask.io import check_output
 
@@ -188,7 +318,25 @@ def check_report_path(performance_report: str | None, inputs: Sequence[str | Non
 def write_json(
     path: Path, value: Any, *, overwrite: bool = True, inputs: Sequence[str | None] = ()
 ) -> None:
-    """Write a JSON file whole or not at all, under its lock; never over an input."""
+    """Write a JSON file whole or not at all, under its lock; never over an input.
+
+    Parameters
+    ----------
+    path : Path
+        The file to write.
+    value : object
+        What to write, as JSON (indented).
+    overwrite : bool, default=True
+        Whether an existing file may be replaced.
+    inputs : sequence of str or None, default=()
+        What the command reads; ``path`` may be none of them.
+
+    Raises
+    ------
+    OutputError
+        If the file exists (without ``overwrite``), is or holds an input, cannot be written,
+        or another command holds its lock.
+    """
     from bmm_dask.io import atomic_file, check_output, output_lock
 
     check_output(path, overwrite=overwrite, inputs=inputs)
@@ -202,6 +350,30 @@ def write_json(
 
 
 def learn_mapping(model: Any, path: str | None, model_path: str) -> list[Any] | None:
+    """The label of each component, learned on a labelled dataset (``--mapping-from``).
+
+    Parameters
+    ----------
+    model : BernoulliMixture
+        A fitted model.
+    path : str or None
+        The labelled dataset; None means no mapping.
+    model_path : str
+        Where the model was read from, for messages.
+
+    Returns
+    -------
+    list of length n_components, or None
+        A label, or None, for each component, as :func:`bmm_dask.evaluation.evaluate` matches
+        them.
+
+    Raises
+    ------
+    SettingsError
+        If the dataset has no labels.
+    DataError
+        If the dataset cannot be opened, or does not fit the model.
+    """
     if path is None:
         return None
     from bmm_dask.evaluation import evaluate

@@ -77,7 +77,7 @@ def running_tasks_finish_on_failure() -> Iterator[None]:
     its running tasks have finished (see ``_let_running_tasks_finish``).
 
     Entered by each command as it starts, after its command line is read: importing Dask here
-    would slow ``--help`` by a third of a second.
+    would slow ``--help`` noticeably.
     """
     from dask.callbacks import Callback
 

@@ -39,7 +39,7 @@ def fetch(name: str, directory: str | None, from_dir: str | None) -> None:
 @click.argument("source")
 @click.option("--out", "-o", required=True, type=click.Path(), help="Dataset to write (DATA.zarr).")
 @click.option(
-    "--labels", type=click.Path(), help="IDX or .npy file of integer labels, one a sample."
+    "--labels", type=click.Path(), help="IDX or .npy file of integer labels, one per sample."
 )
 @click.option(
     "--threshold",
@@ -55,7 +55,7 @@ def fetch(name: str, directory: str | None, from_dir: str | None) -> None:
     "--seed", type=click.IntRange(min=0), help="Seed for --binarize stochastic [default: 0]."
 )
 @click.option(
-    "--chunk-rows", type=click.IntRange(min=1), help="Rows a chunk [default: about 1 MiB packed]."
+    "--chunk-rows", type=click.IntRange(min=1), help="Rows per chunk [default: about 1 MiB packed]."
 )
 @click.option("--overwrite", is_flag=True, help="Replace the output if it exists.")
 def ingest(
@@ -68,7 +68,7 @@ def ingest(
     chunk_rows: int | None,
     overwrite: bool,
 ) -> None:
-    """Binarise images and write them to Zarr, packed 8 pixels a byte.
+    """Binarise images and write them to Zarr, packed 8 pixels per byte.
 
     SOURCE is an IDX file (raw or .gz), a .npy array (N x H x W or N x D), or `mnist`: the
     fetched MNIST files when the cache holds them, else the copy inside the package; it
@@ -147,7 +147,7 @@ def _parse_shape(
 )
 @click.option("--out", "-o", required=True, type=click.Path(), help="Dataset to write (DATA.zarr).")
 @click.option(
-    "--chunk-rows", type=click.IntRange(min=1), help="Rows a chunk [default: about 1 MiB packed]."
+    "--chunk-rows", type=click.IntRange(min=1), help="Rows per chunk [default: about 1 MiB packed]."
 )
 @click.option(
     "--image-shape", callback=_parse_shape, help="Shape of a row as an image, e.g. 28x28."

@@ -25,7 +25,18 @@ logger = logging.getLogger("bmm_dask")
 
 
 def log_resume_point(out: str, point: tuple[int, int, float | None], n_init: int) -> None:
-    """Say where a resumed fit continues: which start, after how many saved iterations."""
+    """Say where a resumed fit continues: which start, after how many saved iterations.
+
+    Parameters
+    ----------
+    out : str
+        The fit's output, which holds the checkpoint.
+    point : tuple of (int, int, float or None)
+        The start (counted from 1), the iterations of it saved, and the objective after the
+        last of them (None when none was saved).
+    n_init : int
+        Number of starts.
+    """
     start, saved, objective = point
     if saved:
         logger.info(
@@ -182,7 +193,7 @@ def fit(
     click.echo(
         f"wrote {out}: K = {n_components}, {model.n_iter_} iterations, "
         f"{'converged' if model.converged_ else 'not converged'}, objective {model.lower_bound_:.4f} nats "
-        f"a sample, {seconds:.1f} s of fitting"
+        f"per sample, {seconds:.1f} s of fitting"
     )
 
 

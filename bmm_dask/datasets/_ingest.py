@@ -49,26 +49,39 @@ def ingest(
 
     Parameters
     ----------
-    source : path
+    source : str or path-like
         IDX (``*-idx3-ubyte``, raw or ``.gz``) or ``.npy`` of shape (n_samples, ...) with values
         in 0..255, or bool / 0-1 values with ``Binarization("none")``.
-    out : path
+    out : str or path-like
         The dataset group to write (a folder, by convention ``*.zarr``).
-    labels : path, optional
+    labels : str or path-like, default=None
         IDX or ``.npy`` integer labels, one per sample.
-    binarization : Binarization, default threshold 128 (``none`` for a bool source)
-    chunk_rows : int, optional
-        Rows a chunk; by default about 1 MiB of packed rows.
-    overwrite : bool
+    binarization : Binarization, default=None
+        How grey levels become bits; None means threshold 128 (``none`` for a bool source).
+    chunk_rows : int, default=None
+        Rows per chunk; None means about 1 MiB of packed rows.
+    overwrite : bool, default=False
         Replace ``out`` if it exists.
-    progress : callable, optional
+    progress : callable, default=None
         Called with (rows written, rows in all) after each chunk.
-    zstd_level : int, default 3
+    zstd_level : int, default=ZSTD_LEVEL
         Compression level of the chunks.
 
     Returns
     -------
-    Path of the dataset written.
+    Path
+        The dataset written, ``out``.
+
+    Raises
+    ------
+    DataError
+        If a file is missing, malformed or truncated, the images have one dimension, the
+        labels do not match them, or a value does not suit the binarisation.
+    SettingsError
+        If ``chunk_rows`` is not a whole number of at least 1.
+    OutputError
+        If ``out`` exists and ``overwrite`` is false, is or holds an input, or cannot be
+        written.
     """
     images = open_source(source)
     if len(images.shape) < 2:
@@ -100,6 +113,35 @@ def write_source(
     progress: Progress | None,
     zstd_level: int = ZSTD_LEVEL,
 ) -> None:
+    """Binarise opened images (and labels) into a new dataset group, a chunk of rows at a time.
+
+    Records the source files' checksums in the dataset's ``source`` attribute.
+
+    Parameters
+    ----------
+    path : Path
+        The dataset group to create (inside an :func:`~bmm_dask.io.atomic_output` folder).
+    images : ImageSource
+        The images, as from :func:`~bmm_dask.datasets.open_source`.
+    labels : ImageSource or None
+        Their labels, as from ``open_labels``.
+    binarization : Binarization
+        How grey levels become bits.
+    chunk_rows : int
+        Rows per chunk.
+    attrs : dict
+        Attributes of the dataset (image shape, binarisation, ...).
+    progress : callable or None
+        Called with (rows written, rows in all) after each chunk.
+    zstd_level : int, default=ZSTD_LEVEL
+        Compression level of the chunks.
+
+    Raises
+    ------
+    DataError
+        If a file turns out malformed or truncated, a value does not suit the binarisation, or
+        the threshold would make every bit 0 (values of 0 and 1, or scaled to [0, 1]).
+    """
     writer = DatasetWriter.create(
         path,
         n_samples=images.n_samples,

@@ -53,12 +53,30 @@ MNIST_MIRRORS: tuple[str, ...] = (
 
 
 def data_home() -> Path:
-    """Where fetched data is cached: ``$BMM_DASK_DATA``, else ``~/.cache/bmm-dask``."""
+    """Where fetched data is cached: ``$BMM_DASK_DATA``, else ``~/.cache/bmm-dask``.
+
+    Returns
+    -------
+    Path
+        The folder (which may not exist yet).
+    """
     env = os.environ.get("BMM_DASK_DATA")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "bmm-dask"
 
 
 def mnist_dir(directory: str | os.PathLike[str] | None = None) -> Path:
+    """The folder of the MNIST files.
+
+    Parameters
+    ----------
+    directory : str or path-like, default=None
+        The folder; None means ``data_home() / "mnist"``.
+
+    Returns
+    -------
+    Path
+        The folder (which may not exist yet).
+    """
     return Path(directory) if directory is not None else data_home() / "mnist"
 
 
@@ -118,20 +136,29 @@ def fetch_mnist(
 
     Parameters
     ----------
-    directory : path, optional
-        Where the files go; by default ``data_home() / "mnist"``.
-    from_dir : path, optional
+    directory : str or path-like, default=None
+        Where the files go; None means ``data_home() / "mnist"``.
+    from_dir : str or path-like, default=None
         Take the files from this folder (``name.gz`` or ``name``) instead of the network.
-    mirrors : sequence of str, optional
-        Base URLs; by default ``BMM_DASK_MNIST_MIRRORS`` or :data:`MNIST_MIRRORS`.
-    files : dict, optional
-        Name -> (md5, size) of the uncompressed bytes; by default :data:`MNIST_FILES`.
-    timeout : float
+    mirrors : sequence of str, default=None
+        Base URLs; None means ``BMM_DASK_MNIST_MIRRORS`` or :data:`MNIST_MIRRORS`.
+    files : dict, default=None
+        Name -> (md5, size) of the uncompressed bytes; None means :data:`MNIST_FILES`.
+    timeout : float, default=60.0
         Seconds to wait for a mirror to answer.
 
     Returns
     -------
-    The folder holding the verified files.
+    Path
+        The folder holding the verified files.
+
+    Raises
+    ------
+    DataError
+        If ``from_dir`` is not a folder, lacks a file, or holds one that fails its check.
+    FetchError
+        If the folder cannot be created, or a file fails to download, or its check, from
+        every mirror.
     """
     target = mnist_dir(directory)
     files = dict(MNIST_FILES if files is None else files)
@@ -195,7 +222,18 @@ def _download(
 
 
 def cached_mnist(directory: str | os.PathLike[str] | None = None) -> dict[str, Path] | None:
-    """The four MNIST files in the cache, verified, or None when any is missing or wrong."""
+    """The four MNIST files in the cache, verified, or None when any is missing or wrong.
+
+    Parameters
+    ----------
+    directory : str or path-like, default=None
+        The cache folder; None means ``data_home() / "mnist"``.
+
+    Returns
+    -------
+    dict or None
+        The path of each file (``name.gz`` or ``name``), by name, or None.
+    """
     folder = mnist_dir(directory)
     found = {}
     for name, (md5, size) in MNIST_FILES.items():
@@ -211,7 +249,13 @@ def cached_mnist(directory: str | os.PathLike[str] | None = None) -> dict[str, P
 
 
 def packaged_mnist_path() -> Path:
-    """The MNIST copy inside the package: a zipped Zarr store with ``train`` and ``test`` datasets."""
+    """The MNIST copy inside the package: a zipped Zarr store with ``train`` and ``test`` datasets.
+
+    Returns
+    -------
+    Path
+        The path of ``mnist.zarr.zip``.
+    """
     return Path(str(importlib.resources.files("bmm_dask") / "data" / "mnist.zarr.zip"))
 
 
@@ -228,6 +272,35 @@ def ingest_mnist(
 
     From the fetched IDX files when the cache holds them (any binarisation), else from the copy
     inside the package (binarised at 128), offline.
+
+    Parameters
+    ----------
+    out : str or path-like
+        The group to write (a local folder).
+    binarization : Binarization, default=None
+        How grey levels become bits; None means threshold 128.
+    chunk_rows : int, default=None
+        Rows per chunk; None means about 1 MiB of packed rows.
+    overwrite : bool, default=False
+        Replace ``out`` if it exists.
+    directory : str or path-like, default=None
+        The cache of fetched files; None means ``data_home() / "mnist"``.
+    progress : callable, default=None
+        Called with (rows written, rows in all) after each chunk.
+
+    Returns
+    -------
+    Path
+        ``out``.
+
+    Raises
+    ------
+    SettingsError
+        If the cache lacks the files and ``binarization`` is not the packaged copy's, or
+        ``chunk_rows`` is out of range.
+    OutputError
+        If ``out`` exists and ``overwrite`` is false, is or holds an input, or cannot be
+        written.
     """
     binarization = binarization or Binarization()
     inputs = [mnist_dir(directory), packaged_mnist_path()]

@@ -31,6 +31,23 @@ def write_checkpoint(
     The first checkpoint creates the store (atomically, replacing what was there); later ones
     replace ``checkpoint.npz`` alone, by a rename, so a kill at any moment leaves the previous
     checkpoint or the new one, never a mix.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The store (the fit's output folder).
+    arrays : mapping of str to ndarray
+        The state's arrays (means, weights, ...).
+    state : mapping
+        The rest of the state, as JSON values.
+    attrs : mapping
+        Attributes of the store (settings, the data's fingerprint), written with the first
+        checkpoint.
+
+    Raises
+    ------
+    OutputError
+        If the store cannot be written.
     """
     target = Path(path)
 
@@ -49,7 +66,28 @@ def write_checkpoint(
 def read_checkpoint(
     path: str | os.PathLike[str],
 ) -> tuple[dict[str, NDArray[Any]], dict[str, Any], dict[str, Any]]:
-    """The arrays, state and attributes a checkpoint holds."""
+    """The arrays, state and attributes a checkpoint holds.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The store written by :func:`write_checkpoint`.
+
+    Returns
+    -------
+    arrays : dict of str to ndarray
+    state : dict
+    attrs : dict
+        The store's attributes.
+
+    Raises
+    ------
+    DataError
+        If ``path`` does not exist or is not a Zarr group.
+    ModelFileError
+        If the group is not a checkpoint, is of a newer format, or its ``checkpoint.npz``
+        cannot be read.
+    """
     from bmm_dask.errors import ModelFileError
 
     group = open_group(os.fspath(path), None)

@@ -34,16 +34,28 @@ DATASET_FORMAT = {"name": "bmm_dask.dataset", "version": 1}
 #: record tells a reader that a missing one is damage.
 CHUNKS_STORED = "chunks_stored"
 
-#: Uncompressed bytes of packed rows a chunk aims at (1 MiB: about 10,000 MNIST images).
+#: Uncompressed bytes of packed rows per chunk (1 MiB: about 10,000 MNIST images).
 CHUNK_BYTES = 1 << 20
 
-#: zstd level for new datasets: level 3 stores MNIST at about 28 bytes an image, and writes
-#: 60,000 images in about 50 ms; level 19 saves a further 18 % at 30 times the time.
+#: zstd level for new datasets: level 3 compresses MNIST well and writes it fast; higher levels
+#: save little more space for many times the time.
 ZSTD_LEVEL = 3
 
 
 def default_chunk_rows(n_features: int, chunk_bytes: int = CHUNK_BYTES) -> int:
     """Rows in a chunk of about ``chunk_bytes`` packed bytes, a multiple of 1024 when that large.
+
+    Parameters
+    ----------
+    n_features : int
+        Number of features D.
+    chunk_bytes : int, default=CHUNK_BYTES
+        Packed bytes per chunk to aim at.
+
+    Returns
+    -------
+    int
+        Rows per chunk, at least 1.
 
     >>> default_chunk_rows(784), default_chunk_rows(64), default_chunk_rows(10**7)
     (10240, 131072, 1)
@@ -53,7 +65,25 @@ def default_chunk_rows(n_features: int, chunk_bytes: int = CHUNK_BYTES) -> int:
 
 
 def parse_chunk_rows(chunk_rows: int | None, n_features: int) -> int:
-    """Check a requested number of rows a chunk, or choose one from the row size."""
+    """Check a requested number of rows per chunk, or choose one from the row size.
+
+    Parameters
+    ----------
+    chunk_rows : int or None
+        The rows per chunk asked for; None means :func:`default_chunk_rows`.
+    n_features : int
+        Number of features D.
+
+    Returns
+    -------
+    int
+        Rows per chunk.
+
+    Raises
+    ------
+    SettingsError
+        If ``chunk_rows`` is not a whole number of at least 1.
+    """
     if chunk_rows is None:
         return default_chunk_rows(n_features)
     if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int | np.integer):
@@ -69,6 +99,17 @@ class DatasetWriter:
 
     Blocks should start on chunk boundaries (as :meth:`create` and the callers arrange), so that
     every chunk is written once, whole.
+
+    Attributes
+    ----------
+    group : zarr.Group
+        The dataset group.
+    bits : zarr.Array
+        The packed rows, of shape (n_samples, ceil(n_features / 8)).
+    labels : zarr.Array or None
+        The labels, of shape (n_samples,), when the dataset has them.
+    n_features : int
+        Number of features D.
     """
 
     group: zarr.Group
@@ -92,6 +133,28 @@ class DatasetWriter:
 
         Every chunk is stored, even one of zeros, and the group records how many (the
         :data:`CHUNKS_STORED` attribute), so that a reader can tell a lost chunk from zeros.
+
+        Parameters
+        ----------
+        path : Path
+            The group's folder.
+        n_samples : int
+            Number of rows.
+        n_features : int
+            Number of features D.
+        chunk_rows : int
+            Rows per chunk (at most ``n_samples``).
+        labels_dtype : dtype, default=None
+            Type of the labels; None means no labels array.
+        attrs : mapping, default=None
+            Attributes of the group (image shape, binarisation, source, ...).
+        zstd_level : int, default=ZSTD_LEVEL
+            Compression level of the chunks.
+
+        Returns
+        -------
+        DatasetWriter
+            The writer of the new, empty arrays.
         """
         chunk_rows = min(chunk_rows, n_samples)
         n_chunks = -(-n_samples // chunk_rows)
@@ -130,12 +193,23 @@ class DatasetWriter:
 
     @property
     def chunk_rows(self) -> int:
+        """Rows per chunk of the arrays."""
         return int(self.bits.chunks[0])
 
     def write(
         self, start: int, packed: NDArray[np.uint8], labels: NDArray[Any] | None = None
     ) -> None:
-        """Write rows ``start : start + len(packed)`` of the bits (and labels)."""
+        """Write rows ``start : start + len(packed)`` of the bits (and labels).
+
+        Parameters
+        ----------
+        start : int
+            Index of the first row, on a chunk boundary.
+        packed : ndarray of shape (n_rows, ceil(n_features / 8)), dtype uint8
+            The rows, packed.
+        labels : ndarray of shape (n_rows,), default=None
+            Their labels, when the dataset has a labels array.
+        """
         stop = start + len(packed)
         self.bits[start:stop] = packed
         if labels is not None:
@@ -143,6 +217,13 @@ class DatasetWriter:
             self.labels[start:stop] = labels
 
     def update_attrs(self, attrs: Mapping[str, Any]) -> None:
+        """Add or replace attributes of the group.
+
+        Parameters
+        ----------
+        attrs : mapping
+            The attributes to set.
+        """
         self.group.attrs.update(dict(attrs))
 
 
@@ -162,8 +243,11 @@ class Dataset:
     labels : dask array of shape (n_samples,) or None
         Integer labels (digits for MNIST, the true component for synthetic data).
     n_features : int
+        Number of features D (bits per row).
     attrs : dict
         The group's attributes: ``image_shape``, ``binarization``, ``source``, ...
+    group : zarr.Group
+        The group opened.
     """
 
     path: str
@@ -175,23 +259,38 @@ class Dataset:
 
     @property
     def n_samples(self) -> int:
+        """Number of rows."""
         return int(self.bits.shape[0])
 
     @property
     def image_shape(self) -> tuple[int, ...] | None:
+        """The shape of an image, as recorded when the dataset was written, or None."""
         shape = self.attrs.get("image_shape")
         return tuple(shape) if shape else None
 
     @property
     def binarization(self) -> dict[str, Any]:
+        """How the data was binarised (the ``binarization`` attribute), or {}."""
         return dict(self.attrs.get("binarization", {}))
 
     @property
     def chunk_rows(self) -> int:
+        """Rows in the first chunk of ``bits``."""
         return int(self.bits.chunks[0][0])
 
     def unpacked(self, dtype: np.typing.DTypeLike = np.uint8) -> da.Array:
-        """The rows as 0/1 values, shape (n_samples, n_features), unpacked a chunk at a time."""
+        """The rows as 0/1 values, unpacked one chunk at a time.
+
+        Parameters
+        ----------
+        dtype : dtype, default=np.uint8
+            Type of the values.
+
+        Returns
+        -------
+        dask.array.Array of shape (n_samples, n_features)
+            Lazy, chunked by rows like ``bits``.
+        """
         from dask.base import tokenize
 
         dtype = np.dtype(dtype)
@@ -206,8 +305,17 @@ class Dataset:
         )
 
     def row_reader(self) -> Callable[[int, int], NDArray[np.uint8]]:
-        """A small picklable function ``(start, stop) -> packed rows`` that reads the store
-        (for tasks that read their own chunk; a read error or a missing chunk names the chunk)."""
+        """A small picklable function ``(start, stop) -> packed rows`` that reads the store.
+
+        For tasks that read their own chunk; a read error or a missing chunk names the chunk.
+
+        Returns
+        -------
+        callable
+            ``reader(start, stop)`` returns rows ``start:stop`` of ``bits``, an ndarray of shape
+            (stop - start, ceil(n_features / 8)), and raises :class:`DataError` where they
+            cannot be read.
+        """
         return functools.partial(
             _read_range,
             self.group["bits"],
@@ -217,7 +325,14 @@ class Dataset:
         )
 
     def fingerprint(self) -> dict[str, Any]:
-        """What a model records of the data it was fitted on."""
+        """What a model records of the data it was fitted on.
+
+        Returns
+        -------
+        dict
+            ``path`` (absolute, unless a URL), ``n_samples``, ``n_features``,
+            ``binarization`` and ``image_shape``.
+        """
         path = self.path if is_url(self.path) else os.path.abspath(self.path)
         return {
             "path": path,
@@ -228,7 +343,23 @@ class Dataset:
         }
 
     def read_array(self, name: str) -> NDArray[Any]:
-        """Read a small array stored beside the data (``true_means``, ``true_weights``)."""
+        """Read a small array stored beside the data (``true_means``, ``true_weights``).
+
+        Parameters
+        ----------
+        name : str
+            The array's name in the group.
+
+        Returns
+        -------
+        ndarray
+            The whole array.
+
+        Raises
+        ------
+        DataError
+            If the group has no such array.
+        """
         try:
             return np.asarray(self.group[name][...])
         except KeyError as err:
@@ -236,7 +367,18 @@ class Dataset:
 
 
 def dataset_children(group: zarr.Group) -> list[str]:
-    """Names of the groups below ``group`` that are datasets (as ``ingest mnist`` writes)."""
+    """Names of the groups below ``group`` that are datasets (as ``ingest mnist`` writes).
+
+    Parameters
+    ----------
+    group : zarr.Group
+        The group to look in.
+
+    Returns
+    -------
+    list of str
+        The names of its child groups that hold a ``bits`` array, sorted.
+    """
     return sorted(
         key for key, child in group.members() if isinstance(child, zarr.Group) and "bits" in child
     )
@@ -267,15 +409,16 @@ def open_dataset(
 
     Parameters
     ----------
-    path_or_url : str or path
+    path_or_url : str or path-like
         The group: a folder (``mnist.zarr/train``), a ``.zip`` of one, or a URL that zarr and
         fsspec can read.
-    storage_options : dict, optional
+    storage_options : dict, default=None
         Passed to fsspec for URLs.
 
     Returns
     -------
     Dataset
+        The dataset, its rows and labels as lazy Dask arrays (one task per chunk).
 
     Raises
     ------
@@ -452,8 +595,8 @@ def _check_read_chunks(
     """Refuse rows read from a chunk that is missing from the store.
 
     Zarr reads a missing chunk (a deleted file, an HTTP 404) as fill value, zeros. So only a
-    chunk whose rows are all zeros is looked up: real data costs one scan of its bytes (0.2 ms
-    for MNIST's 60,000 rows, which take 7 ms to read) and no request to the store.
+    chunk whose rows are all zeros is looked up: real data costs one scan of its bytes (small
+    against reading them) and no request to the store.
     """
     rows = array.chunks[0]
     stop = start + len(values)
@@ -472,7 +615,7 @@ def _check_read_chunks(
 def _read_array(
     array: zarr.Array, path: str, name: str, key: str, every_chunk_stored: bool = False
 ) -> da.Array:
-    """A Dask array over a Zarr array, a task a chunk, whose read errors name the chunk."""
+    """A Dask array over a Zarr array, one task per chunk, whose read errors name the chunk."""
     import dask.array as da
 
     # A partial, so that Dask does not take the Zarr array for an array to map over.
@@ -507,6 +650,11 @@ def describe_dataset(dataset: Dataset | str | os.PathLike[str]) -> dict[str, Any
         ``kind`` ("dataset"), ``path``, ``n_samples``, ``n_features``, ``image_shape``,
         ``binarization``, ``labels`` (whether it has them), ``chunk_rows``, ``n_chunks``,
         ``bytes_stored``, ``bytes_packed``, ``bytes_unpacked`` and ``source``.
+
+    Raises
+    ------
+    DataError
+        When a path is missing or is not a dataset.
     """
     if isinstance(dataset, Dataset):
         path, group, attrs = dataset.path, dataset.group, dict(dataset.attrs)

@@ -13,7 +13,27 @@ from bmm_dask.io._zarr import open_group
 
 
 def describe_path(path_or_url: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Describe a model, a dataset, or each dataset of a group that holds several (``mnist.zarr``)."""
+    """Describe a model, a dataset, or each dataset of a group that holds several (``mnist.zarr``).
+
+    Parameters
+    ----------
+    path_or_url : str or path-like
+        The store.
+
+    Returns
+    -------
+    list of dict
+        One description per model, checkpoint or dataset (see :func:`describe_model` and
+        :func:`describe_dataset`; a checkpoint gives ``kind``, ``path``, ``start``,
+        ``iterations``, ``objective``, ``settings`` and ``data``).
+
+    Raises
+    ------
+    DataError
+        If the path is not a Zarr group, or holds neither a model, a checkpoint nor datasets.
+    ModelFileError
+        If a model or checkpoint cannot be read.
+    """
     path = os.fspath(path_or_url)
     group = open_group(path, None)
     kind = (group.attrs.get("format") or {}).get("name")

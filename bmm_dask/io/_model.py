@@ -27,7 +27,31 @@ def write_model(
     *,
     overwrite: bool = False,
 ) -> Path:
-    """Write a model group (``means`` (K, D) float64, ``weights`` (K,), attrs) atomically."""
+    """Write a model group (``means``, ``weights`` and attributes) atomically.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The group to write (a local folder).
+    means : ndarray of shape (n_components, n_features)
+        Bernoulli means, stored as float64.
+    weights : ndarray of shape (n_components,)
+        Mixing weights, stored as float64.
+    attrs : mapping
+        Attributes of the group (settings, history, the data's fingerprint, ...).
+    overwrite : bool, default=False
+        Replace ``path`` if it exists.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    OutputError
+        If ``path`` exists and ``overwrite`` is false, or cannot be written.
+    """
     with atomic_output(path, overwrite=overwrite) as tmp:
         group = new_group(tmp, MODEL_FORMAT, **attrs)
         group.create_array(
@@ -44,7 +68,26 @@ def write_model(
 def read_model(
     path: str | os.PathLike[str],
 ) -> tuple[NDArray[np.float64], NDArray[np.float64], dict[str, Any]]:
-    """Read a model group: means (K, D), weights (K,) and its attributes, checked."""
+    """Read a model group: means, weights and its attributes, checked.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The group written by :func:`write_model`.
+
+    Returns
+    -------
+    means : ndarray of shape (n_components, n_features)
+    weights : ndarray of shape (n_components,)
+    attrs : dict
+        The group's attributes.
+
+    Raises
+    ------
+    ModelFileError
+        If ``path`` is missing, not a model (a checkpoint, say), of a newer format, unreadable,
+        or holds means outside (0, 1) or weights that do not sum to 1.
+    """
     path = os.fspath(path)
     from bmm_dask.errors import ModelFileError
 
@@ -80,7 +123,24 @@ def read_model(
 
 
 def describe_model(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """What ``bmm-dask info`` shows of a model, as plain values."""
+    """What ``bmm-dask info`` shows of a model, as plain values.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The model group.
+
+    Returns
+    -------
+    dict
+        ``kind`` ("model"), ``path``, ``n_components``, ``n_features``, ``weights``, the
+        group's attributes but its format and history, and ``n_history``.
+
+    Raises
+    ------
+    ModelFileError
+        As :func:`read_model`.
+    """
     means, weights, attrs = read_model(path)
     return {
         "kind": "model",

@@ -21,6 +21,17 @@ from bmm_dask.errors import OutputError, setting
 
 
 def is_url(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a URL (holds ``://``) rather than a path on this machine.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A path or URL.
+
+    Returns
+    -------
+    bool
+    """
     return "://" in str(path)
 
 
@@ -42,9 +53,18 @@ def check_not_input(
     one would change it. The current folder and the folders above it are refused as outputs
     too: replacing them would take everything in them.
 
+    Parameters
+    ----------
+    target : str or path-like
+        The output.
+    inputs : sequence of paths or None
+        What the command reads (None entries and URLs are skipped; ``x.zip/train`` counts as
+        ``x.zip``).
+
     Raises
     ------
     OutputError
+        If ``target`` is the current folder or above it, or is, holds or lies inside an input.
     """
     out = Path(target).resolve()
     cwd = Path.cwd().resolve()
@@ -92,6 +112,8 @@ def check_output(
     Raises
     ------
     OutputError
+        If ``target`` is a URL, exists (without ``overwrite``), is or holds an input, or
+        cannot be written.
     """
     if is_url(target):
         raise OutputError(f"{target}: outputs are written to a folder on this machine, not a URL")
@@ -124,6 +146,20 @@ def atomic_output(
     once the new one is complete (and only with ``overwrite``). The output's lock
     (:func:`output_lock`) is held throughout, so two commands never write one output at once,
     and an output that appears meanwhile is never replaced without ``overwrite``.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The output folder (local).
+    overwrite : bool, default=False
+        Whether an existing output may be replaced.
+    inputs : sequence of paths, default=()
+        What the command reads; ``path`` may be none of them (see :func:`check_not_input`).
+
+    Yields
+    ------
+    Path
+        The temporary folder to write into.
 
     Raises
     ------
@@ -159,6 +195,25 @@ def atomic_file(
 
     Without ``overwrite`` a file that exists at the moment of the rename is left alone and
     :class:`OutputError` raised.
+
+    Parameters
+    ----------
+    final : str or path-like
+        The file to write, in a folder that exists.
+    write : callable
+        Called with the temporary file's path; writes the content there.
+    overwrite : bool, default=True
+        Whether an existing file may be replaced.
+
+    Returns
+    -------
+    Path
+        ``final``.
+
+    Raises
+    ------
+    OutputError
+        Without ``overwrite``, if ``final`` exists when the file is renamed into place.
     """
     final = Path(final)
     fd, tmp_name = tempfile.mkstemp(
@@ -255,6 +310,16 @@ def output_lock(path: str | os.PathLike[str]) -> Iterator[None]:
     A lock left by a process that no longer runs (killed, say) on this machine is taken over, and
     so is an empty or unreadable one more than a few seconds old. The lock is re-entrant within
     a process.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The output; the lock is ``PATH.lock`` beside it.
+
+    Yields
+    ------
+    None
+        While the lock is held; it is removed on exit.
 
     Raises
     ------

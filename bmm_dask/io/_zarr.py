@@ -16,7 +16,25 @@ from bmm_dask.io._output import is_url
 
 
 def open_group(path: str, storage_options: Mapping[str, Any] | None) -> zarr.Group:
-    """Open a group read-only: a folder, a URL, or a group inside a zip (``store.zip/train``)."""
+    """Open a group read-only: a folder, a URL, or a group inside a zip (``store.zip/train``).
+
+    Parameters
+    ----------
+    path : str
+        The group's folder, zip (with the path inside it after ``.zip/``) or URL.
+    storage_options : mapping or None
+        Passed to fsspec for URLs.
+
+    Returns
+    -------
+    zarr.Group
+        The group, read-only.
+
+    Raises
+    ------
+    DataError
+        If the path does not exist, is a damaged zip, or is not a readable Zarr group.
+    """
     inner = zip_file = None
     if is_url(path):
         store: Any = path
@@ -50,7 +68,28 @@ def check_version(
     what: str,
     error: type[Exception],
 ) -> None:
-    """Refuse a store of a format version newer than this bmm-dask reads (or not a version)."""
+    """Refuse a store of a format version newer than this bmm-dask reads (or not a version).
+
+    A group without a ``format`` attribute (made by hand) passes.
+
+    Parameters
+    ----------
+    path : str
+        The store, for messages.
+    attrs : mapping
+        The store's attributes.
+    known : mapping
+        The format record this bmm-dask writes, with the newest ``version`` it reads.
+    what : str
+        What the store is, for messages (``"dataset"``, ``"model"``, ...).
+    error : type of Exception
+        The error to raise (:class:`DataError` or :class:`ModelFileError`).
+
+    Raises
+    ------
+    error
+        If the version is not a whole number of at least 1, or is newer than ``known``'s.
+    """
     if "format" not in attrs:  # a group made by hand, without our format record
         return
     version = (attrs.get("format") or {}).get("version")
@@ -78,6 +117,7 @@ def new_group(path: str | os.PathLike[str], format: Mapping[str, Any], **attrs: 
     Returns
     -------
     zarr.Group
+        The new group, open for writing.
     """
     group = zarr.open_group(zarr.storage.LocalStore(path), mode="w")
     attrs.pop("format", None)
