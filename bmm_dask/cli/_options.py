@@ -18,6 +18,25 @@ from bmm_dask.errors import SettingsError
 logger = logging.getLogger("bmm_dask")
 
 
+def seed_option(what: str) -> Any:
+    """``--seed``: a whole number from 0, 0 by default, seeding ``what``."""
+    return click.option(
+        "--seed", default=0, show_default=True, type=click.IntRange(min=0), help=f"Seed of {what}."
+    )
+
+
+def overwrite_option(what: str = "the output") -> Any:
+    """``--overwrite``: replace ``what`` if it exists (every command refuses to otherwise)."""
+    return click.option("--overwrite", is_flag=True, help=f"Replace {what} if it exists.")
+
+
+CHUNK_ROWS_OPTION = click.option(
+    "--chunk-rows",
+    type=click.IntRange(min=1),
+    help="Rows per chunk [default: about 1 MiB packed].",
+)
+
+
 def scheduler_options(instead: str) -> list[Any]:
     """The --scheduler and --scheduler-file options.
 

@@ -8,6 +8,7 @@ import click
 
 from bmm_dask.cli._display import format_dataset, format_model, progress_bar
 from bmm_dask.cli._group import CONTEXT, cli
+from bmm_dask.cli._options import CHUNK_ROWS_OPTION, overwrite_option, seed_option
 
 
 @cli.command(context_settings=CONTEXT)
@@ -54,10 +55,8 @@ def fetch(name: str, directory: str | None, from_dir: str | None) -> None:
 @click.option(
     "--seed", type=click.IntRange(min=0), help="Seed for --binarize stochastic [default: 0]."
 )
-@click.option(
-    "--chunk-rows", type=click.IntRange(min=1), help="Rows per chunk [default: about 1 MiB packed]."
-)
-@click.option("--overwrite", is_flag=True, help="Replace the output if it exists.")
+@CHUNK_ROWS_OPTION
+@overwrite_option()
 def ingest(
     source: str,
     out: str,
@@ -138,21 +137,13 @@ def _parse_shape(
     type=click.IntRange(min=1),
     help="Components of the mixture.",
 )
-@click.option(
-    "--seed",
-    default=0,
-    show_default=True,
-    type=click.IntRange(min=0),
-    help="Seed of the mixture and the rows.",
-)
+@seed_option("the mixture and the rows")
 @click.option("--out", "-o", required=True, type=click.Path(), help="Dataset to write (DATA.zarr).")
-@click.option(
-    "--chunk-rows", type=click.IntRange(min=1), help="Rows per chunk [default: about 1 MiB packed]."
-)
+@CHUNK_ROWS_OPTION
 @click.option(
     "--image-shape", callback=_parse_shape, help="Shape of a row as an image, e.g. 28x28."
 )
-@click.option("--overwrite", is_flag=True, help="Replace the output if it exists.")
+@overwrite_option()
 def synth(
     n_samples: int,
     n_features: int,

@@ -14,6 +14,7 @@ from bmm_dask.cli._options import (
     load_model,
     maybe_client,
     open_data,
+    overwrite_option,
     remote_options,
     write_json,
 )
@@ -26,7 +27,7 @@ from bmm_dask.cli._options import (
     "--out", "-o", required=True, type=click.Path(), help="Predictions to write (PRED.zarr)."
 )
 @click.option("--proba", is_flag=True, help="Also write the responsibilities (n_samples x K).")
-@click.option("--overwrite", is_flag=True, help="Replace the output if it exists.")
+@overwrite_option()
 @remote_options
 def predict(
     model_path: str,
@@ -68,7 +69,7 @@ def predict(
     type=click.Path(),
     help="Learn each component's label on this dataset (e.g. the training set).",
 )
-@click.option("--overwrite", is_flag=True, help="Replace the JSON file if it exists.")
+@overwrite_option("the JSON file")
 @remote_options
 def evaluate(
     model_path: str,
@@ -109,7 +110,7 @@ def evaluate(
     "--mapping-from", type=click.Path(), help="Learn each component's label on this dataset."
 )
 @click.option("--out", "-o", required=True, type=click.Path(), help="Folder to write.")
-@click.option("--overwrite", is_flag=True, help="Replace the folder if it exists.")
+@overwrite_option("the folder")
 def report(
     model_path: str, data: str | None, mapping_from: str | None, out: str, overwrite: bool
 ) -> None:

@@ -18,6 +18,8 @@ from bmm_dask.cli._options import (
     cluster_client,
     cluster_options,
     open_data,
+    overwrite_option,
+    seed_option,
     write_json,
 )
 
@@ -89,13 +91,7 @@ def log_resume_point(out: str, point: tuple[int, int, float | None], n_init: int
     show_default=True,
     type=click.Choice(["kmeans++", "random", "random_from_data"]),
 )
-@click.option(
-    "--seed",
-    default=0,
-    show_default=True,
-    type=click.IntRange(min=0),
-    help="Seed of every random draw.",
-)
+@seed_option("every random draw")
 @click.option(
     "--alpha",
     default=0.1,
@@ -110,7 +106,7 @@ def log_resume_point(out: str, point: tuple[int, int, float | None], n_init: int
     type=click.Choice(["float32", "float64"]),
     help="Arithmetic of the E-step.",
 )
-@click.option("--overwrite", is_flag=True, help="Replace the output if it exists.")
+@overwrite_option()
 @click.option(
     "--checkpoint-every",
     default=0,
@@ -221,14 +217,8 @@ def fit(
     type=click.IntRange(min=1),
     help="Starts; the one with the highest likelihood is kept.",
 )
-@click.option(
-    "--seed",
-    default=0,
-    show_default=True,
-    type=click.IntRange(min=0),
-    help="Seed of every random draw.",
-)
-@click.option("--overwrite", is_flag=True, help="Replace the folder if it exists.")
+@seed_option("every random draw")
+@overwrite_option("the folder")
 @cluster_options
 def demo(
     out: str, n_components: int, n_init: int, seed: int, overwrite: bool, **cluster: Any
