@@ -9,7 +9,6 @@ fails. The README's reliability section counts these cases.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import os
 import shutil
@@ -21,8 +20,7 @@ import pytest
 
 from bmm_dask import BernoulliMixture, open_dataset
 from bmm_dask.datasets import Binarization, ingest, synth, write_idx
-
-from .conftest import assert_one_line_error
+from tests._helpers import LOCAL_CLUSTER, assert_one_line_error, tree_snapshot
 
 
 def _set_format_version(store: Path, version: int) -> None:
@@ -95,22 +93,6 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return ws
 
 
-def _tree(root: Path) -> dict[str, tuple[int, int, str]]:
-    """Every file and folder under ``root``: size, modification time and the md5 of its bytes."""
-    found = {}
-    for folder, dirs, files in os.walk(root):
-        for name in dirs + files:
-            path = Path(folder) / name
-            rel = str(path.relative_to(root))
-            if path.is_symlink() or path.is_dir():
-                found[rel] = (0, 0, os.readlink(path) if path.is_symlink() else "folder")
-                continue
-            stat = path.stat()
-            digest = hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
-            found[rel] = (stat.st_size, stat.st_mtime_ns, digest)
-    return found
-
-
 @dataclass(frozen=True)
 class Case:
     """A command line (run in the workspace) and what its one line of error must name."""
@@ -122,8 +104,6 @@ class Case:
 def case(*args: str, names: str | tuple[str, ...]) -> Case:
     return Case(args, (names,) if isinstance(names, str) else names)
 
-
-FIT = ("--workers", "1", "--dashboard-address", "127.0.0.1:0")
 
 CASES: dict[str, Case] = {
     # fetch
@@ -381,7 +361,13 @@ CASES: dict[str, Case] = {
     # fit: checked at the door, before any cluster starts
     "fit no components": case("fit", "data.zarr", "--k", "0", "--out", "m.zarr", names="'--k'"),
     "fit more components than rows": case(
-        "fit", "data.zarr", "--k", "301", "--out", "m.zarr", names="larger than the 300 samples"
+        "fit",
+        "data.zarr",
+        "--k",
+        "301",
+        "--out",
+        "m.zarr",
+        names="larger than the number of samples",
     ),
     "fit more than memory holds": case(
         "fit", "data.zarr", "--k", "1000000000", "--out", "m.zarr", names="of memory"
@@ -657,7 +643,7 @@ CLUSTER_CASES: dict[str, Case] = {
         "3",
         "--out",
         "m.zarr",
-        *FIT,
+        *LOCAL_CLUSTER,
         names=("zeros.zarr", "has only 1 distinct row"),
     ),
     "fit more components than distinct rows, duplicated": case(
@@ -667,7 +653,7 @@ CLUSTER_CASES: dict[str, Case] = {
         "3",
         "--out",
         "m.zarr",
-        *FIT,
+        *LOCAL_CLUSTER,
         names=("two-rows.zarr", "has only 2 distinct rows"),
     ),
 }
@@ -680,10 +666,10 @@ def test_a_bad_input_found_on_the_cluster(
 ) -> None:
     monkeypatch.chdir(workspace)
     case = CLUSTER_CASES[name]
-    before = _tree(workspace)
+    before = tree_snapshot(workspace)
     result = bmm("-q", *case.args)  # without the dashboard's address and the progress lines
     assert_one_line_error(result, *case.needles)
-    assert _tree(workspace) == before
+    assert tree_snapshot(workspace) == before
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -692,10 +678,10 @@ def test_a_bad_input_is_one_line_and_changes_nothing(
 ) -> None:
     monkeypatch.chdir(workspace)
     case = CASES[name]
-    before = _tree(workspace)
+    before = tree_snapshot(workspace)
     result = bmm(*case.args)
     assert_one_line_error(result, *case.needles)
-    assert _tree(workspace) == before
+    assert tree_snapshot(workspace) == before
 
 
 def test_there_are_at_least_60_cases() -> None:

@@ -15,17 +15,12 @@ import pytest
 
 from bmm_dask import open_dataset
 from bmm_dask.datasets import Binarization, ingest, write_idx
-
-from .conftest import assert_one_line_error
-
-
-def images(n: int = 100, *shape: int) -> np.ndarray:
-    return np.random.default_rng(0).integers(0, 256, size=(n, *(shape or (4, 5))), dtype=np.uint8)
+from tests._helpers import Result, assert_one_line_error, random_images
 
 
 @pytest.fixture
 def idx_pair(tmp_path: Path) -> tuple[Path, Path]:
-    X, y = images(100, 4, 5), np.arange(100, dtype=np.uint8) % 10
+    X, y = random_images(100, 4, 5), np.arange(100, dtype=np.uint8) % 10
     return write_idx(tmp_path / "x-idx3-ubyte.gz", X), write_idx(tmp_path / "y-idx1-ubyte", y)
 
 
@@ -37,7 +32,7 @@ def test_ingest_and_info(tmp_path: Path, idx_pair: tuple[Path, Path], bmm) -> No
     data = open_dataset(tmp_path / "d.zarr")
     assert data.bits.chunks[0] == (30, 30, 30, 10)
     np.testing.assert_array_equal(
-        data.bits.compute(), np.packbits(images(100, 4, 5).reshape(100, 20) >= 128, axis=1)
+        data.bits.compute(), np.packbits(random_images(100, 4, 5).reshape(100, 20) >= 128, axis=1)
     )
 
     result = bmm("info", tmp_path / "d.zarr")
@@ -109,19 +104,19 @@ def test_synth_command(tmp_path: Path, bmm) -> None:
 
 
 def truncated(tmp_path: Path) -> Path:
-    path = write_idx(tmp_path / "bad-idx3-ubyte", images())
+    path = write_idx(tmp_path / "bad-idx3-ubyte", random_images())
     path.write_bytes(path.read_bytes()[:-7])
     return path
 
 
 def truncated_gzip(tmp_path: Path) -> Path:
-    path = write_idx(tmp_path / "bad-idx3-ubyte.gz", images())
+    path = write_idx(tmp_path / "bad-idx3-ubyte.gz", random_images())
     path.write_bytes(path.read_bytes()[:-40])
     return path
 
 
 def gzip_of_wrong_length(tmp_path: Path) -> Path:
-    raw = gzip.decompress(write_idx(tmp_path / "good.gz", images()).read_bytes())
+    raw = gzip.decompress(write_idx(tmp_path / "good.gz", random_images()).read_bytes())
     (tmp_path / "good.gz").unlink()
     path = tmp_path / "bad-idx3-ubyte.gz"
     path.write_bytes(gzip.compress(raw[:-20]))
@@ -129,13 +124,13 @@ def gzip_of_wrong_length(tmp_path: Path) -> Path:
 
 
 def wrong_magic(tmp_path: Path) -> Path:
-    path = write_idx(tmp_path / "bad-idx3-ubyte", images())
+    path = write_idx(tmp_path / "bad-idx3-ubyte", random_images())
     path.write_bytes(b"\x01\x02" + path.read_bytes()[2:])
     return path
 
 
 def wrong_dimensions(tmp_path: Path) -> Path:
-    path = write_idx(tmp_path / "bad-idx3-ubyte", images())
+    path = write_idx(tmp_path / "bad-idx3-ubyte", random_images())
     data = bytearray(path.read_bytes())
     data[4:8] = (90).to_bytes(4, "big")  # the header says 90 images, the file holds 100
     path.write_bytes(bytes(data))
@@ -149,21 +144,21 @@ def zero_dimension(tmp_path: Path) -> Path:
 
 
 def npy_out_of_range(tmp_path: Path) -> Path:
-    X = images().astype(np.int16)
+    X = random_images().astype(np.int16)
     X[57, 3, 1] = 300
     np.save(tmp_path / "bad.npy", X)
     return tmp_path / "bad.npy"
 
 
 def npy_negative(tmp_path: Path) -> Path:
-    X = images().astype(np.float64)
+    X = random_images().astype(np.float64)
     X[3, 0, 0] = -1
     np.save(tmp_path / "bad.npy", X)
     return tmp_path / "bad.npy"
 
 
 def npy_nan(tmp_path: Path) -> Path:
-    X = images().astype(np.float32)
+    X = random_images().astype(np.float32)
     X[42, 2, 2] = np.nan
     np.save(tmp_path / "bad.npy", X)
     return tmp_path / "bad.npy"
@@ -261,7 +256,9 @@ def test_unwritable_output(tmp_path: Path, idx_pair: tuple[Path, Path], bmm) -> 
         "is not a folder",
     )
     assert_one_line_error(
-        bmm("ingest", x, "--out", tmp_path / "missing" / "d.zarr"), "does not exist"
+        bmm("ingest", x, "--out", tmp_path / "a-file" / "more" / "d.zarr"),
+        "cannot write there",
+        "is not a folder",
     )
     if os.geteuid() != 0:  # root writes anywhere
         locked = tmp_path / "locked"
@@ -286,7 +283,7 @@ def test_missing_inputs_and_bad_flags(tmp_path: Path, bmm) -> None:
 
 
 def test_an_interrupted_ingest_keeps_the_old_output(tmp_path: Path) -> None:
-    x = write_idx(tmp_path / "x", images(1000))
+    x = write_idx(tmp_path / "x", random_images(1000))
     ingest(x, tmp_path / "d.zarr", chunk_rows=100)
     old = open_dataset(tmp_path / "d.zarr").bits.compute()
     calls = []
@@ -309,6 +306,7 @@ def test_an_interrupted_ingest_keeps_the_old_output(tmp_path: Path) -> None:
     np.testing.assert_array_equal(open_dataset(tmp_path / "d.zarr").bits.compute(), old)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", [["bmm-dask"], [sys.executable, "-m", "bmm_dask"]])
 def test_entry_points(tmp_path: Path, command: list[str]) -> None:
     if command[0] == "bmm-dask":
@@ -325,7 +323,6 @@ def test_entry_points(tmp_path: Path, command: list[str]) -> None:
         capture_output=True,
         text=True,
     )
-    assert run.returncode == 2
-    assert run.stderr.count("\n") == 1 and "wrong magic number" in run.stderr
+    assert_one_line_error(Result.of(run), "wrong magic number")
     run = subprocess.run([*command, "--version"], capture_output=True, text=True)
     assert run.returncode == 0 and "bmm-dask" in run.stdout

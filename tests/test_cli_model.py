@@ -12,8 +12,10 @@ import zarr
 
 from bmm_dask import BernoulliMixture, open_dataset
 from bmm_dask.datasets import synth
+from tests._helpers import LOCAL_CLUSTER, assert_one_line_error
 
-from .conftest import assert_one_line_error
+#: Every test here runs a fit on a local cluster, or uses the model that a fit on one wrote.
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -47,10 +49,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "3",
             "--out",
             str(folder / "model.zarr"),
-            "--workers",
-            "1",
-            "--dashboard-address",
-            "127.0.0.1:0",
+            *LOCAL_CLUSTER,
             "--seed",
             "2",
         ]
@@ -83,10 +82,7 @@ def test_fit_logs_a_line_an_iteration_and_the_dashboard(tmp_path: Path, workdir:
         "2",
         "--out",
         tmp_path / "m.zarr",
-        "--workers",
-        "1",
-        "--dashboard-address",
-        "127.0.0.1:0",
+        *LOCAL_CLUSTER,
         "--max-iter",
         "3",
         "--tol",
@@ -105,10 +101,7 @@ def test_fit_logs_a_line_an_iteration_and_the_dashboard(tmp_path: Path, workdir:
         "2",
         "--out",
         tmp_path / "q.zarr",
-        "--workers",
-        "1",
-        "--dashboard-address",
-        "127.0.0.1:0",
+        *LOCAL_CLUSTER,
         "--max-iter",
         "3",
     )
@@ -234,7 +227,7 @@ def test_mistakes_exit_2_with_one_line(tmp_path: Path, workdir: Path, bmm) -> No
         ),
         (
             ("fit", workdir / "train.zarr", "--k", "3001", "--out", tmp_path / "m.zarr"),
-            "larger than the 3000 samples",
+            "larger than the number of samples",
         ),
         (
             (
@@ -259,7 +252,7 @@ def test_mistakes_exit_2_with_one_line(tmp_path: Path, workdir: Path, bmm) -> No
         ),
         (
             ("evaluate", workdir / "model.zarr", tmp_path / "wide.zarr"),
-            "has 20 features but the model",
+            "X has 20 features, but the model",
         ),
         (
             (
@@ -282,7 +275,6 @@ def test_mistakes_exit_2_with_one_line(tmp_path: Path, workdir: Path, bmm) -> No
     assert sorted(tmp_path.iterdir()) == before
 
 
-@pytest.mark.slow
 def test_demo_does_the_whole_job(tmp_path: Path, bmm) -> None:
     result = bmm("demo", "--out", tmp_path / "demo", "--dashboard-address", "127.0.0.1:0")
     assert result.code == 0, result.err
@@ -301,3 +293,14 @@ def test_demo_does_the_whole_job(tmp_path: Path, bmm) -> None:
     assert test["log_likelihood_per_sample"] > -166
     assert_no_broken_references(folder / "report" / "report.html")
     assert "report.html" in result.out
+    # Paths shown to the user are the final ones, never the temporary folder the demo wrote in.
+    for name in (
+        "report/report.html",
+        "report/metrics.json",
+        "metrics-train.json",
+        "metrics-test.json",
+    ):
+        text = (folder / name).read_text()
+        assert ".tmp" not in text, name
+    assert str(folder / "mnist.zarr" / "test") in (folder / "report/report.html").read_text()
+    assert test["data"] == str(folder / "mnist.zarr" / "test")

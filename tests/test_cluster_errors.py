@@ -4,11 +4,7 @@ command that hangs, restarts workers for ever or ends in a traceback."""
 from __future__ import annotations
 
 import contextlib
-import functools
-import http.server
 import socket
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,8 +14,14 @@ import pytest
 from bmm_dask import BernoulliMixture, open_dataset
 from bmm_dask.cluster import CONNECT_TIMEOUT
 from bmm_dask.datasets import synth
-
-from .conftest import assert_one_line_error
+from tests._helpers import (
+    LOCAL_CLUSTER,
+    Result,
+    assert_one_line_error,
+    run_bmm_dask,
+    serving,
+    url_of,
+)
 
 #: Runs ``bmm-dask ARGS`` and prints on stdout how long ``main`` took, imports aside.
 TIMED = """
@@ -42,20 +44,11 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
 def http_server(tmp_path: Path) -> Iterator[str]:
     """An HTTP server on 127.0.0.1, as the dashboard of a scheduler is."""
-    handler = functools.partial(_Quiet, directory=str(tmp_path))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"tcp://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(tmp_path) as server:
+        yield url_of(server, scheme="tcp")
 
 
 @pytest.fixture
@@ -81,15 +74,10 @@ def silent_server() -> Iterator[str]:
     listener.close()
 
 
-def _timed(*args: str | Path, timeout: float = 30) -> tuple[int, str, float]:
-    """``bmm-dask ARGS`` in a process of its own: exit status, stderr, seconds ``main`` took."""
-    done = subprocess.run(
-        [sys.executable, "-c", TIMED, *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    return done.returncode, done.stderr, float(done.stdout.split()[-1])
+def _timed(*args: str | Path, timeout: float = 30) -> tuple[Result, float]:
+    """``bmm-dask ARGS`` in a process of its own: its result, and the seconds ``main`` took."""
+    result = run_bmm_dask(*args, script=TIMED, timeout=timeout)
+    return result, float(result.out.split()[-1])
 
 
 @pytest.mark.slow
@@ -124,17 +112,16 @@ def test_a_scheduler_address_where_something_else_listens(
         "predict": ["predict", model, data, "--out", tmp_path / "p.zarr"],
         "evaluate": ["evaluate", model, data],
     }[command]
-    code, err, seconds = _timed(*args, *where)
-    lines = err.strip().splitlines()
-    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
-    assert lines[0].startswith(f"bmm-dask: error: {where[1]}: cannot connect")
+    result, seconds = _timed(*args, *where)
+    line = assert_one_line_error(result)
+    assert line.startswith(f"bmm-dask: error: {where[1]}: cannot connect")
     if listener == "http":
-        assert "an HTTP server answered, not a Dask scheduler" in lines[0]
-        assert "8786" in lines[0]
+        assert "an HTTP server answered, not a Dask scheduler" in line
+        assert "8786" in line
     else:
-        assert "did not greet as a Dask scheduler does" in lines[0]
+        assert "did not greet as a Dask scheduler does" in line
     if how == "--scheduler-file":
-        assert address in lines[0]
+        assert address in line
     assert seconds < CONNECT_TIMEOUT, seconds
     assert not (tmp_path / "m.zarr").exists() and not (tmp_path / "p.zarr").exists()
 
@@ -193,13 +180,12 @@ def test_a_memory_limit_too_small_for_a_worker_is_refused(folder: Path, tmp_path
     # A worker held to 1 MB ended in a MemoryError traceback, or the fit hung; held to 120 MB
     # it was restarted for ever (the fit said nothing unless run with -v; see the test below).
     out = tmp_path / "m.zarr"
-    code, err, seconds = _timed(
+    result, seconds = _timed(
         "fit", folder / "data.zarr", "--k", "2", "--out", out, "--memory-limit", "1MB"
     )
-    lines = err.strip().splitlines()
-    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
-    assert lines[0].startswith("bmm-dask: error: --memory-limit 1MB is too small")
-    assert "a worker needs at least " in lines[0] and " MB" in lines[0]
+    line = assert_one_line_error(result)
+    assert line.startswith("bmm-dask: error: --memory-limit 1MB is too small")
+    assert "a worker needs at least " in line and " MB" in line
     assert seconds < 5 and not out.exists()  # refused before a cluster starts
 
 
@@ -220,10 +206,11 @@ sys.exit(main(sys.argv[1:]))
 @pytest.mark.parametrize(
     "limit",
     [
-        # A worker process of this package takes about 150 MB: it dies in its first E-step
-        # (some 50 MB more for K = 200 in float64) and Dask gives up on the task after four
-        # deaths (KilledWorker). Before, Dask paused it at 80 % of its limit: the fit hung.
-        "170MB",
+        # A worker process of this package takes about 100 MB (it imports neither
+        # scikit-learn nor the CLI): it dies in its first E-step (some 50 MB more for K = 200
+        # in float64; 150 MB is enough) and Dask gives up on the task after four deaths
+        # (KilledWorker). Before, Dask paused it at 80 % of its limit: the fit hung.
+        "120MB",
         # It dies as it starts, before it takes a task, so no task ever fails; the tasks fail
         # once no worker has been up for a while (NoWorkerError). Before, a traceback, or, with
         # workers that import bmm_dask as they start (as those of `bmm-dask fit` did), no end.
@@ -233,17 +220,9 @@ sys.exit(main(sys.argv[1:]))
 def test_a_fit_whose_workers_keep_dying_ends_with_one_line(tmp_path: Path, limit: str) -> None:
     data = synth(tmp_path / "d.zarr", n_samples=60_000, n_features=784, n_components=5, seed=0)
     args = ["-q", "fit", data, "--k", "200", "--dtype", "float64", "--max-iter", "2"]
-    args += ["--out", tmp_path / "m.zarr", "--no-persist", "--workers", "1"]
-    args += ["--dashboard-address", "127.0.0.1:0", "--memory-limit", limit]
-    done = subprocess.run(
-        [sys.executable, "-c", WITHOUT_FLOOR, *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    lines = done.stderr.strip().splitlines()
-    assert done.returncode == 2 and len(lines) == 1, done.stderr
-    assert lines[0].startswith("bmm-dask: error: the workers ")
-    assert f"their memory limit of {limit[:-2]} MB may be too small" in lines[0]
-    assert "--memory-limit" in lines[0]
+    args += ["--out", tmp_path / "m.zarr", "--no-persist", *LOCAL_CLUSTER, "--memory-limit", limit]
+    line = assert_one_line_error(run_bmm_dask(*args, script=WITHOUT_FLOOR, timeout=120))
+    assert line.startswith("bmm-dask: error: the workers ")
+    assert f"their memory limit of {limit[:-2]} MB may be too small" in line
+    assert "--memory-limit" in line
     assert not (tmp_path / "m.zarr").exists()

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import functools
 import http.server
 import json
 import shutil
-import threading
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,28 +17,16 @@ import pytest
 from bmm_dask import BernoulliMixture, open_dataset
 from bmm_dask.datasets import ingest, synth
 from bmm_dask.errors import DataError
+from tests._helpers import LOCAL_CLUSTER, QuietHandler, assert_one_line_error, serving, url_of
 
-from .conftest import assert_one_line_error
 
-
+@pytest.mark.slow
 def test_a_corrupt_chunk_is_named(tmp_path: Path, bmm) -> None:
     data = synth(
         tmp_path / "d.zarr", n_samples=5000, n_features=64, n_components=2, chunk_rows=1000, seed=0
     )
     (data / "bits" / "c" / "2" / "0").write_bytes(b"\x00garbage" * 20)
-    result = bmm(
-        "-q",
-        "fit",
-        data,
-        "--k",
-        "2",
-        "--out",
-        tmp_path / "m.zarr",
-        "--workers",
-        "1",
-        "--dashboard-address",
-        "127.0.0.1:0",
-    )
+    result = bmm("-q", "fit", data, "--k", "2", "--out", tmp_path / "m.zarr", *LOCAL_CLUSTER)
     assert_one_line_error(result, "d.zarr/bits: chunk 2 (rows 2000..2999) cannot be read")
     assert not (tmp_path / "m.zarr").exists() and not Path(f"{tmp_path / 'm.zarr'}.lock").exists()
     # in process too, and for any command that reads the data
@@ -65,25 +51,12 @@ def test_a_truncated_model_store(tmp_path: Path, bmm) -> None:
     assert not (tmp_path / "p.zarr").exists()
 
 
+@pytest.mark.slow
 def test_a_corrupt_chunk_while_streaming(tmp_path: Path, bmm) -> None:
     data = synth(tmp_path / "d.zarr", n_samples=30_000, n_features=784, n_components=2, seed=0)
     (data / "bits" / "c" / "1" / "0").write_bytes(b"\x00garbage" * 20)
-    result = bmm(
-        "-q",
-        "fit",
-        data,
-        "--k",
-        "2",
-        "--init",
-        "random",
-        "--out",
-        tmp_path / "m.zarr",
-        "--no-persist",
-        "--workers",
-        "1",
-        "--dashboard-address",
-        "127.0.0.1:0",
-    )
+    fit = ("fit", data, "--k", "2", "--init", "random", "--out", tmp_path / "m.zarr")
+    result = bmm("-q", *fit, "--no-persist", *LOCAL_CLUSTER)
     assert_one_line_error(result, "d.zarr/bits: chunk 1 (rows 10240..20479) cannot be read")
     assert not (tmp_path / "m.zarr").exists()
 
@@ -104,8 +77,6 @@ def test_a_read_of_several_chunks_names_the_corrupt_one(tmp_path: Path) -> None:
 
 #: Where chunk 3 of each array lies in a store (rows are chunked, bits have one column chunk).
 CHUNK_3 = {"bits": "bits/c/3/0", "labels": "labels/c/3"}
-#: Fit on a local cluster of one worker, on a free dashboard port.
-CLUSTER = ("--workers", "1", "--dashboard-address", "127.0.0.1:0")
 
 
 def _data_and_model(tmp_path: Path) -> tuple[Path, Path]:
@@ -130,7 +101,7 @@ def test_a_missing_chunk_stops_every_command(tmp_path: Path, bmm, array: str) ->
     assert_one_line_error(bmm("info", data), needle)
     for streamed in ((), ("--no-persist",)):
         assert_one_line_error(
-            bmm("-q", "fit", data, "--k", "2", "--out", out, *streamed, *CLUSTER), needle
+            bmm("-q", "fit", data, "--k", "2", "--out", out, *streamed, *LOCAL_CLUSTER), needle
         )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.zarr", "m.zarr"]
 
@@ -153,7 +124,7 @@ def test_a_chunk_lost_after_opening_is_found_when_read(tmp_path: Path) -> None:
         dataset.labels.compute()
 
 
-class _Server(http.server.SimpleHTTPRequestHandler):
+class _Server(QuietHandler):
     """Files of a folder, except those named in ``failing``, which answer 500."""
 
     def __init__(self, *args: Any, failing: set[str], **kwargs: Any) -> None:
@@ -167,9 +138,6 @@ class _Server(http.server.SimpleHTTPRequestHandler):
             super().do_GET()
 
     do_HEAD = do_GET
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
 
 
 @dataclass
@@ -187,13 +155,8 @@ class Served:
 def served(tmp_path: Path) -> Iterator[Served]:
     """``tmp_path`` over HTTP on 127.0.0.1: its URL, and the set of paths that answer 500."""
     failing: set[str] = set()
-    handler = functools.partial(_Server, directory=str(tmp_path), failing=failing)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    served = Served(f"http://127.0.0.1:{server.server_address[1]}", failing, server)
-    yield served
-    if server.socket.fileno() != -1:
-        served.stop()
+    with serving(tmp_path, _Server, failing=failing) as server:
+        yield Served(url_of(server), failing, server)
 
 
 @pytest.mark.parametrize("array", ["bits", "labels"])
@@ -216,7 +179,7 @@ def test_a_chunk_that_answers_404_while_streaming(tmp_path: Path, bmm, served: S
     (data / CHUNK_3["bits"]).unlink()
     url = f"{served.url}/d.zarr"
     result = bmm(
-        "-q", "fit", url, "--k", "2", "--out", tmp_path / "f.zarr", "--no-persist", *CLUSTER
+        "-q", "fit", url, "--k", "2", "--out", tmp_path / "f.zarr", "--no-persist", *LOCAL_CLUSTER
     )
     assert_one_line_error(
         result, f"{url}/bits: chunk 3 (rows 3000..3999) is missing from the store"

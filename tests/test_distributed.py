@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-import http.server
 import json
 import threading
 import time
@@ -17,8 +15,7 @@ from distributed import Client
 
 from bmm_dask import BernoulliMixture, open_dataset
 from bmm_dask.datasets import synth
-
-from .conftest import dask_processes
+from tests._helpers import dask_processes, serving, url_of
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +47,7 @@ def store(cluster: dict) -> Path:
     )
 
 
+@pytest.mark.slow
 def test_a_fit_on_separate_processes_equals_the_local_fit(
     cluster: dict, store: Path, tmp_path: Path, bmm
 ) -> None:
@@ -94,6 +92,7 @@ def test_a_fit_on_separate_processes_equals_the_local_fit(
     assert json.loads((tmp_path / "m.json").read_text())["n_samples"] == 24_000
 
 
+@pytest.mark.slow
 def test_the_dashboard_answers_while_a_fit_runs(cluster: dict, store: Path) -> None:
     answers: list[int] = []
     with Client(cluster["address"]):
@@ -113,6 +112,7 @@ def test_the_dashboard_answers_while_a_fit_runs(cluster: dict, store: Path) -> N
     assert answers and set(answers) == {200}
 
 
+@pytest.mark.slow
 def test_performance_report(cluster: dict, store: Path, tmp_path: Path, bmm) -> None:
     model = BernoulliMixture(2, random_state=0, max_iter=3).fit(open_dataset(store))
     model.save(tmp_path / "m.zarr")
@@ -132,22 +132,14 @@ def test_performance_report(cluster: dict, store: Path, tmp_path: Path, bmm) -> 
     assert "<html" in page.lower() and "bmm-label" in page
 
 
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def served(cluster: dict, store: Path) -> Iterator[str]:
     """The store's folder served over HTTP by a real server on 127.0.0.1."""
-    handler = functools.partial(_Quiet, directory=str(store.parent))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/{store.name}"
-    server.shutdown()
-    server.server_close()
+    with serving(store.parent) as server:
+        yield f"{url_of(server)}/{store.name}"
 
 
+@pytest.mark.slow
 def test_a_fit_from_a_store_over_http_equals_the_fit_from_disk(
     cluster: dict, store: Path, served: str, tmp_path: Path, bmm
 ) -> None:

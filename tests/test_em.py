@@ -14,9 +14,9 @@ from scipy.optimize import linear_sum_assignment
 from scipy.special import logsumexp
 
 from bmm_dask import BernoulliMixture, open_dataset
+from bmm_dask._estep import _estep_graph, as_packed
+from bmm_dask._kernels import log_parameters
 from bmm_dask.datasets import Binarization, ingest, synth
-from bmm_dask.em import _estep_graph, as_packed
-from bmm_dask.kernels import log_parameters
 
 
 def numpy_em(X: np.ndarray, means: np.ndarray, weights: np.ndarray, alpha: float, n_iter: int):
@@ -69,6 +69,7 @@ def test_same_model_whatever_the_chunking(data, chunks: int) -> None:
     np.testing.assert_allclose(model.weights_, reference.weights_, rtol=0, atol=1e-9)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", ["one block", "several blocks"])
 def test_same_model_bit_for_bit_on_any_scheduler(data, tmp_path: Path, shape: str) -> None:
     if shape == "one block":  # stored in six chunks, one E-step task
@@ -128,7 +129,7 @@ def test_random_state_fixes_everything(data) -> None:
 
 def assert_streaming_equals_persisting(data, max_iter: int) -> None:
     """The same model, bit for bit, whether the data is held in memory or read every iteration."""
-    from bmm_dask.em import fit_em
+    from bmm_dask._em import fit_em
 
     settings = {"n_components": 3, "max_iter": max_iter, "tol": 0, "dtype": np.float64}
     held = fit_em(data, rng=np.random.default_rng(0), persist=True, **settings)
@@ -148,10 +149,10 @@ def test_streaming_from_zarr_equals_persisting(tmp_path: Path) -> None:
 def test_one_graph_an_iteration_with_bmm_task_names(
     data, inline: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import bmm_dask.em
+    import bmm_dask._estep
 
     if not inline:  # large parameters travel as a task of their own
-        monkeypatch.setattr(bmm_dask.em, "INLINE_PARAMETERS", 0)
+        monkeypatch.setattr(bmm_dask._estep, "INLINE_PARAMETERS", 0)
     X, means_init, weights_init = data
     packed = as_packed(da.from_array(X, chunks=(100, 45)))
     W, b = log_parameters(means_init, weights_init)
@@ -171,11 +172,11 @@ def test_streamed_groups_of_chunks_equal_persisting(
 ) -> None:
     """With many chunks a streamed task reads a group of eight and sums them: the tree's first
     level in one task, giving the same model, bit for bit, as a task a chunk."""
-    import bmm_dask.em
-    from bmm_dask.em import _read_estep_group, task_blocks
+    import bmm_dask._estep
+    from bmm_dask._estep import _read_estep_group, task_blocks
 
-    monkeypatch.setattr(bmm_dask.em, "default_chunk_rows", lambda n_features: 100)
-    monkeypatch.setattr(bmm_dask.em, "_cluster_threads", lambda: 1)
+    monkeypatch.setattr(bmm_dask._estep, "default_chunk_rows", lambda n_features: 100)
+    monkeypatch.setattr(bmm_dask._estep, "_cluster_threads", lambda: 1)
     out = synth(
         tmp_path / "s.zarr", n_samples=2050, n_features=30, n_components=3, seed=4, chunk_rows=100
     )
@@ -206,9 +207,10 @@ def test_recovers_a_known_mixture(tmp_path: Path) -> None:
     assert model.converged_
 
 
+@pytest.mark.slow
 def test_the_same_parameters_twice_on_a_distributed_cluster(data) -> None:
     """EM at a fixed point asks for the same E-step again: it must not race the last one."""
-    from bmm_dask.em import estep
+    from bmm_dask._estep import estep
 
     X, means_init, weights_init = data
     packed = as_packed(da.from_array(X, chunks=(500, 45)))
@@ -225,7 +227,7 @@ def test_the_same_parameters_twice_on_a_distributed_cluster(data) -> None:
 
 def test_streamed_blocks_read_their_own_chunk(tmp_path: Path) -> None:
     """Data streamed from a store chunked as the E-step wants: one task a chunk reads and computes."""
-    from bmm_dask.em import task_blocks
+    from bmm_dask._estep import task_blocks
 
     out = synth(tmp_path / "s.zarr", n_samples=25_000, n_features=784, n_components=3, seed=2)
     data = task_blocks(as_packed(open_dataset(out)))

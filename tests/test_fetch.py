@@ -5,20 +5,17 @@ A real HTTP server on 127.0.0.1 serves small fixture files; no test touches the 
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import gzip
 import hashlib
-import http.server
-import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from bmm_dask import DataError, FetchError
 from bmm_dask.datasets import MNIST_FILES, fetch_mnist
-
-from .conftest import assert_one_line_error
+from tests._helpers import assert_one_line_error, serving, tree_snapshot, url_of
 
 CONTENT = {
     "a-idx1-ubyte": b"\x00\x00\x08\x01\x00\x00\x00\x03abc",
@@ -27,27 +24,11 @@ CONTENT = {
 FILES = {name: (hashlib.md5(data).hexdigest(), len(data)) for name, data in CONTENT.items()}
 
 
-class Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
-def serve(tmp_path: Path) -> Iterator:
+def serve() -> Iterator[Callable[[Path], str]]:
     """Start HTTP servers on 127.0.0.1 over folders; yields a function folder -> base URL."""
-    servers = []
-
-    def start(folder: Path) -> str:
-        handler = functools.partial(Quiet, directory=str(folder))
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.server_address[1]}/"
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+    with contextlib.ExitStack() as servers:
+        yield lambda folder: f"{url_of(servers.enter_context(serving(folder)))}/"
 
 
 def mirror(folder: Path, content: dict[str, bytes]) -> Path:
@@ -75,10 +56,14 @@ def test_download_verifies_and_skips_to_the_next_mirror(tmp_path: Path, serve) -
 def test_files_present_and_verified_are_not_downloaded_again(tmp_path: Path, serve) -> None:
     good = tmp_path / "good"
     url = serve(mirror(good, CONTENT))
-    fetch_mnist(tmp_path / "cache", mirrors=[url], files=FILES)
+    target = fetch_mnist(tmp_path / "cache", mirrors=[url], files=FILES)
+    before = tree_snapshot(target)
+    assert sorted(before) == ["a-idx1-ubyte.gz", "b-idx1-ubyte.gz"]
     for f in good.iterdir():
         f.unlink()  # the mirror is gone: a second fetch must not need it
-    fetch_mnist(tmp_path / "cache", mirrors=[url], files=FILES)
+    assert fetch_mnist(tmp_path / "cache", mirrors=[url], files=FILES) == target
+    # the same files: same bytes, neither rewritten (mtime) nor replaced (inode)
+    assert tree_snapshot(target) == before
 
 
 def test_every_mirror_failing_raises_and_leaves_nothing(tmp_path: Path, serve) -> None:

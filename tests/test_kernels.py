@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from bmm_dask.kernels import n_packed_bytes, pack_bits, unpack_bits
+from bmm_dask._kernels import n_packed_bytes, pack_bits, unpack_bits
 
 
 @pytest.mark.parametrize("n_features", [1, 7, 8, 9, 784, 1001])
@@ -29,7 +29,7 @@ def test_first_feature_is_the_highest_bit() -> None:
 
 # --------------------------------------------------------------------------- EM kernels
 
-from bmm_dask.kernels import (  # noqa: E402
+from bmm_dask._kernels import (  # noqa: E402
     combine_stats,
     estep_stats,
     log_parameters,
@@ -93,7 +93,7 @@ def test_float32_sub_blocks_and_pieces_agree_with_float64(k: int) -> None:
     """1,300 rows of 784 features: sub-blocks of 512 and a ragged one; for K = 10 the products
     of the full sub-blocks run on pieces of 64 rows, for K = 20 on whole sub-blocks. float32
     statistics within float32's precision of the float64 ones."""
-    from bmm_dask.kernels import _piece_rows, sub_block_rows
+    from bmm_dask._kernels import _piece_rows, sub_block_rows
 
     assert bool(_piece_rows(k, 784, sub_block_rows(k, np.dtype(np.float32)))) == (k == 10)
     rng = np.random.default_rng(k)

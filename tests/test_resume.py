@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +16,7 @@ import pytest
 from bmm_dask import BernoulliMixture, ModelFileError, open_dataset
 from bmm_dask.datasets import synth
 from bmm_dask.io import read_checkpoint
-
-from .conftest import assert_one_line_error
+from tests._helpers import LOCAL_CLUSTER, assert_one_line_error, start_bmm_dask, wait_until
 
 SETTINGS = [
     "--k",
@@ -46,61 +45,41 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
 
+@pytest.mark.slow
 def test_killed_then_resumed_equals_uninterrupted(data: Path, tmp_path: Path, bmm) -> None:
     out = tmp_path / "model.zarr"
-    command = [
-        sys.executable,
-        "-m",
-        "bmm_dask",
-        "fit",
-        str(data),
-        *SETTINGS,
-        "--out",
-        str(out),
-        "--checkpoint-every",
-        "2",
-        "--workers",
-        "1",
-        "--dashboard-address",
-        "127.0.0.1:0",
-    ]
-    process = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-    deadline = time.monotonic() + 240
+    fit = ("fit", data, *SETTINGS, "--out", out, "--checkpoint-every", "2", *LOCAL_CLUSTER)
+    process = start_bmm_dask(*fit, group=True, capture=False)
     state = None
-    while time.monotonic() < deadline and process.poll() is None:
-        if (out / "checkpoint.npz").exists():
-            try:
-                _, state, _ = read_checkpoint(out)
-            except ModelFileError:
-                state = None  # caught between two writes: read again
-            if state and (state["run"] == 1 or len(state["history"]) >= 4):
-                break
-        time.sleep(0.2)
+
+    def far_enough() -> bool:
+        """A checkpoint of the second start, or of four iterations of the first."""
+        nonlocal state
+        if not (out / "checkpoint.npz").exists():
+            return False
+        try:
+            _, state, _ = read_checkpoint(out)
+        except ModelFileError:
+            return False  # caught between two writes: read again
+        return state["run"] == 1 or len(state["history"]) >= 4
+
+    wait_until(far_enough, "checkpoint to resume from", worker=process, timeout=240, interval=0.2)
     assert process.poll() is None, "the fit ended before it could be killed"
     os.killpg(process.pid, signal.SIGKILL)  # the fit and its local cluster, at once
     process.wait()
     assert state is not None
-    with pytest.raises(ModelFileError, match="--resume"):
+    with pytest.raises(ModelFileError, match="resume=True"):
         BernoulliMixture.load(out)
     assert Path(f"{out}.lock").exists()  # left by the killed fit: stale now
 
-    result = bmm(
-        "fit",
-        data,
-        *SETTINGS,
-        "--out",
-        out,
-        "--resume",
-        "--checkpoint-every",
-        "2",
-        "--workers",
-        "1",
-        "--dashboard-address",
-        "127.0.0.1:0",
-    )
+    result = bmm(*fit, "--resume")
     assert result.code == 0, result.err
+    # It says where it continues: which start, after which iteration, how many were saved.
+    assert re.search(
+        r"resuming .*model\.zarr: start [12] of 2, (after its iteration \d+ \(the last saved\)"
+        r"|from its beginning)",
+        result.err,
+    ), result.err
     resumed = BernoulliMixture.load(out)
     assert not Path(f"{out}.lock").exists()
 
@@ -115,7 +94,7 @@ def test_killed_then_resumed_equals_uninterrupted(data: Path, tmp_path: Path, bm
     ]
 
 
-def test_resume_needs_the_same_settings_and_a_checkpoint(data: Path, tmp_path: Path, bmm) -> None:
+def test_resume_needs_the_same_settings_and_a_checkpoint(tmp_path: Path, bmm) -> None:
     small = synth(tmp_path / "s.zarr", n_samples=2000, n_features=20, n_components=2, seed=0)
     out = tmp_path / "m.zarr"
     model = BernoulliMixture(2, max_iter=4, tol=0, random_state=0)
@@ -132,10 +111,11 @@ def test_resume_needs_the_same_settings_and_a_checkpoint(data: Path, tmp_path: P
     assert_one_line_error(
         bmm("predict", out, small, "--out", tmp_path / "p.zarr"), "checkpoint of an unfinished fit"
     )
-    assert_one_line_error(bmm("fit", small, "--k", "2", "--out", out), "pass --resume to finish it")
+    assert_one_line_error(bmm("fit", small, "--k", "2", "--out", out), "resume it (--resume)")
 
 
-def test_one_writer_at_a_time(data: Path, tmp_path: Path, bmm) -> None:
+@pytest.mark.slow
+def test_one_writer_at_a_time(tmp_path: Path, bmm) -> None:
     small = synth(tmp_path / "s.zarr", n_samples=500, n_features=8, n_components=2, seed=0)
     out = tmp_path / "m.zarr"
     Path(f"{out}.lock").write_text(json.dumps({"pid": os.getpid(), "host": os.uname().nodename}))
@@ -157,10 +137,7 @@ def test_one_writer_at_a_time(data: Path, tmp_path: Path, bmm) -> None:
         "2",
         "--out",
         out,
-        "--workers",
-        "1",
-        "--dashboard-address",
-        "127.0.0.1:0",
+        *LOCAL_CLUSTER,
     )
     assert result.code == 0, result.err  # a stale lock is taken over
     assert out.is_dir() and not Path(f"{out}.lock").exists()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,31 +15,15 @@ import pytest
 
 from bmm_dask import BernoulliMixture, open_dataset
 from bmm_dask.datasets import ingest, synth
+from tests._helpers import LOCAL_CLUSTER, start_bmm_dask, wait_until
+
+#: Every test here starts a bmm-dask command in a process of its own, and signals it.
+pytestmark = pytest.mark.slow
 
 INTERRUPTED = "bmm-dask: interrupted; outputs already saved are intact"
 TERMINATED = "bmm-dask: terminated; outputs already saved are intact"
-FIT = ("--k", "10", "--max-iter", "1000", "--tol", "0", "--workers", "1")
-LOCAL = ("--dashboard-address", "127.0.0.1:0")
-
-
-def _start(*args: str | Path, group: bool = False) -> subprocess.Popen[str]:
-    """``bmm-dask ARGS`` in a process of its own (in a process group of its own with ``group``,
-    as a terminal runs it, for a Ctrl-C that reaches every process of the command)."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "bmm_dask", *map(str, args)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=group,
-    )
-
-
-def _wait_until(ready: Callable[[], bool], process: subprocess.Popen[str], what: str) -> None:
-    deadline = time.monotonic() + 60
-    while not ready():
-        assert process.poll() is None, f"the command ended before {what}: {process.communicate()}"
-        assert time.monotonic() < deadline, f"no {what} after 60 s"
-        time.sleep(0.01)
+#: A fit that goes on until it is stopped, on a local cluster of one worker.
+FIT = ("--k", "10", "--max-iter", "1000", "--tol", "0", *LOCAL_CLUSTER)
 
 
 def _writing(out: Path, chunks: int = 1) -> Callable[[], bool]:
@@ -89,7 +72,6 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(
     "group", [False, True], ids=["signal to the command", "Ctrl-C on a terminal (every process)"]
 )
@@ -99,7 +81,7 @@ def test_ctrl_c_during_a_fit_prints_one_line(data: Path, tmp_path: Path, group: 
     # not all, and at different moments: several tries, at different times after an iteration.
     for attempt, delay in enumerate((0.0, 0.6) if group else (0.0, 0.3, 0.8)):
         out = tmp_path / f"m{attempt}.zarr"
-        fit = _start("fit", data, *FIT, *LOCAL, "--out", out, group=group)
+        fit = start_bmm_dask("fit", data, *FIT, "--out", out, group=group)
         assert fit.stderr is not None
         time.sleep(delay)
         rest = _after_iterations(fit, signal.SIGINT, group=group)
@@ -108,12 +90,11 @@ def test_ctrl_c_during_a_fit_prints_one_line(data: Path, tmp_path: Path, group: 
         assert not out.exists() and _leftovers(tmp_path) == []
 
 
-@pytest.mark.slow
 def test_sigterm_during_a_fit_replacing_a_model(data: Path, tmp_path: Path) -> None:
     out = tmp_path / "m.zarr"
     before = BernoulliMixture(2, max_iter=2, tol=10.0, random_state=0).fit(open_dataset(data))
     before.save(out)
-    fit = _start("fit", data, *FIT, *LOCAL, "--out", out, "--overwrite")
+    fit = start_bmm_dask("fit", data, *FIT, "--out", out, "--overwrite")
     rest = _after_iterations(fit, signal.SIGTERM, group=False)
     assert fit.returncode == 143, rest
     assert rest == [TERMINATED]
@@ -121,17 +102,16 @@ def test_sigterm_during_a_fit_replacing_a_model(data: Path, tmp_path: Path) -> N
     np.testing.assert_array_equal(BernoulliMixture.load(out).means_, before.means_)
 
 
-@pytest.mark.slow
 def test_sigterm_during_synth_leaves_no_temporary_folder(tmp_path: Path) -> None:
     out = tmp_path / "d.zarr"
     synth(out, n_samples=100, n_features=16, n_components=2, seed=1)
     # Tasks still running when the signal came wrote their chunks into the temporary folder
     # after its removal, in about 2 tries of 3: a few tries.
     for _ in range(3):
-        command = _start(
+        command = start_bmm_dask(
             "synth", "--n", "3000000", "--d", "784", "--k", "5", "--out", out, "--overwrite"
         )
-        _wait_until(_writing(out, chunks=4), command, "chunks written")
+        wait_until(_writing(out, chunks=4), "chunks written", worker=command)
         command.send_signal(signal.SIGTERM)
         time.sleep(0.03)
         command.send_signal(signal.SIGTERM)  # scancel sends more: the cleanup must go on
@@ -151,7 +131,6 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(
     ("signum", "code", "line"),
     [(signal.SIGTERM, 143, TERMINATED), (signal.SIGINT, 130, INTERRUPTED)],
@@ -164,8 +143,8 @@ def test_a_signal_during_ingest(
     small = tmp_path / "small.npy"
     np.save(small, (np.arange(7840) % 256).astype(np.uint8).reshape(10, 784))
     ingest(small, out)
-    command = _start("ingest", images, "--out", out, "--chunk-rows", "100", "--overwrite")
-    _wait_until(_writing(out), command, "chunks written")
+    command = start_bmm_dask("ingest", images, "--out", out, "--chunk-rows", "100", "--overwrite")
+    wait_until(_writing(out), "chunks written", worker=command)
     command.send_signal(signum)
     _, err = command.communicate(timeout=120)
     assert command.returncode == code, err

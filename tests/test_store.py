@@ -35,7 +35,10 @@ def test_atomic_output_replaces_only_when_complete(tmp_path: Path) -> None:
     out = tmp_path / "out.zarr"
     out.mkdir()
     (out / "old").write_text("old")
-    with pytest.raises(OutputError, match="exists already; pass --overwrite"), atomic_output(out):
+    with (
+        pytest.raises(OutputError, match="exists already; pass overwrite=True"),
+        atomic_output(out),
+    ):
         pass
     with pytest.raises(KeyboardInterrupt), atomic_output(out, overwrite=True) as tmp:
         (tmp / "new").write_text("new")
@@ -48,13 +51,22 @@ def test_atomic_output_replaces_only_when_complete(tmp_path: Path) -> None:
     assert oct(out.stat().st_mode & 0o777) != oct(0o700)
 
 
-def test_atomic_output_refuses_a_missing_or_unwritable_folder(tmp_path: Path) -> None:
+def test_atomic_output_makes_missing_folders_and_removes_them_on_failure(tmp_path: Path) -> None:
+    with atomic_output(tmp_path / "a" / "b" / "out.zarr") as tmp:
+        (tmp / "x").write_text("x")
+    assert (tmp_path / "a" / "b" / "out.zarr" / "x").read_text() == "x"
+    with pytest.raises(RuntimeError), atomic_output(tmp_path / "c" / "d" / "out.zarr"):
+        raise RuntimeError("interrupted")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]  # c/d made, then removed
+
+
+def test_atomic_output_refuses_a_folder_it_cannot_make(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
     with (
-        pytest.raises(OutputError, match="does not exist"),
-        atomic_output(tmp_path / "no" / "out.zarr"),
+        pytest.raises(OutputError, match="is not a folder"),
+        atomic_output(tmp_path / "file" / "more" / "out.zarr"),
     ):
         pass
-    (tmp_path / "file").write_text("")
     with (
         pytest.raises(OutputError, match="is not a folder"),
         atomic_output(tmp_path / "file" / "out.zarr"),

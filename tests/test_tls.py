@@ -8,17 +8,18 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from bmm_dask.datasets import synth
+from tests._helpers import assert_one_line_error, dask_processes, run_bmm_dask
 
-from .conftest import dask_processes
-
-pytestmark = pytest.mark.skipif(
-    shutil.which("openssl") is None, reason="needs the openssl command to make certificates"
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        shutil.which("openssl") is None, reason="needs the openssl command to make certificates"
+    ),
+]
 
 
 @pytest.fixture(scope="module")
@@ -62,23 +63,13 @@ def tls_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         yield {"address": address, "env": env, "folder": folder}
 
 
-def bmm_dask(*args: str | Path, env: dict) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bmm_dask", *map(str, args)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 def test_a_tls_cluster_fits_for_a_client_with_certificates_only(tls_cluster: dict) -> None:
     assert tls_cluster["address"].startswith("tls://127.0.0.1:")
     data = synth(
         tls_cluster["folder"] / "d.zarr", n_samples=3000, n_features=32, n_components=2, seed=0
     )
     model = tls_cluster["folder"] / "m.zarr"
-    ok = bmm_dask(
+    ok = run_bmm_dask(
         "fit",
         data,
         "--k",
@@ -89,11 +80,11 @@ def test_a_tls_cluster_fits_for_a_client_with_certificates_only(tls_cluster: dic
         tls_cluster["address"],
         env=tls_cluster["env"],
     )
-    assert ok.returncode == 0, ok.stderr
+    assert ok.code == 0, ok.err
     assert model.is_dir()
 
     plain = {k: v for k, v in os.environ.items() if not k.startswith("DASK_DISTRIBUTED__COMM")}
-    refused = bmm_dask(
+    refused = run_bmm_dask(
         "fit",
         data,
         "--k",
@@ -104,11 +95,5 @@ def test_a_tls_cluster_fits_for_a_client_with_certificates_only(tls_cluster: dic
         tls_cluster["address"],
         env=plain,
     )
-    assert refused.returncode == 2, refused.stderr
-    lines = refused.stderr.strip().splitlines()
-    assert (
-        len(lines) == 1
-        and "cannot connect to a Dask scheduler" in lines[0]
-        and "Traceback" not in refused.stderr
-    )
+    assert_one_line_error(refused, "cannot connect to a Dask scheduler")
     assert not (tls_cluster["folder"] / "x.zarr").exists()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -13,8 +12,10 @@ from distributed import Client
 
 from bmm_dask import BernoulliMixture, open_dataset
 from bmm_dask.datasets import synth
+from tests._helpers import dask_processes, wait_until
 
-from .conftest import dask_processes
+#: A `dask scheduler` and two `dask worker` processes, started here.
+pytestmark = pytest.mark.slow
 
 
 def test_a_fit_survives_a_worker_killed_mid_fit(tmp_path_factory: pytest.TempPathFactory) -> None:
@@ -44,9 +45,7 @@ def test_a_fit_survives_a_worker_killed_mid_fit(tmp_path_factory: pytest.TempPat
 
         fitting = threading.Thread(target=fit)
         fitting.start()
-        deadline = time.monotonic() + 120
-        while len(iterations) < 3 and time.monotonic() < deadline and fitting.is_alive():
-            time.sleep(0.05)
+        wait_until(lambda: len(iterations) >= 3, "third iteration", worker=fitting, timeout=120)
         assert fitting.is_alive(), "the fit ended before a worker could be killed"
         killed_at = len(iterations)
         os.kill(next(iter(pids.values())), signal.SIGKILL)

@@ -1,0 +1,239 @@
+"""Helpers the tests share: running bmm-dask, checking its one-line errors, snapshots of folders,
+waiting for a process, serving a folder over HTTP, and `dask scheduler`/`dask worker` processes.
+
+Tests import them (``from tests._helpers import ...``); the fixtures stay in ``conftest.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import http.server
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+#: ``fit`` on a local cluster of one worker process, its dashboard on a free port.
+LOCAL_CLUSTER = ("--workers", "1", "--dashboard-address", "127.0.0.1:0")
+
+
+# --------------------------------------------------------------------------- running bmm-dask
+
+
+@dataclass
+class Result:
+    """What a bmm-dask command ended with: its exit status, stdout and stderr."""
+
+    code: int
+    out: str
+    err: str
+
+    @classmethod
+    def of(cls, done: subprocess.CompletedProcess[str]) -> Result:
+        """The result of ``subprocess.run(..., capture_output=True, text=True)``."""
+        return cls(done.returncode, done.stdout, done.stderr)
+
+
+def run_bmm_dask(
+    *args: str | os.PathLike[str],
+    script: str | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 300,
+) -> Result:
+    """``bmm-dask ARGS`` in a Python process of its own, run to its end.
+
+    ``script`` is Python code to run instead of ``python -m bmm_dask``; it finds the command
+    line in ``sys.argv[1:]``.
+    """
+    program = ["-c", script] if script is not None else ["-m", "bmm_dask"]
+    done = subprocess.run(
+        [sys.executable, *program, *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
+    return Result.of(done)
+
+
+def start_bmm_dask(
+    *args: str | os.PathLike[str], group: bool = False, capture: bool = True
+) -> subprocess.Popen[str]:
+    """``bmm-dask ARGS`` started in a process of its own, stdout and stderr piped (or thrown
+    away without ``capture``).
+
+    With ``group`` it runs in a process group of its own, as a terminal runs it: a signal to
+    the group (a Ctrl-C) reaches every process of the command, its local cluster too.
+    """
+    output = subprocess.PIPE if capture else subprocess.DEVNULL
+    return subprocess.Popen(
+        [sys.executable, "-m", "bmm_dask", *map(str, args)],
+        stdout=output,
+        stderr=output,
+        text=True,
+        start_new_session=group,
+    )
+
+
+def assert_one_line_error(result: Result, *needles: str) -> str:
+    """Exit status 2, one line on stderr naming what is wrong, no traceback; returns the line."""
+    assert result.code == 2, (result.code, result.out, result.err)
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1, result.err
+    assert "Traceback" not in result.err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+def wait_until(
+    ready: Callable[[], object],
+    what: str,
+    *,
+    worker: subprocess.Popen[Any] | threading.Thread | None = None,
+    timeout: float = 60,
+    interval: float = 0.01,
+) -> None:
+    """Wait until ``ready()`` is true; fail after ``timeout`` seconds, or at once when
+    ``worker`` (the process or thread that should bring it about) has ended.
+
+    ``what`` names the awaited event in the failure ("no chunks written after 60 s").
+    """
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if isinstance(worker, subprocess.Popen) and worker.poll() is not None:
+            pytest.fail(f"the command ended before {what}: {worker.communicate()}")
+        if isinstance(worker, threading.Thread) and not worker.is_alive():
+            pytest.fail(f"the thread ended before {what}")
+        assert time.monotonic() < deadline, f"no {what} after {timeout:g} s"
+        time.sleep(interval)
+
+
+# --------------------------------------------------------------------------- data and files
+
+
+def random_images(n: int = 100, *shape: int, seed: int = 0) -> np.ndarray:
+    """``n`` images of uniformly random uint8 pixels, of ``shape`` (4 x 5 by default)."""
+    size = (n, *(shape or (4, 5)))
+    return np.random.default_rng(seed).integers(0, 256, size=size, dtype=np.uint8)
+
+
+def tree_snapshot(root: Path) -> dict[str, tuple[int, int, int, str]]:
+    """Every file and folder under ``root``, to compare before and after a command.
+
+    A file maps to its size, inode, modification time (ns) and the md5 of its bytes, so a file
+    rewritten or replaced, even with the same bytes, shows; a link to its target; a folder to
+    ``"folder"`` (its own modification time changes with any file made and removed in it).
+    """
+    found = {}
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = Path(folder) / name
+            rel = str(path.relative_to(root))
+            if path.is_symlink() or path.is_dir():
+                found[rel] = (0, 0, 0, os.readlink(path) if path.is_symlink() else "folder")
+                continue
+            stat = path.stat()
+            digest = hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
+            found[rel] = (stat.st_size, stat.st_ino, stat.st_mtime_ns, digest)
+    return found
+
+
+# --------------------------------------------------------------------------- servers and clusters
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves the files of a folder, without a log line a request."""
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def serving(
+    folder: Path, handler: type[http.server.BaseHTTPRequestHandler] = QuietHandler, **kwargs: Any
+) -> Iterator[http.server.ThreadingHTTPServer]:
+    """``folder`` served over HTTP on 127.0.0.1 (any free port) from a thread of this process.
+
+    ``kwargs`` go to ``handler``; the server is stopped on exit, if the test has not stopped it.
+    """
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(handler, directory=str(folder), **kwargs)
+    )
+    # a short poll, so that stopping the server takes a twentieth of a second, not half of one
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        yield server
+    finally:
+        server.shutdown()  # returns at once when already shut down
+        server.server_close()
+
+
+def url_of(server: http.server.HTTPServer, scheme: str = "http") -> str:
+    """The server's address as a URL without a path: ``http://127.0.0.1:PORT``."""
+    return f"{scheme}://127.0.0.1:{server.server_address[1]}"
+
+
+@contextlib.contextmanager
+def dask_processes(
+    folder: Path, scheduler_args: Sequence[str], workers: Sequence[Sequence[str]]
+) -> Iterator[Path]:
+    """`dask scheduler` and `dask worker` processes on 127.0.0.1, as a user starts them.
+
+    Yields the scheduler file once the scheduler has written it; each test waits for the workers
+    in its own way (with or without TLS). The processes are stopped on exit.
+    """
+
+    def dask(*args: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "dask", *args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    scheduler_file = folder / "scheduler.json"
+    common = ["--host", "127.0.0.1"]
+    processes = [
+        dask(
+            "scheduler",
+            *common,
+            "--port",
+            "0",
+            "--dashboard-address",
+            "127.0.0.1:0",
+            "--scheduler-file",
+            str(scheduler_file),
+            "--no-show",
+            *scheduler_args,
+        )
+    ]
+    try:
+        wait_until(scheduler_file.exists, "scheduler file", worker=processes[0], interval=0.2)
+        for args in workers:
+            processes.append(
+                dask(
+                    "worker",
+                    "--scheduler-file",
+                    str(scheduler_file),
+                    *common,
+                    "--nthreads",
+                    "1",
+                    *args,
+                )
+            )
+        yield scheduler_file
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=30)
