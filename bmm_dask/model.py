@@ -60,41 +60,40 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
 
     Parameters
     ----------
-    n_components : int, default 1
+    n_components : int, default=1
         The number of components K.
-    max_iter : int, default 100
+    max_iter : int, default=100
         EM iterations per start at most.
-    tol : float, default 1e-4
+    tol : float, default=1e-4
         Stop when the objective (mean log-likelihood per sample plus the smoothing prior's log)
         changes by less than this. 0 runs exactly ``max_iter`` iterations.
-    mean_tol : float, optional
+    mean_tol : float, default=None
         Also stop when the means move less than this (L2 distance between successive means, the
-        original notebook's test).
-    n_init : int, default 1
+        original notebook's test). None: only ``tol`` decides.
+    n_init : int, default=1
         Starts to run; the one with the highest objective is kept.
-    init : {"kmeans++", "random", "random_from_data"}, default "kmeans++"
+    init : {"kmeans++", "random", "random_from_data"}, default="kmeans++"
         How to start: k-means on a sample of rows (greedy k-means++ seeding by Hamming distance,
         then 10 k-means steps), uniform random means, or randomly chosen rows (softened to
         0.25 / 0.75).
-    means_init : array of shape (n_components, n_features), optional
+    means_init : array-like of shape (n_components, n_features), default=None
         Starting means in (0, 1); then ``init`` and ``n_init`` are not used.
-    weights_init : array of shape (n_components,), optional
+    weights_init : array-like of shape (n_components,), default=None
         Starting weights (positive, summing to 1); uniform when not given.
-    alpha : float, default 0.1
+    alpha : float, default=0.1
         Additive (Lidstone) smoothing of the means, as in BernoulliNB:
         ``mu = (S + alpha) / (N_k + 2 alpha)``. 0 is maximum likelihood, with means clipped to
-        [1e-10, 1 - 1e-10]. The default was chosen on MNIST: mean test log-likelihood with K = 100
-        -132.3 nats (alpha 0.1), -132.5 (0.02), -132.9 (0.5), -133.2 (1.0); K = 10 is the same
-        for all of them (-164.5).
-    random_state : int >= 0, numpy Generator or None
+        [1e-10, 1 - 1e-10]. The default gave the best test log-likelihood on MNIST of the
+        values tried (see "The model" in the README).
+    random_state : int >= 0, numpy Generator or None, default=None
         Seeds every random draw, all made on the driver: the same seed gives the same model on
         any cluster. (A legacy ``numpy.random.RandomState`` is not taken.)
-    dtype : {"float32", "float64"}, default "float32"
+    dtype : {"float32", "float64"}, default="float32"
         Arithmetic of the E-step: float32 for speed, float64 for exactness. Statistics are
         always summed in float64.
-    warm_start : bool, default False
+    warm_start : bool, default=False
         Start from the fitted means and weights of a previous ``fit``.
-    verbose : int, default 0
+    verbose : int, default=0
         1 shows a progress bar of the iterations on stderr; 2 a line per iteration.
 
     Attributes
@@ -266,20 +265,20 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
         X : array-like of shape (n_samples, n_features) of 0/1, a Dask array of the same, or an
             opened dataset (``bmm_dask.open_dataset``)
         y : ignored
-        callback : callable, optional
+        callback : callable, default=None
             Called after every iteration with its record (as in ``history_``), for progress
             displays.
-        checkpoint : path, optional
+        checkpoint : str or path-like, default=None
             Save the state of the fit in this store every ``checkpoint_every`` iterations and
             after each start (a Zarr group marked unfinished; :meth:`save` to the same path
             replaces it with the model).
         resume : bool
             Continue from the state saved in ``checkpoint`` (same settings and data): the
             result equals that of an uninterrupted fit, bit for bit in float64.
-        checkpoint_attrs : dict, optional
+        checkpoint_attrs : dict, default=None
             Also recorded in the checkpoint, and on ``resume`` checked against it (the data's
             fingerprint, say).
-        persist : bool, optional
+        persist : bool, default=None
             Hold the packed data in the cluster's memory (True) or read it from its store every
             iteration (False); by default, held when it takes at most half the memory.
 
@@ -373,7 +372,19 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
         return self
 
     def fit_predict(self, X: Any, y: Any = None) -> Any:
-        """Fit, then return the most likely component of each row (as ``fit(X).predict(X)``)."""
+        """Fit, then return the most likely component of each row (as ``fit(X).predict(X)``).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) of 0/1, Dask array, or Dataset
+            The rows.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+        """
         return self.fit(X).predict(X)
 
     # ------------------------------------------------------------------ using the model
@@ -387,15 +398,46 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
         return result
 
     def predict(self, X: Any) -> Any:
-        """The most likely component of each row: array of shape (n_samples,)."""
+        """The most likely component of each row.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) of 0/1, Dask array, or Dataset
+            The rows, as ``fit`` takes them.
+
+        Returns
+        -------
+        ndarray or dask array of shape (n_samples,)
+            A Dask array when ``X`` is one (or a dataset), computed when it is NumPy.
+        """
         return self._per_row(X, "label")
 
     def predict_proba(self, X: Any) -> Any:
-        """Responsibilities: array of shape (n_samples, n_components), rows summing to 1."""
+        """The responsibility of each component for each row (rows sum to 1).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) of 0/1, Dask array, or Dataset
+            The rows, as ``fit`` takes them.
+
+        Returns
+        -------
+        ndarray or dask array of shape (n_samples, n_components)
+        """
         return self._per_row(X, "proba")
 
     def score_samples(self, X: Any) -> Any:
-        """Log-likelihood of each row in nats: array of shape (n_samples,)."""
+        """The log-likelihood of each row, in nats.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) of 0/1, Dask array, or Dataset
+            The rows, as ``fit`` takes them.
+
+        Returns
+        -------
+        ndarray or dask array of shape (n_samples,)
+        """
         return self._per_row(X, "score")
 
     def _log_likelihood(self, X: Any) -> tuple[float, int]:
@@ -407,7 +449,19 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
         return float(total), data.n_samples
 
     def score(self, X: Any, y: Any = None) -> float:
-        """Mean log-likelihood per row, in nats."""
+        """The mean log-likelihood per row, in nats.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) of 0/1, Dask array, or Dataset
+            The rows, as ``fit`` takes them.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        float
+        """
         total, n = self._log_likelihood(X)
         return total / n
 
@@ -416,22 +470,49 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
         return K * D + K - 1
 
     def bic(self, X: Any) -> float:
-        """Bayesian information criterion: ``-2 log L + p log N``; lower is better."""
+        """Bayesian information criterion, ``-2 log L + p log N``; lower is better.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) of 0/1, Dask array, or Dataset
+            The rows, as ``fit`` takes them.
+
+        Returns
+        -------
+        float
+        """
         total, n = self._log_likelihood(X)
         return -2 * total + self._n_parameters() * np.log(n)
 
     def aic(self, X: Any) -> float:
-        """Akaike information criterion: ``-2 log L + 2 p``; lower is better."""
+        """Akaike information criterion, ``-2 log L + 2 p``; lower is better.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) of 0/1, Dask array, or Dataset
+            The rows, as ``fit`` takes them.
+
+        Returns
+        -------
+        float
+        """
         total, _ = self._log_likelihood(X)
         return -2 * total + 2 * self._n_parameters()
 
     def sample(self, n_samples: int = 1) -> tuple[NDArray[np.uint8], NDArray[np.intp]]:
-        """Draw rows from the fitted mixture.
+        """Draw rows from the fitted mixture, with the model's random generator.
+
+        Parameters
+        ----------
+        n_samples : int, default=1
+            Rows to draw.
 
         Returns
         -------
-        X : uint8 array of shape (n_samples, n_features), 0/1
-        y : array of shape (n_samples,), the component of each row
+        X : ndarray of shape (n_samples, n_features), uint8
+            The rows, 0/1.
+        y : ndarray of shape (n_samples,)
+            The component each row was drawn from.
         """
         self._check_fitted()
         if isinstance(n_samples, bool) or not isinstance(n_samples, Integral) or n_samples < 1:
@@ -452,7 +533,22 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
         overwrite: bool = False,
         attrs: dict[str, Any] | None = None,
     ) -> Path:
-        """Write the fitted model as a Zarr group (``means``, ``weights`` and attributes), atomically."""
+        """Write the fitted model as a Zarr group, whole or not at all.
+
+        Parameters
+        ----------
+        path : str or path-like
+            The group to write: ``means``, ``weights`` and attributes (settings, history, ...).
+        overwrite : bool, default=False
+            Replace ``path`` if it exists (a checkpoint of this fit, say).
+        attrs : dict, default=None
+            Further attributes to record (where the data came from, the fit's time).
+
+        Returns
+        -------
+        pathlib.Path
+            ``path``.
+        """
         from bmm_dask import __version__
 
         self._check_fitted()
@@ -499,7 +595,23 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> BernoulliMixture:
-        """Read a model written by :meth:`save` (or ``bmm-dask fit``)."""
+        """Read a model written by :meth:`save` (or ``bmm-dask fit``).
+
+        Parameters
+        ----------
+        path : str or path-like
+            The model's group.
+
+        Returns
+        -------
+        BernoulliMixture
+            Fitted, with its settings; ``attrs_`` holds all the group's attributes.
+
+        Raises
+        ------
+        ModelFileError
+            The path holds no model, a checkpoint, or a model of a newer format.
+        """
         means, weights, attrs = read_model(path)
         settings = {k: v for k, v in attrs.get("settings", {}).items() if k in _SAVED_SETTINGS}
         model = cls(**settings)
