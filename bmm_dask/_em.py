@@ -15,13 +15,21 @@ import dask
 import numpy as np
 from numpy.typing import NDArray
 
-from bmm_dask._estep import SPLIT_EVERY, PackedData, estep, fits_in_memory, task_blocks
+from bmm_dask._estep import (
+    SPLIT_EVERY,
+    PackedData,
+    _cluster_threads,
+    estep,
+    fits_in_memory,
+    task_blocks,
+)
 from bmm_dask._events import publish
 from bmm_dask._init import count_distinct_rows, initialize, soft_rows
 from bmm_dask._kernels import (
     log_prior,
     mstep,
 )
+from bmm_dask._stepwise import auto_batch_size, run_stepwise
 from bmm_dask.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -242,6 +250,10 @@ def fit_em(
     checkpoint: Callable[[FitState], None] | None = None,
     checkpoint_every: int = 0,
     resume: FitState | None = None,
+    algorithm: str = "batch",
+    passes: int = 2,
+    batch_size: int | None = None,
+    step_exponent: float = 0.7,
 ) -> EMResult:
     """Run EM ``n_init`` times (once when starting values are given) and keep the best run.
 
@@ -292,6 +304,15 @@ def fit_em(
         Iterations between checkpoints; 0 means none.
     resume : FitState, default=None
         A state to continue from.
+    algorithm : {"batch", "stepwise", "auto"}, default="batch"
+        Batch EM; stepwise EM for ``passes`` passes; or stepwise passes, then batch
+        iterations until ``tol`` (at most ``max_iter`` iterations and passes in all).
+    passes : int, default=2
+        Passes of stepwise EM (see :func:`~bmm_dask._stepwise.run_stepwise`).
+    batch_size : int, default=None
+        Rows per mini-batch; None means :func:`~bmm_dask._stepwise.auto_batch_size`.
+    step_exponent : float, default=0.7
+        kappa of the stepwise step sizes ``(t + 2) ** -kappa``.
 
     Returns
     -------
@@ -304,6 +325,10 @@ def fit_em(
         As :func:`run_em`.
     """
     data = task_blocks(data)
+    if algorithm != "batch" and batch_size is None:
+        batch_size = auto_batch_size(
+            data.n_samples, n_components, data.n_features, _cluster_threads()
+        )
     if persist is None:
         persist = fits_in_memory(data)
     if persist:
@@ -354,19 +379,45 @@ def fit_em(
                 ):
                     checkpoint(FitState(run, means, weights, history, rng_state, best))
 
-            result = run_em(
-                data,
-                means,
-                weights,
-                alpha=alpha,
-                max_iter=max_iter,
-                tol=tol,
-                mean_tol=mean_tol,
-                dtype=dtype,
-                callback=callback,
-                history=history,
-                on_iteration=save,
-            )
+            stepwise: list[dict[str, Any]] = []
+            if algorithm != "batch":
+                assert batch_size is not None
+                logger.info("stepwise EM: %d passes, mini-batches of %d rows", passes, batch_size)
+                means, weights, stepwise = run_stepwise(
+                    data,
+                    means,
+                    weights,
+                    rng,
+                    alpha=alpha,
+                    passes=passes,
+                    batch_size=batch_size,
+                    step_exponent=step_exponent,
+                    dtype=dtype,
+                    persisted=persist,
+                    callback=callback,
+                )
+            if algorithm == "stepwise":
+                last = stepwise[-1]
+                result = EMResult(means, weights, False, len(stepwise), last["objective"], stepwise)
+            else:
+                result = run_em(
+                    data,
+                    means,
+                    weights,
+                    alpha=alpha,
+                    max_iter=max(1, max_iter - len(stepwise)),
+                    tol=tol,
+                    mean_tol=mean_tol,
+                    dtype=dtype,
+                    callback=callback,
+                    history=history,
+                    on_iteration=save,
+                )
+                if stepwise:
+                    for record in result.history:
+                        record["iteration"] += len(stepwise)
+                    result.history[:0] = stepwise
+                    result.n_iter = len(result.history)
             if best is None or result.lower_bound > best.lower_bound:
                 best = result
             if checkpoint is not None and checkpoint_every and run + 1 < runs:

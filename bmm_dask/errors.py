@@ -49,6 +49,7 @@ class FetchError(BmmDaskError, OSError):
 _PYTHON_NAMES = {
     "--overwrite": "overwrite=True",
     "--resume": "resume=True",
+    "--algorithm batch": 'algorithm="batch"',
     "--checkpoint-every N": "checkpoint_every=N",
     "--binarize none": 'binarization=Binarization("none")',
     "--threshold 0.5": 'binarization=Binarization("threshold", threshold=0.5)',

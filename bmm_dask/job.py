@@ -107,6 +107,11 @@ class FitJob:
         self.model, self.dataset, self.out = model, dataset, os.fspath(out)
         self.overwrite, self.checkpoint_every, self.resume = overwrite, checkpoint_every, resume
         check_not_input(self.out, [dataset.path, *inputs])
+        if (checkpoint_every or resume) and model.algorithm != "batch":
+            raise SettingsError(
+                "checkpoints and resuming cover batch EM only for now; fit with "
+                f"{setting('--algorithm batch')} to save checkpoints"
+            )
         if resume:
             check_resumable(self.out)
         else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 import warnings
 from datetime import UTC, datetime
 from numbers import Integral, Real
@@ -23,6 +24,7 @@ from bmm_dask._em import EMResult, FitState, fit_em
 from bmm_dask._estep import SPLIT_EVERY, PackedData, as_packed, predict_log_resp
 from bmm_dask._events import jsonable
 from bmm_dask._init import INITS
+from bmm_dask._kernels import log_prior
 from bmm_dask.errors import SettingsError, setting
 from bmm_dask.io import Dataset, read_checkpoint, read_model, write_checkpoint, write_model
 from bmm_dask.memory import check_fits
@@ -41,6 +43,10 @@ _SAVED_SETTINGS = (
     "alpha",
     "random_state",
     "dtype",
+    "algorithm",
+    "passes",
+    "batch_size",
+    "step_exponent",
 )
 
 
@@ -95,6 +101,19 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
         Start from the fitted means and weights of a previous ``fit``.
     verbose : int, default=0
         1 shows a progress bar of the iterations on stderr; 2 a line per iteration.
+    algorithm : {"batch", "stepwise", "auto"}, default="batch"
+        Batch EM reads every row once per iteration. Stepwise (online) EM moves the parameters
+        after every mini-batch of rows and gets close to batch EM's optimum in a few passes
+        over the data (``passes``). "auto" runs the stepwise passes, then batch iterations
+        until ``tol`` (``max_iter`` counts both).
+    passes : int, default=2
+        Passes over the data of stepwise EM.
+    batch_size : int or "auto", default="auto"
+        Rows per mini-batch of stepwise EM. "auto": enough for every worker thread to work
+        a few tens of milliseconds per step, and at most a twentieth of the data.
+    step_exponent : float, default=0.7
+        kappa in the step sizes ``(t + 2) ** -kappa`` of stepwise EM, in (0.5, 1]: smaller
+        steps forget the start more slowly and the noise of single mini-batches less.
 
     Attributes
     ----------
@@ -126,6 +145,10 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
         dtype: str = "float32",
         warm_start: bool = False,
         verbose: int = 0,
+        algorithm: str = "batch",
+        passes: int = 2,
+        batch_size: int | str = "auto",
+        step_exponent: float = 0.7,
     ) -> None:
         self.n_components = n_components
         self.max_iter = max_iter
@@ -140,6 +163,10 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
         self.dtype = dtype
         self.warm_start = warm_start
         self.verbose = verbose
+        self.algorithm = algorithm
+        self.passes = passes
+        self.batch_size = batch_size
+        self.step_exponent = step_exponent
 
     # The range of each setting, for scikit-learn's _validate_params, which _check_settings
     # calls first (``[0, inf)`` leaves out infinity as well as NaN).
@@ -156,6 +183,10 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
         "random_state": [Interval(Integral, 0, None, closed="left"), np.random.Generator, None],
         "dtype": [StrOptions({"float32", "float64"})],
         "warm_start": ["boolean"],
+        "algorithm": [StrOptions({"batch", "stepwise", "auto"})],
+        "passes": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "step_exponent": [Interval(Real, 0.5, 1, closed="right")],
         "verbose": ["verbose"],
     }
 
@@ -320,6 +351,11 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
                 raise SettingsError(
                     f"checkpoint_every must be a whole number of at least 1; got {checkpoint_every!r}"
                 )
+            if self.algorithm != "batch":
+                raise SettingsError(
+                    "checkpoints cover batch EM only for now; fit with algorithm='batch' "
+                    "to save checkpoints"
+                )
             attrs = {"settings": settings, **(checkpoint_attrs or {})}
 
             def save(state: FitState) -> None:
@@ -345,6 +381,10 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
                 checkpoint_every=checkpoint_every if save is not None else 0,
                 resume=resume_state,
                 persist=persist,
+                algorithm=self.algorithm,
+                passes=self.passes,
+                batch_size=None if self.batch_size == "auto" else self.batch_size,
+                step_exponent=float(self.step_exponent),
             )
         self.means_ = result.means
         self.weights_ = result.weights
@@ -353,7 +393,12 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
         self.lower_bound_ = result.lower_bound
         self.history_ = result.history
         self.n_features_in_ = data.n_features
-        if not result.converged and (self.tol > 0 or self.mean_tol is not None):
+        self.batch_size_ = next(
+            (r["batch_size"] for r in result.history if "batch_size" in r), None
+        )
+        self._stepwise_state = None  # partial_fit after fit starts from the fitted parameters
+        stepwise_only = self.algorithm == "stepwise"
+        if not (result.converged or stepwise_only) and (self.tol > 0 or self.mean_tol is not None):
             last = result.history[-1]["change"] if result.history else float("nan")
             reseeded = sum(1 for record in result.history[-5:] if record["reseeded"])
             if reseeded:  # more iterations would not help: components keep losing their rows
@@ -369,6 +414,77 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
                 ConvergenceWarning,
                 stacklevel=2,
             )
+        return self
+
+    def partial_fit(self, X: Any, y: Any = None) -> BernoulliMixture:
+        """One step of stepwise EM on the rows of ``X``, for data that arrives over time.
+
+        The first call starts the model (from ``means_init`` and ``weights_init``, else by
+        ``init`` on ``X``); every call then blends the statistics of ``X`` into the running
+        ones with the step size ``(t + 2) ** -step_exponent`` and updates the means and
+        weights, as :meth:`fit` does with ``algorithm="stepwise"`` for each mini-batch. After
+        :meth:`fit`, the steps start from the fitted model. The smoothing ``alpha`` counts
+        against all the rows seen so far.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) of 0/1, Dask array, or Dataset
+            The rows of this step: one mini-batch.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self
+        """
+        from bmm_dask._estep import estep, task_blocks
+        from bmm_dask._init import initialize
+        from bmm_dask._stepwise import StepwiseState
+
+        data = as_packed(X)
+        state = getattr(self, "_stepwise_state", None)
+        if state is None:
+            if hasattr(self, "means_"):
+                self._check_n_features(data.n_features, data.source)
+                means, weights = self.means_, self.weights_
+            else:
+                self._check_settings(data.n_features, data.n_samples, data.source)
+                if self.means_init is not None:
+                    means = np.asarray(self.means_init, dtype=np.float64)
+                    weights = (
+                        np.full(self.n_components, 1 / self.n_components)
+                        if self.weights_init is None
+                        else np.asarray(self.weights_init, dtype=np.float64)
+                    )
+                else:
+                    means, weights = initialize(
+                        task_blocks(data), self.n_components, self.init, self._rng()
+                    )
+            state = self._stepwise_state = StepwiseState.start(means, weights)
+            self.history_ = []
+        else:
+            self._check_n_features(data.n_features, data.source)
+            means, weights = self.means_, self.weights_
+        started = time.perf_counter()
+        stats = estep(task_blocks(data), means, weights, dtype=np.dtype(self.dtype))
+        state.update(stats, float(self.step_exponent))
+        self.means_, self.weights_ = state.parameters(state.n_seen, float(self.alpha))
+        objective = (stats["loglik"] + log_prior(means, float(self.alpha))) / stats["n_samples"]
+        self.history_.append(
+            {
+                "step": state.step,
+                "iteration": state.step,
+                "objective": objective,
+                "change": None,
+                "mean_shift": float(np.linalg.norm(self.means_ - means)),
+                "seconds": time.perf_counter() - started,
+                "reseeded": 0,
+            }
+        )
+        self.n_iter_ = state.step
+        self.lower_bound_ = objective
+        self.converged_ = False
+        self.n_features_in_ = data.n_features
         return self
 
     def fit_predict(self, X: Any, y: Any = None) -> Any:

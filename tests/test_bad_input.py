@@ -378,6 +378,55 @@ CASES: dict[str, Case] = {
     "fit no iterations": case(
         "fit", "data.zarr", "--k", "2", "--max-iter", "0", "--out", "m.zarr", names="'--max-iter'"
     ),
+    "fit mini-batches of no rows": case(
+        "fit",
+        "data.zarr",
+        "--k",
+        "2",
+        "--batch-size",
+        "0",
+        "--out",
+        "m.zarr",
+        names="'--batch-size'",
+    ),
+    "fit no stepwise passes": case(
+        "fit", "data.zarr", "--k", "2", "--passes", "0", "--out", "m.zarr", names="'--passes'"
+    ),
+    "fit a step exponent of one half": case(
+        "fit",
+        "data.zarr",
+        "--k",
+        "2",
+        "--step-exponent",
+        "0.5",
+        "--out",
+        "m.zarr",
+        names="'--step-exponent'",
+    ),
+    "fit an unknown algorithm": case(
+        "fit",
+        "data.zarr",
+        "--k",
+        "2",
+        "--algorithm",
+        "online",
+        "--out",
+        "m.zarr",
+        names="'--algorithm'",
+    ),
+    "fit stepwise with checkpoints": case(
+        "fit",
+        "data.zarr",
+        "--k",
+        "2",
+        "--algorithm",
+        "stepwise",
+        "--checkpoint-every",
+        "1",
+        "--out",
+        "m.zarr",
+        names="batch EM only",
+    ),
     "fit no starts": case(
         "fit", "data.zarr", "--k", "2", "--n-init", "0", "--out", "m.zarr", names="'--n-init'"
     ),

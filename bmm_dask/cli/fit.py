@@ -53,6 +53,22 @@ def log_resume_point(out: str, point: tuple[int, int, float | None], n_init: int
         logger.info("resuming %s: start %d of %d, from its beginning", out, start, n_init)
 
 
+def fit_summary(model: Any) -> str:
+    """What the fit did: passes of stepwise EM, iterations of batch EM, convergence."""
+    passes = sum(1 for record in model.history_ if "pass" in record)
+    iterations = model.n_iter_ - passes
+    done = []
+    if passes:
+        done.append(
+            f"{passes} stepwise pass{'es' if passes > 1 else ''} "
+            f"({model.batch_size_:,} rows per mini-batch)"
+        )
+    if iterations or not passes:
+        converged = "converged" if model.converged_ else "not converged"
+        done.append(f"{iterations} iteration{'s' if iterations != 1 else ''}, {converged}")
+    return " then ".join(done)
+
+
 @cli.command(context_settings=CONTEXT)
 @click.argument("data")
 @click.option(
@@ -106,6 +122,35 @@ def log_resume_point(out: str, point: tuple[int, int, float | None], n_init: int
     type=click.Choice(["float32", "float64"]),
     help="Arithmetic of the E-step.",
 )
+@click.option(
+    "--algorithm",
+    default="batch",
+    show_default=True,
+    type=click.Choice(["batch", "stepwise", "auto"]),
+    help="Batch EM (every row each iteration); stepwise EM (the parameters move after each "
+    "mini-batch, a few passes in all); or auto (stepwise passes, then batch EM to --tol).",
+)
+@click.option(
+    "--passes",
+    default=2,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Passes over the data of stepwise EM.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    metavar="ROWS",
+    help="Rows per mini-batch of stepwise EM [default: enough to keep every worker thread "
+    "busy for a step, at most a twentieth of the data].",
+)
+@click.option(
+    "--step-exponent",
+    default=0.7,
+    show_default=True,
+    type=click.FloatRange(0.5, 1, min_open=True),
+    help="kappa of the step sizes (t + 2)^-kappa of stepwise EM.",
+)
 @overwrite_option()
 @click.option(
     "--checkpoint-every",
@@ -137,6 +182,10 @@ def fit(
     seed: int,
     alpha: float,
     dtype: str,
+    algorithm: str,
+    passes: int,
+    batch_size: int | None,
+    step_exponent: float,
     overwrite: bool,
     checkpoint_every: int,
     resume: bool,
@@ -168,6 +217,10 @@ def fit(
         random_state=seed,
         alpha=alpha,
         dtype=dtype,
+        algorithm=algorithm,
+        passes=passes,
+        batch_size="auto" if batch_size is None else batch_size,
+        step_exponent=step_exponent,
     )
     job = FitJob(
         model, dataset, out, overwrite=overwrite, checkpoint_every=checkpoint_every, resume=resume
@@ -187,9 +240,8 @@ def fit(
     for warning in caught:
         logger.warning("warning: %s", warning.message)
     click.echo(
-        f"wrote {out}: K = {n_components}, {model.n_iter_} iterations, "
-        f"{'converged' if model.converged_ else 'not converged'}, objective {model.lower_bound_:.4f} nats "
-        f"per sample, {seconds:.1f} s of fitting"
+        f"wrote {out}: K = {n_components}, {fit_summary(model)}, objective "
+        f"{model.lower_bound_:.4f} nats per sample, {seconds:.1f} s of fitting"
     )
 
 

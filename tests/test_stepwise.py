@@ -1,0 +1,226 @@
+"""Stepwise EM: the same arithmetic as a NumPy stepwise EM written here, statistics accumulated
+(never replaced), the same model on every scheduler, and partial_fit equal to fit."""
+
+from __future__ import annotations
+
+import dask
+import numpy as np
+import pytest
+
+from bmm_dask import BernoulliMixture, SettingsError
+from bmm_dask._estep import as_packed, task_blocks
+from bmm_dask._stepwise import StepwiseState, pass_batches, step_size, window_chunks
+
+K, D = 3, 784
+
+
+@pytest.fixture(scope="module")
+def rows() -> np.ndarray:
+    """30,000 rows of 784 bits from a known mixture: three chunks of the E-step's size."""
+    rng = np.random.default_rng(7)
+    means = rng.uniform(0.05, 0.95, size=(K, D))
+    labels = rng.choice(K, size=30_000, p=[0.5, 0.3, 0.2])
+    return (rng.random((30_000, D)) < means[labels]).astype(np.uint8)
+
+
+def start(seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0.3, 0.7, size=(K, D)), np.full(K, 1 / K)
+
+
+def numpy_stepwise(
+    X: np.ndarray,
+    means: np.ndarray,
+    weights: np.ndarray,
+    batches: list[np.ndarray],
+    *,
+    alpha: float,
+    kappa: float,
+    n_rows: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Stepwise EM as the papers write it, in float64: running statistics per row, blended."""
+    s_w, s_x = weights.copy(), weights[:, None] * means
+    for t, batch in enumerate(batches, start=1):
+        x = X[batch].astype(np.float64)
+        mu = np.clip(means, 1e-10, 1 - 1e-10)
+        log_joint = x @ np.log(mu).T + (1 - x) @ np.log1p(-mu).T + np.log(weights)
+        log_joint -= log_joint.max(axis=1, keepdims=True)
+        r = np.exp(log_joint)
+        r /= r.sum(axis=1, keepdims=True)
+        eta = (t + 2) ** -kappa
+        s_w = (1 - eta) * s_w + eta * r.sum(axis=0) / len(batch)
+        s_x = (1 - eta) * s_x + eta * (r.T @ x) / len(batch)
+        means = np.clip(
+            (n_rows * s_x + alpha) / (n_rows * s_w[:, None] + 2 * alpha), 1e-10, 1 - 1e-10
+        )
+        weights = s_w / s_w.sum()
+    return means, weights
+
+
+def the_batches(X: np.ndarray, batch_size: int, seed: int, passes: int) -> list[np.ndarray]:
+    """The rows of each mini-batch that fit draws, as indices into X."""
+    bits = task_blocks(as_packed(X)).bits
+    sizes = tuple(int(c) for c in bits.chunks[0])
+    starts = np.cumsum([0, *sizes])
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(passes):
+        for batch in pass_batches(sizes, batch_size, window_chunks(batch_size, sizes[0]), rng):
+            out.append(
+                np.concatenate(
+                    [starts[c] + r for c, r in zip(batch.window, batch.rows, strict=True)]
+                )
+            )
+    return out
+
+
+def test_stepwise_em_is_the_papers_arithmetic(rows: np.ndarray) -> None:
+    means, weights = start()
+    model = BernoulliMixture(
+        K,
+        algorithm="stepwise",
+        passes=2,
+        batch_size=1_500,
+        step_exponent=0.7,
+        alpha=0.1,
+        dtype="float64",
+        means_init=means,
+        weights_init=weights,
+        random_state=11,
+    )
+    with dask.config.set(scheduler="threads"):
+        model.fit(rows)
+    assert task_blocks(as_packed(rows)).bits.numblocks[0] == 3  # mini-batches across chunks
+    batches = the_batches(rows, 1_500, seed=11, passes=2)
+    assert len(batches) == 40 and sorted(np.concatenate(batches[:20])) == list(range(30_000))
+    expected_means, expected_weights = numpy_stepwise(
+        rows, means, weights, batches, alpha=0.1, kappa=0.7, n_rows=len(rows)
+    )
+    np.testing.assert_allclose(model.means_, expected_means, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(model.weights_, expected_weights, rtol=0, atol=1e-9)
+    assert [r["pass"] for r in model.history_] == [1, 2]
+    assert model.history_[-1]["steps"] == 40 and model.batch_size_ == 1_500
+
+
+def test_running_statistics_are_blended_not_replaced() -> None:
+    means, weights = start()
+    state = StepwiseState.start(means, weights)
+    first = {"resp_sum": np.array([10.0, 0, 0]), "resp_x": np.ones((K, D)), "n_samples": 10}
+    second = {"resp_sum": np.array([0, 0, 20.0]), "resp_x": 2 * np.ones((K, D)), "n_samples": 20}
+    state.update(first, 0.7)
+    state.update(second, 0.7)
+    e1, e2 = step_size(1, 0.7), step_size(2, 0.7)
+    blended = (1 - e2) * ((1 - e1) * weights + e1 * first["resp_sum"] / 10) + e2 * np.array(
+        [0, 0, 1.0]
+    )
+    np.testing.assert_allclose(state.resp_sum, blended)
+    # Replacing the statistics by the last batch's would leave components 0 and 1 empty.
+    assert state.resp_sum[0] > 0.1 and state.resp_sum[1] > 0.1
+    assert 0 < e2 < e1 < 1 and state.step == 2 and state.n_seen == 30
+
+
+def test_stepwise_improves_on_its_start_and_the_auto_algorithm_ends_as_batch_em(
+    rows: np.ndarray,
+) -> None:
+    train, test = rows[:24_000], rows[24_000:]
+    means, weights = start()
+    settings = {"means_init": means, "weights_init": weights, "random_state": 0, "tol": 1e-6}
+    batch = BernoulliMixture(K, **settings).fit(train)
+    stepwise = BernoulliMixture(K, algorithm="stepwise", passes=1, **settings).fit(train)
+    auto = BernoulliMixture(K, algorithm="auto", passes=1, **settings).fit(train)
+    assert stepwise.n_iter_ == 1 and stepwise.score(test) > batch.score(test) - 0.5
+    assert abs(auto.score(test) - batch.score(test)) < 0.01
+    assert "pass" in auto.history_[0] and "pass" not in auto.history_[-1]
+    assert auto.history_[-1]["iteration"] == auto.n_iter_
+
+
+@pytest.mark.parametrize("scheduler", ["synchronous", "threads"])
+def test_the_same_model_on_every_scheduler(rows: np.ndarray, scheduler: str) -> None:
+    def fit() -> BernoulliMixture:
+        model = BernoulliMixture(
+            K, algorithm="stepwise", batch_size=2_000, random_state=5, dtype="float64"
+        )
+        return model.fit(rows[:20_000])
+
+    with dask.config.set(scheduler=scheduler):
+        model = fit()
+    with dask.config.set(scheduler="threads", num_workers=1):
+        reference = fit()
+    np.testing.assert_array_equal(model.means_, reference.means_)
+    np.testing.assert_array_equal(model.weights_, reference.weights_)
+
+
+@pytest.mark.slow
+def test_the_same_model_on_one_and_three_workers(rows: np.ndarray) -> None:
+    from distributed import Client, LocalCluster
+
+    models = []
+    for workers in (1, 3):
+        with (
+            LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=False, dashboard_address=None
+            ) as cluster,
+            Client(cluster),
+        ):
+            model = BernoulliMixture(
+                K, algorithm="stepwise", batch_size=2_000, random_state=5, dtype="float64"
+            )
+            models.append(model.fit(rows[:20_000]))
+    np.testing.assert_array_equal(models[0].means_, models[1].means_)
+    np.testing.assert_array_equal(models[0].weights_, models[1].weights_)
+
+
+def test_partial_fit_over_the_mini_batches_equals_fit(rows: np.ndarray) -> None:
+    X = rows[:6_000]
+    means, weights = start()
+    settings = {
+        "algorithm": "stepwise",
+        "passes": 1,
+        "batch_size": 500,
+        "alpha": 0.0,  # fit scales the statistics to all rows, partial_fit to the rows seen
+        "dtype": "float64",
+        "means_init": means,
+        "weights_init": weights,
+        "random_state": 2,
+    }
+    fitted = BernoulliMixture(K, **settings).fit(X)
+    online = BernoulliMixture(K, **settings)
+    for batch in the_batches(X, 500, seed=2, passes=1):
+        online.partial_fit(X[batch])
+    np.testing.assert_allclose(online.means_, fitted.means_, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(online.weights_, fitted.weights_, rtol=0, atol=1e-12)
+    assert online.n_iter_ == 12
+
+
+def test_partial_fit_starts_itself_and_continues_a_fit(rows: np.ndarray) -> None:
+    model = BernoulliMixture(K, random_state=0)
+    for piece in np.array_split(rows[:9_000], 6):
+        model.partial_fit(piece)
+    assert model.n_iter_ == 6 and model.score(rows[9_000:12_000]) > -600
+    fitted = BernoulliMixture(K, random_state=0, max_iter=3).fit(rows[:3_000])
+    before = fitted.means_.copy()
+    fitted.partial_fit(rows[3_000:4_000])
+    assert fitted.n_iter_ == 1 and not np.array_equal(fitted.means_, before)
+    with pytest.raises(Exception, match="features"):
+        fitted.partial_fit(rows[:10, :100])
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("step_exponent", 0.5),
+        ("step_exponent", 1.2),
+        ("batch_size", 0),
+        ("passes", 0),
+        ("algorithm", "online"),
+    ],
+)
+def test_bad_stepwise_settings(rows: np.ndarray, setting: str, value: object) -> None:
+    with pytest.raises(SettingsError, match=setting):
+        BernoulliMixture(K, **{setting: value}).fit(rows[:100])
+
+
+def test_checkpoints_of_stepwise_fits_are_refused_for_now(rows: np.ndarray, tmp_path) -> None:
+    model = BernoulliMixture(K, algorithm="stepwise")
+    with pytest.raises(SettingsError, match="batch EM only"):
+        model.fit(rows[:1_000], checkpoint=tmp_path / "m.zarr", checkpoint_every=1)
