@@ -30,7 +30,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dask
+import dask.core
 import numpy as np
+from dask.delayed import Delayed
+from dask.highlevelgraph import HighLevelGraph
 from numpy.typing import NDArray
 
 from bmm_dask._estep import PackedData
@@ -47,6 +50,13 @@ STEP_OFFSET = 2.0
 #: A step should keep every worker thread busy for about this long, so that Dask's round
 #: trip (a few milliseconds per step here) stays a small part of it.
 STEP_SECONDS = 0.02
+
+#: Rows of a mini-batch per task of a step, at least: the E-step kernel does markedly less per
+#: row on blocks of a few hundred rows.
+TASK_ROWS = 2048
+
+#: Tasks of a step at most (one per worker thread of a large cluster).
+MAX_STEP_TASKS = 256
 
 #: Rows per second per core of the E-step kernel for K x D = 7,840 (K = 10 on MNIST), to size
 #: mini-batches; the kernel's time grows with K x D.
@@ -157,15 +167,20 @@ def pass_batches(
             yield batch
 
 
-def _batch_stats(
-    block: NDArray[np.uint8],
-    rows: NDArray[np.intp],
+def _take_rows(block: NDArray[np.uint8], rows: NDArray[np.intp]) -> NDArray[np.uint8]:
+    return block[rows]
+
+
+def _part_stats(
+    pieces: list[NDArray[np.uint8]],
+    part: int,
+    n_parts: int,
     n_features: int,
     W: NDArray[Any],
     b: NDArray[Any],
-    n_worst: int,
 ) -> dict[str, Any]:
-    return estep_stats(block[rows], n_features, W, b, n_worst)
+    rows = np.concatenate(pieces)
+    return estep_stats(rows[part::n_parts], n_features, W, b)
 
 
 @dataclass
@@ -215,17 +230,53 @@ def batch_step(
     dtype: np.typing.DTypeLike,
     token: str,
 ) -> dict[str, Any]:
-    """The statistics of one mini-batch: one task per chunk of its window, added in order."""
+    """The statistics of one mini-batch: one task per chunk of its window, added in order.
+
+    Parameters
+    ----------
+    blocks : list of dask arrays
+        The window's chunks, one single-block array each, held in memory (persisted).
+    batch : Batch
+        The mini-batch's rows in each of them.
+    n_features : int
+        Features D.
+    means : ndarray of shape (n_components, n_features)
+        The current means.
+    weights : ndarray of shape (n_components,)
+        The current weights.
+    dtype : dtype
+        Type of the E-step's arithmetic.
+    token : str
+        Makes the step's task names new.
+
+    Returns
+    -------
+    dict
+        The statistics of :func:`~bmm_dask._kernels.estep_stats`, summed over the mini-batch.
+    """
     W, b = log_parameters(means, weights, dtype)
-    parts = []
+    # A graph written out (not dask.delayed over the arrays): a step is small, and building
+    # it through the collections' machinery would cost as much as the step's arithmetic.
+    # Each chunk's rows of the mini-batch are taken where the chunk is held (a small task and
+    # a small transfer), and the arithmetic runs in a few tasks of at least TASK_ROWS rows:
+    # the kernel does more per row on larger blocks, and holds the GIL less.
+    layer: dict[Any, Any] = {}
+    pieces = []
     for j, (block, rows) in enumerate(zip(blocks, batch.rows, strict=True)):
         if len(rows):
-            parts.append(
-                dask.delayed(_batch_stats, pure=True)(
-                    block, rows, n_features, W, b, 0, dask_key_name=f"bmm-step-{token}-{j}"
-                )
-            )
-    return combine_stats(list(dask.compute(*parts)))
+            pieces.append((f"bmm-rows-{token}", j))
+            (block_key,) = dask.core.flatten(block.__dask_keys__())
+            layer[pieces[-1]] = (_take_rows, block_key, rows)
+    n_rows = sum(len(rows) for rows in batch.rows)
+    n_parts = max(1, min(n_rows // TASK_ROWS, MAX_STEP_TASKS))
+    keys = []
+    for part in range(n_parts):
+        keys.append((f"bmm-step-{token}", part))
+        layer[keys[-1]] = (_part_stats, list(pieces), part, n_parts, n_features, W, b)
+    graph = HighLevelGraph.from_collections(f"bmm-step-{token}", layer, dependencies=blocks)
+    steps = (Delayed(key, graph, layer=f"bmm-step-{token}") for key in keys)
+    parts = dask.compute(*steps, optimize_graph=False)
+    return combine_stats(list(parts))
 
 
 def run_stepwise(
