@@ -56,6 +56,7 @@ _PYTHON_NAMES = {
     "--k": "n_components",
     "--d": "n_features",
     "--n": "n_samples",
+    "--like": "like",
     "--memory-limit": "memory_limit",
     "--workers": "workers",
     "--threads-per-worker": "threads_per_worker",

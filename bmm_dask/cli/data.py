@@ -129,25 +129,38 @@ def _parse_shape(
 
 @cli.command(context_settings=CONTEXT)
 @click.option("--n", "n_samples", required=True, type=click.IntRange(min=1), help="Rows to draw.")
-@click.option("--d", "n_features", required=True, type=click.IntRange(min=1), help="Bits per row.")
+@click.option(
+    "--like",
+    metavar="MODEL",
+    type=click.Path(),
+    help="Draw from this fitted model's means and weights (a model from fit) instead.",
+)
+@click.option(
+    "--d",
+    "n_features",
+    type=click.IntRange(min=1),
+    help="Bits per row; needed without --like (with it, the model's).",
+)
 @click.option(
     "--k",
     "n_components",
-    required=True,
     type=click.IntRange(min=1),
-    help="Components of the mixture.",
+    help="Components of the mixture; needed without --like (with it, the model's).",
 )
-@seed_option("the mixture and the rows")
+@seed_option("the mixture (unless --like) and the rows")
 @click.option("--out", "-o", required=True, type=click.Path(), help="Dataset to write (DATA.zarr).")
 @CHUNK_ROWS_OPTION
 @click.option(
-    "--image-shape", callback=_parse_shape, help="Shape of a row as an image, e.g. 28x28."
+    "--image-shape",
+    callback=_parse_shape,
+    help="Shape of a row as an image, e.g. 28x28 [default: with --like, the model's data's].",
 )
 @overwrite_option()
 def synth(
     n_samples: int,
-    n_features: int,
-    n_components: int,
+    like: str | None,
+    n_features: int | None,
+    n_components: int | None,
     seed: int,
     out: str,
     chunk_rows: int | None,
@@ -156,9 +169,19 @@ def synth(
 ) -> None:
     """Draw rows from a known Bernoulli mixture and write them, chunk by chunk in parallel.
 
-    The true means and weights are stored with the data (true_means, true_weights) and the
-    component of each row as its label.
+    The mixture is drawn from the seed (--d features, --k components), or is that of a fitted
+    model (--like MODEL.zarr), to make data like the model's in any amount. The means and
+    weights the rows were drawn from are stored with the data (true_means, true_weights) and
+    the component of each row as its label.
     """
+    if like is None and (n_features is None or n_components is None):
+        missing = " and ".join(
+            flag for flag, value in (("--d", n_features), ("--k", n_components)) if value is None
+        )
+        raise click.UsageError(
+            f"{missing} {'is' if ' and ' not in missing else 'are'} needed, or --like MODEL to "
+            "draw from a fitted model"
+        )
     from bmm_dask.datasets import synth as synth_data
 
     written = synth_data(
@@ -167,6 +190,7 @@ def synth(
         n_features=n_features,
         n_components=n_components,
         seed=seed,
+        like=like,
         chunk_rows=chunk_rows,
         image_shape=image_shape,
         overwrite=overwrite,

@@ -95,8 +95,14 @@ def _synth_labels_block(
     return out
 
 
-def _check_synth_memory(n_features: int, n_components: int, chunk_rows: int) -> None:
-    """Refuse sizes whose mixture and chunks in flight cannot fit in this machine's memory."""
+def _check_synth_memory(
+    n_features: int, n_components: int, chunk_rows: int, mixture: str | None = None
+) -> None:
+    """Refuse sizes whose mixture and chunks in flight cannot fit in this machine's memory.
+
+    ``mixture`` says where the means come from in the message (the model they are read from);
+    None names the --k and --d settings.
+    """
     from bmm_dask.memory import check_fits
 
     # The means are drawn in float64 and put on the grid (three such arrays at once); each
@@ -105,21 +111,55 @@ def _check_synth_memory(n_features: int, n_components: int, chunk_rows: int) -> 
     cores = os.cpu_count() or 1
     per_chunk = (rng_block_rows(n_features) + 3 * chunk_rows) * n_features
     need = 25 * n_components * n_features + cores * per_chunk
+    if mixture is None:
+        mixture = (
+            f"{setting('--k')} {n_components} means of {setting('--d')} {n_features:,} features"
+        )
     check_fits(
         need,
-        f"{setting('--k')} {n_components} means of {setting('--d')} {n_features:,} features, "
-        "with a chunk of "
+        f"{mixture}, with a chunk of "
         f"{chunk_rows:,} row{'s' if chunk_rows > 1 else ''} drawn on each of {cores} cores,",
     )
+
+
+def _model_mixture(
+    like: str | os.PathLike[str], n_features: int | None, n_components: int | None
+) -> tuple[NDArray[np.float64], NDArray[np.float64], tuple[int, ...] | None]:
+    """The means, weights and image shape of the fitted model at ``like``, checked against the
+    sizes asked for (None: take the model's)."""
+    from bmm_dask.io import read_model
+
+    means, weights, attrs = read_model(like)
+    n_model_components, n_model_features = means.shape
+    for flag, asked, found, what in (
+        ("--d", n_features, n_model_features, "features"),
+        ("--k", n_components, n_model_components, "components"),
+    ):
+        if asked is not None and asked != found:
+            raise SettingsError(
+                f"{setting(flag)} {asked} does not match {like}, a model of {found} {what}; "
+                f"leave {setting(flag)} out to take the model's"
+            )
+    data = attrs.get("data")
+    shape = data.get("image_shape") if isinstance(data, dict) else None
+    image_shape = None
+    if (
+        isinstance(shape, list)
+        and all(isinstance(n, int) and n >= 1 for n in shape)
+        and math.prod(shape) == n_model_features
+    ):
+        image_shape = tuple(shape)
+    return means, weights, image_shape
 
 
 def synth(
     out: str | os.PathLike[str],
     *,
     n_samples: int,
-    n_features: int,
-    n_components: int,
+    n_features: int | None = None,
+    n_components: int | None = None,
     seed: int = 0,
+    like: str | os.PathLike[str] | None = None,
     means: NDArray[np.float64] | None = None,
     weights: NDArray[np.float64] | None = None,
     chunk_rows: int | None = None,
@@ -128,9 +168,13 @@ def synth(
 ) -> Path:
     """Write rows drawn from a known Bernoulli mixture, chunk by chunk in parallel with Dask.
 
-    The true means (rounded to multiples of 1/256) and weights are stored with the data as
-    ``true_means`` and ``true_weights``, and the component of each row as ``labels``. The rows
-    depend on ``seed`` and the row index only: any chunking or scheduler gives the same data.
+    The mixture is drawn from ``seed`` (:func:`synth_parameters`), given as ``means`` and
+    ``weights``, or read from a fitted model (``like``), so that data shaped like that a model
+    was fitted on (MNIST, say) can be made in any amount. The means the rows are drawn from,
+    rounded to multiples of 1/256 and kept within [1/256, 255/256], and the weights are stored
+    with the data as ``true_means`` and ``true_weights``, and the component of each row as
+    ``labels``. The rows depend on the mixture, ``seed`` and the row index only: any chunking
+    or scheduler gives the same data.
 
     Parameters
     ----------
@@ -138,22 +182,30 @@ def synth(
         The dataset to write (a local folder).
     n_samples : int
         Number of rows, at least 1.
-    n_features : int
-        Number of features, at least 1.
-    n_components : int
-        Number of components, at least 1.
+    n_features : int, default=None
+        Number of features, at least 1; needed unless ``like`` is given, and then, if given,
+        must be the model's.
+    n_components : int, default=None
+        Number of components, at least 1; needed unless ``like`` is given, and then, if given,
+        must be the model's.
     seed : int, default=0
-        Seed of the mixture (unless given) and of the draws.
+        Seed of the mixture (unless given or read from ``like``) and of the draws.
+    like : str or path-like, default=None
+        A model written by ``bmm-dask fit`` or :meth:`BernoulliMixture.save
+        <bmm_dask.BernoulliMixture.save>`: the rows are drawn from its means and weights, and
+        the image shape its data had (if it records one) is recorded with them. None means
+        the mixture of ``seed``, or ``means`` and ``weights``.
     means : ndarray of shape (n_components, n_features), default=None
         The mixture's means, rounded to multiples of 1/256; None means those of
-        :func:`synth_parameters`.
+        :func:`synth_parameters` (or of ``like``).
     weights : ndarray of shape (n_components,), default=None
         The mixture's weights, non-negative and summing to 1; None means those of
-        :func:`synth_parameters`.
+        :func:`synth_parameters` (or of ``like``).
     chunk_rows : int, default=None
         Rows per chunk; None means about 1 MiB of packed rows.
     image_shape : sequence of int, default=None
         The shape of an image, recorded with the data; its product must be ``n_features``.
+        None means the model's with ``like`` (if it records one), else no shape.
     overwrite : bool, default=False
         Replace ``out`` if it exists.
 
@@ -165,11 +217,16 @@ def synth(
     Raises
     ------
     SettingsError
-        If a size or the seed is out of range, ``means``, ``weights`` or ``image_shape`` do not
-        fit the sizes, the weights are not a distribution, or the mixture and the chunks being
-        drawn need more memory than this machine has.
+        If a size or the seed is out of range, a size is missing without ``like`` or differs
+        from the model's with it, ``like`` comes with ``means`` or ``weights``, ``means``,
+        ``weights`` or ``image_shape`` do not fit the sizes, the weights are not a
+        distribution, or the mixture and the chunks being drawn need more memory than this
+        machine has.
+    ModelFileError
+        If ``like`` is not a readable bmm-dask model (missing, a dataset, damaged).
     OutputError
-        If ``out`` exists and ``overwrite`` is false, or cannot be written.
+        If ``out`` exists and ``overwrite`` is false, is ``like`` or holds it, or cannot be
+        written.
     """
     for name, value, least in (
         ("n", n_samples, 1),
@@ -177,11 +234,30 @@ def synth(
         ("k", n_components, 1),
         ("seed", seed, 0),
     ):
+        if value is None and name in ("d", "k"):
+            continue
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < least:
             raise SettingsError(
                 f"--{name} must be a whole number of at least {least}; got {value!r}"
             )
-    _check_synth_memory(n_features, n_components, parse_chunk_rows(chunk_rows, n_features))
+    mixture = None
+    if like is not None:
+        if means is not None or weights is not None:
+            raise SettingsError(
+                "the mixture comes from the model given as like, or from means and weights; "
+                "give one of them"
+            )
+        means, weights, model_shape = _model_mixture(like, n_features, n_components)
+        n_components, n_features = means.shape
+        if image_shape is None:
+            image_shape = model_shape
+        mixture = f"the {n_components} means of {n_features:,} features of {like}"
+    elif n_features is None or n_components is None:
+        raise SettingsError(
+            f"{setting('--d')} and {setting('--k')} are needed unless the mixture comes from a "
+            f"model ({setting('--like')})"
+        )
+    _check_synth_memory(n_features, n_components, parse_chunk_rows(chunk_rows, n_features), mixture)
     if means is None or weights is None:
         default_means, default_weights = synth_parameters(n_features, n_components, seed)
         means = default_means if means is None else means
@@ -195,6 +271,9 @@ def synth(
         )
     if (weights < 0).any() or not np.isclose(weights.sum(), 1.0):
         raise SettingsError("weights must be non-negative and sum to 1")
+    # Summing to 1 within isclose is not within what Generator.choice accepts (1.5e-8): scale
+    # them (weights that sum to exactly 1 are left as they are).
+    weights = weights / weights.sum()
     if image_shape is not None and math.prod(image_shape) != n_features:
         raise SettingsError(f"image shape {tuple(image_shape)} does not hold {n_features} features")
     rows = parse_chunk_rows(chunk_rows, n_features)
@@ -223,12 +302,16 @@ def synth(
         meta=np.empty((0,), dtype=labels_dtype),
         name=f"bmm-synth-labels-{token}",
     )
+    source: dict[str, Any] = {"n_components": n_components, "seed": seed}
+    if like is not None:
+        path = os.fspath(like)  # absolute, as a model records its data's path; a URL as it is
+        source["like"] = path if "://" in path else os.path.abspath(path)
     attrs = {
         "image_shape": list(image_shape) if image_shape is not None else None,
         "binarization": {"method": "none"},
-        "source": {"synthetic": {"n_components": n_components, "seed": seed}},
+        "source": {"synthetic": source},
     }
-    with atomic_output(out, overwrite=overwrite) as tmp:
+    with atomic_output(out, overwrite=overwrite, inputs=[like]) as tmp:
         writer = DatasetWriter.create(
             tmp,
             n_samples=n_samples,
