@@ -37,6 +37,9 @@ class BinarizingBernoulliMixture(BernoulliMixture):
     def fit(self, X: Any, y: Any = None, **kwargs: Any) -> BinarizingBernoulliMixture:
         return super().fit(_binary(X), y, **kwargs)  # type: ignore[return-value]
 
+    def partial_fit(self, X: Any, y: Any = None) -> BinarizingBernoulliMixture:
+        return super().partial_fit(_binary(X), y)  # type: ignore[return-value]
+
     def predict(self, X: Any) -> Any:
         return super().predict(_binary(X))
 
@@ -103,6 +106,7 @@ FITS_CONTINUOUS_DATA = [
     "check_estimators_dtypes",
     "check_estimators_fit_returns_self",
     "check_estimators_overwrite_params",
+    "check_estimators_partial_fit_n_features",
     "check_estimators_pickle",
     "check_f_contiguous_array_estimator",
     "check_fit2d_1feature",
