@@ -345,10 +345,20 @@ def fit_em(
     with single_threaded_blas():
         for run in range(first, runs):
             history: list[dict[str, Any]] = []
-            if resume is not None and run == resume.run:
+            stepwise: list[dict[str, Any]] = []
+            resuming = resume is not None and run == resume.run
+            snapshot = None  # where the stepwise passes resume, if they do
+            stepwise_done = algorithm == "batch"
+            if resuming:
+                assert resume is not None
                 rng.bit_generator.state = resume.rng_state
-            if resume is not None and run == resume.run and resume.means is not None:
+            if resuming and resume.means is not None:  # in the batch iterations
                 means, weights, history = resume.means, resume.weights, resume.history
+                stepwise = list((resume.stepwise or {}).get("history", []))
+                stepwise_done = True
+            elif resuming and resume.stepwise is not None:  # in the stepwise passes
+                snapshot = resume.stepwise
+                means = weights = np.empty(0)  # the snapshot's statistics give them
             elif means_init is not None:
                 means = np.asarray(means_init, dtype=np.float64)
                 weights = (
@@ -364,24 +374,20 @@ def fit_em(
                 logger.info("start %d of %d", run + 1, runs)
             rng_state = rng.bit_generator.state  # after this start's draws: for the next starts
 
-            def save(
-                means: NDArray[np.float64],
-                weights: NDArray[np.float64],
-                history: list[dict[str, Any]],
-                run: int = run,
-                rng_state: dict[str, Any] = rng_state,
-                best: EMResult | None = best,
-            ) -> None:
-                if (
-                    checkpoint is not None
-                    and checkpoint_every
-                    and len(history) % checkpoint_every == 0
-                ):
-                    checkpoint(FitState(run, means, weights, history, rng_state, best))
-
-            stepwise: list[dict[str, Any]] = []
-            if algorithm != "batch":
+            if not stepwise_done:
                 assert batch_size is not None
+
+                def save_step(
+                    snap: dict[str, Any],
+                    run: int = run,
+                    rng_state: dict[str, Any] = rng_state,
+                    best: EMResult | None = best,
+                ) -> None:
+                    if checkpoint is None or not checkpoint_every:
+                        return
+                    if snap["position"] == 0 or snap["step"] % checkpoint_every == 0:
+                        checkpoint(FitState(run, None, None, [], rng_state, best, snap))
+
                 logger.info("stepwise EM: %d passes, mini-batches of %d rows", passes, batch_size)
                 means, weights, stepwise = run_stepwise(
                     data,
@@ -395,7 +401,27 @@ def fit_em(
                     dtype=dtype,
                     persisted=persist,
                     callback=callback,
+                    on_step=save_step,
+                    resume=snapshot,
                 )
+                rng_state = rng.bit_generator.state  # after the passes' draws
+
+            def save(
+                means: NDArray[np.float64],
+                weights: NDArray[np.float64],
+                history: list[dict[str, Any]],
+                run: int = run,
+                rng_state: dict[str, Any] = rng_state,
+                best: EMResult | None = best,
+                done: dict[str, Any] | None = {"history": stepwise} if stepwise else None,
+            ) -> None:
+                if (
+                    checkpoint is not None
+                    and checkpoint_every
+                    and len(history) % checkpoint_every == 0
+                ):
+                    checkpoint(FitState(run, means, weights, history, rng_state, best, done))
+
             if algorithm == "stepwise":
                 last = stepwise[-1]
                 result = EMResult(means, weights, False, len(stepwise), last["objective"], stepwise)
@@ -432,7 +458,8 @@ class FitState:
 
     ``run`` is the start in progress; ``means``, ``weights`` and ``history`` are its parameters
     after its last iteration (None and [] when it has not begun); ``rng_state`` is the random
-    generator's state after its initialisation; ``best`` the best finished start so far.
+    generator's state after its initialisation (and its stepwise passes); ``best`` the best
+    finished start so far.
     """
 
     run: int
@@ -441,3 +468,6 @@ class FitState:
     history: list[dict[str, Any]]
     rng_state: dict[str, Any]
     best: EMResult | None
+    #: In stepwise passes, the snapshot of :func:`~bmm_dask._stepwise.run_stepwise` to resume
+    #: from; in the batch iterations after them, ``{"history": [the passes' records]}``.
+    stepwise: dict[str, Any] | None = None

@@ -292,6 +292,8 @@ def run_stepwise(
     dtype: np.typing.DTypeLike = np.float32,
     persisted: bool = False,
     callback: Callable[[dict[str, Any]], None] | None = None,
+    on_step: Callable[[dict[str, Any]], None] | None = None,
+    resume: dict[str, Any] | None = None,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64], list[dict[str, Any]]]:
     """Stepwise EM over ``passes`` passes of the data, from the given start.
 
@@ -320,6 +322,14 @@ def run_stepwise(
         once from the store and held while its mini-batches are taken.
     callback : callable, default=None
         Called with the record of each pass.
+    on_step : callable, default=None
+        Called after every step, and at the start of every pass but the first, with a
+        snapshot (a dict: the running statistics, the step count, the pass and the mini-batches
+        taken in it, the random generator's state at the pass's start, the pass's sums so far,
+        the history) from which ``resume`` continues exactly.
+    resume : dict, default=None
+        Such a snapshot: the run goes on from it (``means`` and ``weights`` are then not used)
+        and ends with the same model, bit for bit, as a run never interrupted.
 
     Returns
     -------
@@ -335,19 +345,59 @@ def run_stepwise(
     DataError
         If the objective stops being finite.
     """
-    state = StepwiseState.start(means, weights)
-    means, weights = np.array(means, dtype=np.float64), np.array(weights, dtype=np.float64)
     n_samples = data.n_samples
     chunk_sizes = tuple(int(c) for c in data.bits.chunks[0])
     window = window_chunks(batch_size, chunk_sizes[0])
-    history: list[dict[str, Any]] = []
-    previous = -math.inf
-    for pass_ in range(1, passes + 1):
-        started = time.perf_counter()
-        pass_start = means
+    if resume is None:
+        state = StepwiseState.start(means, weights)
+        means, weights = np.array(means, dtype=np.float64), np.array(weights, dtype=np.float64)
+        history: list[dict[str, Any]] = []
+        first_pass, skip, previous = 1, 0, -math.inf
         loglik = rows = 0.0
+        pass_start = means
+    else:
+        state = StepwiseState(
+            np.array(resume["resp_sum"]),
+            np.array(resume["resp_x"]),
+            resume["step"],
+            resume["n_seen"],
+        )
+        means, weights = state.parameters(n_samples, alpha)
+        history = [dict(record) for record in resume["history"]]
+        first_pass, skip = resume["pass"], resume["position"]
+        previous = -math.inf if resume["previous"] is None else resume["previous"]
+        loglik, rows = resume["loglik"], resume["rows"]
+        pass_start = np.array(resume["pass_start"])
+        rng.bit_generator.state = resume["pass_rng_state"]
+
+    def snapshot(pass_: int, position: int, pass_rng_state: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "resp_sum": state.resp_sum,
+            "resp_x": state.resp_x,
+            "step": state.step,
+            "n_seen": state.n_seen,
+            "pass": pass_,
+            "position": position,
+            "pass_rng_state": pass_rng_state,
+            "loglik": loglik,
+            "rows": rows,
+            "pass_start": pass_start,
+            "previous": None if previous == -math.inf else previous,
+            "history": list(history),
+        }
+
+    for pass_ in range(first_pass, passes + 1):
+        started = time.perf_counter()
+        if pass_ > first_pass or resume is None:
+            pass_rng_state = rng.bit_generator.state  # where this pass's draws begin
+        else:
+            pass_rng_state = resume["pass_rng_state"]
         held: tuple[tuple[int, ...], list[Any]] | None = None
-        for batch in pass_batches(chunk_sizes, batch_size, window, rng):
+        for position, batch in enumerate(
+            pass_batches(chunk_sizes, batch_size, window, rng), start=1
+        ):
+            if position <= skip:  # taken before the checkpoint this fit resumes from
+                continue
             key = tuple(batch.window)
             if held is None or held[0] != key:
                 blocks = [data.bits.blocks[c] for c in batch.window]
@@ -371,7 +421,10 @@ def run_stepwise(
                     "reseeded": 0,
                 }
             )
+            if on_step is not None:
+                on_step(snapshot(pass_, position, pass_rng_state))
         held = None
+        skip = 0
         objective = loglik / rows + log_prior(means, alpha) / n_samples
         record = {
             "pass": pass_,
@@ -400,4 +453,8 @@ def run_stepwise(
             raise DataError(
                 f"the objective became {objective}; the data or settings give no finite likelihood"
             )
+        loglik = rows = 0.0
+        pass_start = means
+        if on_step is not None and pass_ < passes:  # the next pass, from its beginning
+            on_step(snapshot(pass_ + 1, 0, rng.bit_generator.state))
     return means, weights, history

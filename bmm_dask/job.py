@@ -107,11 +107,6 @@ class FitJob:
         self.model, self.dataset, self.out = model, dataset, os.fspath(out)
         self.overwrite, self.checkpoint_every, self.resume = overwrite, checkpoint_every, resume
         check_not_input(self.out, [dataset.path, *inputs])
-        if (checkpoint_every or resume) and model.algorithm != "batch":
-            raise SettingsError(
-                "checkpoints and resuming cover batch EM only for now; fit with "
-                f"{setting('--algorithm batch')} to save checkpoints"
-            )
         if resume:
             check_resumable(self.out)
         else:
@@ -126,10 +121,14 @@ class FitJob:
         #: Where a resumed fit continues: ``(start, iterations saved, last objective)``, the
         #: start counted from 1; None when not resuming.
         self.resume_point: tuple[int, int, float | None] | None = None
+        #: When it resumes in stepwise passes: ``(pass, steps taken)``; else None.
+        self.resume_step: tuple[int, int] | None = None
         if resume:  # at the door: the checkpoint must be of these settings and this data
             state = model._resume_state(self.out, model._settings(), self.fingerprint)
             last = state.history[-1]["objective"] if state.history else None
             self.resume_point = (state.run + 1, len(state.history), last)
+            if state.means is None and state.stepwise is not None:  # in the stepwise passes
+                self.resume_step = (state.stepwise["pass"], state.stepwise["step"])
 
     def run(
         self,

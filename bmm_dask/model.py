@@ -351,11 +351,6 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
                 raise SettingsError(
                     f"checkpoint_every must be a whole number of at least 1; got {checkpoint_every!r}"
                 )
-            if self.algorithm != "batch":
-                raise SettingsError(
-                    "checkpoints cover batch EM only for now; fit with algorithm='batch' "
-                    "to save checkpoints"
-                )
             attrs = {"settings": settings, **(checkpoint_attrs or {})}
 
             def save(state: FitState) -> None:
@@ -755,11 +750,19 @@ def _state_to_files(state: FitState) -> tuple[dict[str, NDArray[Any]], dict[str,
             "lower_bound": state.best.lower_bound,
             "history": _jsonable(state.best.history),
         }
+    stepwise = None
+    if state.stepwise is not None:
+        stepwise = dict(state.stepwise)
+        for name in ("resp_sum", "resp_x", "pass_start"):  # the running statistics
+            if name in stepwise:
+                arrays[f"stepwise_{name}"] = np.asarray(stepwise.pop(name))
+        stepwise["history"] = _jsonable(stepwise.get("history", []))
     meta = {
         "run": state.run,
         "history": _jsonable(state.history),
         "rng_state": state.rng_state,
         "best": best,
+        "stepwise": stepwise,
     }
     return arrays, meta
 
@@ -776,6 +779,12 @@ def _state_from_files(arrays: dict[str, NDArray[Any]], meta: dict[str, Any]) -> 
             b["lower_bound"],
             b["history"],
         )
+    stepwise = meta.get("stepwise")
+    if stepwise is not None:
+        stepwise = dict(stepwise)
+        for name in ("resp_sum", "resp_x", "pass_start"):
+            if f"stepwise_{name}" in arrays:
+                stepwise[name] = arrays[f"stepwise_{name}"]
     return FitState(
         run=meta["run"],
         means=arrays.get("means"),
@@ -783,6 +792,7 @@ def _state_from_files(arrays: dict[str, NDArray[Any]], meta: dict[str, Any]) -> 
         history=meta["history"],
         rng_state=meta["rng_state"],
         best=best,
+        stepwise=stepwise,
     )
 
 

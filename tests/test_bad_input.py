@@ -435,19 +435,6 @@ CASES: dict[str, Case] = {
         "m.zarr",
         names="'--algorithm'",
     ),
-    "fit stepwise with checkpoints": case(
-        "fit",
-        "data.zarr",
-        "--k",
-        "2",
-        "--algorithm",
-        "stepwise",
-        "--checkpoint-every",
-        "1",
-        "--out",
-        "m.zarr",
-        names="batch EM only",
-    ),
     "fit no starts": case(
         "fit", "data.zarr", "--k", "2", "--n-init", "0", "--out", "m.zarr", names="'--n-init'"
     ),

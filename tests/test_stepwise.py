@@ -220,7 +220,64 @@ def test_bad_stepwise_settings(rows: np.ndarray, setting: str, value: object) ->
         BernoulliMixture(K, **{setting: value}).fit(rows[:100])
 
 
-def test_checkpoints_of_stepwise_fits_are_refused_for_now(rows: np.ndarray, tmp_path) -> None:
-    model = BernoulliMixture(K, algorithm="stepwise")
-    with pytest.raises(SettingsError, match="batch EM only"):
-        model.fit(rows[:1_000], checkpoint=tmp_path / "m.zarr", checkpoint_every=1)
+class Stop(Exception):
+    """Stands for a kill: raised as the fit is about to write its n-th checkpoint."""
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "stop_at", "n_init"),
+    [
+        # 12 steps per pass, a checkpoint every 4 steps and at the start of each pass but
+        # the first: steps 4, 8, 12, pass 2, steps 16, 20, 24; then for "auto" batch
+        # iteration 4, then the next start.
+        # One start where the resumed start must be the model (the best of several would hide
+        # a difference in the others).
+        ("stepwise", 2, 1),  # in the first pass
+        ("stepwise", 4, 1),  # at the start of the second pass
+        ("stepwise", 6, 1),  # in the second pass
+        ("auto", 8, 1),  # in the batch iterations after the passes
+        ("auto", 11, 2),  # in the second start's passes, with the first start's result kept
+    ],
+)
+def test_an_interrupted_stepwise_fit_resumes_to_the_same_model(
+    rows: np.ndarray,
+    tmp_path,
+    monkeypatch: pytest.MonkeyPatch,
+    algorithm: str,
+    stop_at: int,
+    n_init: int,
+) -> None:
+    import bmm_dask.model
+
+    X = rows[:12_000]
+    settings = {
+        "algorithm": algorithm,
+        "passes": 2,
+        "batch_size": 1_000,
+        "dtype": "float64",
+        "random_state": 4,
+        "max_iter": 8,
+        "tol": 0,
+        "n_init": n_init,
+    }
+    reference = BernoulliMixture(K, **settings).fit(X)
+    out = tmp_path / "m.zarr"
+    write = bmm_dask.model.write_checkpoint
+    calls = []
+
+    def write_then_stop(*args, **kwargs) -> None:
+        calls.append(1)
+        if len(calls) == stop_at:
+            raise Stop
+        write(*args, **kwargs)
+
+    monkeypatch.setattr(bmm_dask.model, "write_checkpoint", write_then_stop)
+    with pytest.raises(Stop):
+        BernoulliMixture(K, **settings).fit(X, checkpoint=out, checkpoint_every=4)
+    monkeypatch.setattr(bmm_dask.model, "write_checkpoint", write)
+    resumed = BernoulliMixture(K, **settings).fit(
+        X, checkpoint=out, checkpoint_every=4, resume=True
+    )
+    np.testing.assert_array_equal(resumed.means_, reference.means_)
+    np.testing.assert_array_equal(resumed.weights_, reference.weights_)
+    assert resumed.n_iter_ == reference.n_iter_

@@ -226,7 +226,15 @@ def fit(
         model, dataset, out, overwrite=overwrite, checkpoint_every=checkpoint_every, resume=resume
     )
     check_report_path(cluster.get("performance_report"), [data, out])
-    if job.resume_point is not None:
+    if job.resume_step is not None and job.resume_point is not None:
+        logger.info(
+            "resuming %s: start %d of %d, in stepwise pass %d, after step %d (the last saved)",
+            out,
+            job.resume_point[0],
+            n_init,
+            *job.resume_step,
+        )
+    elif job.resume_point is not None:
         log_resume_point(out, job.resume_point, n_init)
     task_bytes = task_memory(dataset.n_features, n_components, 8 if dtype == "float64" else 4)
     with (

@@ -1,0 +1,466 @@
+"""Stepwise EM against batch EM at scale: streamed data drawn from a MNIST-shaped model.
+
+Run from the repository root:
+
+    python benchmarks/bench_stepwise_scale.py [--n 4000000] [--workdir /tmp/bmm_stepwise_scale]
+
+What it does, side by side in one run:
+
+1. Fits a K = 50 model to the packaged MNIST (batch EM, ``--model-iter`` iterations) and saves
+   it in ``--workdir`` (reused when there).
+2. Draws ``--n`` training rows and ``--heldout`` held-out rows (another seed) from that model
+   with ``bmm_dask.datasets.synth(like=...)`` (reused when there).
+3. On a local cluster of 2 worker processes of one thread (2 GB each), the data streamed from
+   Zarr every pass (``persist=False``), the same k-means++ start (the same ``random_state``):
+
+   - batch EM to ``--tol``, one iteration per ``fit`` (``warm_start=True``, ``max_iter=1``,
+     which continues exactly as one long fit does) so that the held-out set can be scored after
+     every iteration; at most ``--max-iter`` iterations and ``--batch-cap`` seconds;
+   - stepwise EM with ``--passes`` passes, each count a fit of its own from the same start
+     (a stepwise fit cannot be continued: ``warm_start`` would restart the step sizes);
+   - auto: the stepwise fit of ``--auto-passes`` passes (auto's first passes are that fit, the
+     same random draws), then batch iterations one ``fit`` at a time, as above, to ``--tol``;
+     ``--auto-direct`` also runs one real ``algorithm="auto"`` fit, to check the emulation.
+
+   A pass is one read of every training row (a batch iteration or a stepwise pass). Times are
+   wall time of the fits from the start (the k-means++ start included); scoring the held-out
+   set after each point is timed apart and left out. For the one-iteration batch fits the
+   iteration's own time is counted after the first (each ``fit`` call's set-up is not part of
+   a continuous run; it is printed as "segment overhead").
+
+Printed: each run's curve (held-out log-likelihood in nats per row against passes and
+seconds), the curves on a common grid of passes and of seconds, and the issue's three targets:
+(a) time until the held-out log-likelihood is within ``--within`` nats per row of batch EM's
+at convergence, stepwise and auto against batch (target: at most 1/5); (b) final held-out
+log-likelihood (target: stepwise/auto at least batch's); (c) throughput of a stepwise pass
+against a batch pass, rows per second per core (target: at least 0.8). And where a stepwise
+pass's time goes: seconds per step against what the same rows cost inside a batch pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from bmm_dask import BernoulliMixture, open_dataset
+from bmm_dask.datasets import packaged_mnist_path, synth
+
+Point = dict[str, Any]  # passes, seconds, heldout (+ extra columns per run)
+
+
+def prepare(args: argparse.Namespace) -> tuple[Path, Path, Path]:
+    """The MNIST model and the training and held-out data, made unless already in workdir."""
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    model_path = workdir / f"mnist_k{args.k}_it{args.model_iter}.zarr"
+    train_path = workdir / f"train_n{args.n}_seed{args.seed}.zarr"
+    heldout_path = workdir / f"heldout_n{args.heldout}_seed{args.seed + 1}.zarr"
+    if not _is_model(model_path):
+        started = time.perf_counter()
+        mnist = open_dataset(f"{packaged_mnist_path()}/train")
+        model = BernoulliMixture(
+            args.k, max_iter=args.model_iter, tol=0, random_state=args.random_state
+        ).fit(mnist)
+        model.save(model_path, overwrite=True)
+        print(
+            f"fitted K = {args.k} to MNIST ({args.model_iter} iterations, "
+            f"{time.perf_counter() - started:.1f} s) -> {model_path}"
+        )
+    for path, n, seed in (
+        (train_path, args.n, args.seed),
+        (heldout_path, args.heldout, args.seed + 1),
+    ):
+        if not _has_rows(path, n):
+            started = time.perf_counter()
+            synth(path, n_samples=n, like=model_path, seed=seed, overwrite=True)
+            print(f"drew {n:,} rows (seed {seed}, {time.perf_counter() - started:.1f} s) -> {path}")
+    return model_path, train_path, heldout_path
+
+
+def _is_model(path: Path) -> bool:
+    if not path.exists():
+        return False
+    try:
+        BernoulliMixture.load(path)
+    except Exception:
+        return False
+    return True
+
+
+def _has_rows(path: Path, n: int) -> bool:
+    if not path.exists():
+        return False
+    try:
+        return open_dataset(path).bits.shape[0] == n
+    except Exception:
+        return False
+
+
+def scored(model: BernoulliMixture, heldout: Any) -> tuple[float, float]:
+    """Held-out log-likelihood (nats per row) and the seconds it took."""
+    started = time.perf_counter()
+    score = model.score(heldout)
+    return score, time.perf_counter() - started
+
+
+def batch_segments(
+    args: argparse.Namespace,
+    train: Any,
+    heldout: Any,
+    *,
+    means_init: Any = None,
+    weights_init: Any = None,
+    seconds0: float = 0.0,
+    passes0: int = 0,
+) -> tuple[list[Point], str]:
+    """Batch EM one iteration per fit, scored after each; from ``means_init`` when given
+    (continuing a run that has taken ``seconds0`` and ``passes0``), else from the k-means++
+    start. Returns the points and how the run ended."""
+    model = BernoulliMixture(
+        args.k,
+        max_iter=1,
+        tol=args.tol,
+        init="kmeans++",
+        random_state=args.random_state,
+        means_init=means_init,
+        weights_init=weights_init,
+        warm_start=True,
+    )
+    points: list[Point] = []
+    elapsed, previous = seconds0, -math.inf
+    ended = f"hit --max-iter {args.max_iter}"
+    for iteration in range(1, args.max_iter + 1):
+        started = time.perf_counter()
+        model.fit(train, persist=False)
+        wall = time.perf_counter() - started
+        record = model.history_[-1]
+        # The first fit from k-means++ includes the start (as every run's first point does);
+        # after it, the iteration's own time, as in one long fit.
+        first_with_start = iteration == 1 and means_init is None
+        elapsed += wall if first_with_start else record["seconds"]
+        score, score_seconds = scored(model, heldout)
+        change = record["objective"] - previous
+        previous = record["objective"]
+        points.append(
+            {
+                "passes": passes0 + iteration,
+                "seconds": elapsed,
+                "heldout": score,
+                "objective": record["objective"],
+                "change": change,
+                "iter_seconds": record["seconds"],
+                "overhead": wall - record["seconds"],
+                "first_with_start": first_with_start,
+                "score_seconds": score_seconds,
+                "reseeded": record["reseeded"],
+            }
+        )
+        print(
+            f"  iteration {passes0 + iteration:>3}: {record['seconds']:6.2f} s "
+            f"(fit call {wall:6.2f} s), total {elapsed:7.1f} s, held-out {score:9.4f}, "
+            f"objective change {change:+.2e}",
+            flush=True,
+        )
+        if not record["reseeded"] and abs(change) < args.tol:
+            ended = f"converged (objective change {change:+.1e} < tol {args.tol})"
+            break
+        if elapsed - seconds0 > args.batch_cap:
+            ended = f"hit the time cap --batch-cap {args.batch_cap:.0f} s"
+            break
+    return points, ended
+
+
+def stepwise_fit(
+    args: argparse.Namespace, train: Any, heldout: Any, passes: int
+) -> tuple[Point, BernoulliMixture]:
+    """One stepwise fit of ``passes`` passes from the k-means++ start, scored at its end."""
+    model = BernoulliMixture(
+        args.k,
+        algorithm="stepwise",
+        passes=passes,
+        batch_size=args.batch_size,
+        step_exponent=args.step_exponent,
+        init="kmeans++",
+        random_state=args.random_state,
+    )
+    started = time.perf_counter()
+    model.fit(train, persist=False)
+    wall = time.perf_counter() - started
+    score, score_seconds = scored(model, heldout)
+    pass_seconds = [r["seconds"] for r in model.history_]
+    steps = model.history_[-1]["steps"]
+    point = {
+        "passes": passes,
+        "seconds": wall,
+        "heldout": score,
+        "objective": model.history_[-1]["objective"],
+        "pass_seconds": pass_seconds,
+        "start_seconds": wall - sum(pass_seconds),
+        "steps": steps,
+        "batch_size": model.batch_size_,
+        "score_seconds": score_seconds,
+    }
+    print(
+        f"  stepwise {passes} pass{'es' if passes > 1 else ''}: {wall:7.1f} s "
+        f"(start {point['start_seconds']:.1f} s, passes "
+        + ", ".join(f"{s:.1f}" for s in pass_seconds)
+        + f" s), {steps} steps of {model.batch_size_:,} rows, held-out {score:9.4f}",
+        flush=True,
+    )
+    return point, model
+
+
+def auto_direct(args: argparse.Namespace, train: Any, heldout: Any) -> Point:
+    """One real ``algorithm="auto"`` fit, scored at its end."""
+    model = BernoulliMixture(
+        args.k,
+        algorithm="auto",
+        passes=args.auto_passes,
+        max_iter=args.max_iter + args.auto_passes,
+        tol=args.tol,
+        batch_size=args.batch_size,
+        step_exponent=args.step_exponent,
+        init="kmeans++",
+        random_state=args.random_state,
+    )
+    started = time.perf_counter()
+    model.fit(train, persist=False)
+    wall = time.perf_counter() - started
+    score, _ = scored(model, heldout)
+    print(
+        f"  auto, one fit: {model.n_iter_} passes, {wall:.1f} s, converged {model.converged_}, "
+        f"held-out {score:.4f}",
+        flush=True,
+    )
+    return {"passes": model.n_iter_, "seconds": wall, "heldout": score}
+
+
+def first_within(points: list[Point], threshold: float) -> Point | None:
+    """The first point (in time) whose held-out log-likelihood is at least ``threshold``."""
+    for point in sorted(points, key=lambda p: p["seconds"]):
+        if point["heldout"] >= threshold:
+            return point
+    return None
+
+
+def at_or_before(points: list[Point], key: str, value: float) -> Point | None:
+    """The last point with ``key`` at most ``value``."""
+    before = [p for p in points if p[key] <= value + 1e-9]
+    return max(before, key=lambda p: p[key]) if before else None
+
+
+def _up(seconds: float) -> float:
+    """Rounded up to a tenth of a second (so that a point's own time shows it)."""
+    return math.ceil(seconds * 10) / 10
+
+
+def print_grids(curves: dict[str, list[Point]]) -> None:
+    """The curves side by side: held-out log-likelihood against passes and against seconds."""
+    names = list(curves)
+    width = max(14, *(len(n) + 2 for n in names))
+    print("\nHeld-out log-likelihood (nats per row) against passes over the training rows:")
+    print(f"{'passes':>7}" + "".join(f"{n:>{width}}" for n in names))
+    max_passes = max(p["passes"] for points in curves.values() for p in points)
+    for passes in range(1, max_passes + 1):
+        cells = []
+        for name in names:
+            point = next((p for p in curves[name] if p["passes"] == passes), None)
+            cells.append(f"{point['heldout']:>{width}.4f}" if point else f"{'':>{width}}")
+        print(f"{passes:>7}" + "".join(cells))
+    print("\nHeld-out log-likelihood reached by each time (the last point at or before it):")
+    print(f"{'seconds':>8}" + "".join(f"{n:>19}" for n in names))
+    times = [p["seconds"] for points in curves.values() for p in points]
+    lo, hi = min(times), max(times)
+    # A geometric grid, and the times of the stepwise points (few, and the ones that matter).
+    grid = sorted(
+        {_up(lo * (hi / lo) ** (i / 15)) for i in range(16)}
+        | {_up(p["seconds"]) for name in names[1:] for p in curves[name]}
+    )
+    for t in grid:
+        cells = []
+        for name in names:
+            point = at_or_before(curves[name], "seconds", t)
+            if point is None:
+                cells.append(f"{'-':>19}")
+            else:
+                cells.append(f"{point['heldout']:>13.4f} ({point['passes']:>3})")
+        print(f"{t:>8.1f}" + "".join(cells))
+    print("(in brackets: passes at that point)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=4_000_000, help="training rows")
+    parser.add_argument("--heldout", type=int, default=20_000, help="held-out rows")
+    parser.add_argument("--k", type=int, default=50)
+    parser.add_argument("--workdir", default="/tmp/bmm_stepwise_scale")
+    parser.add_argument(
+        "--seed", type=int, default=1, help="seed of the training rows (+1 held out)"
+    )
+    parser.add_argument("--model-iter", type=int, default=30, help="EM iterations on MNIST")
+    parser.add_argument("--random-state", type=int, default=0)
+    parser.add_argument("--tol", type=float, default=1e-4)
+    parser.add_argument("--max-iter", type=int, default=60, help="batch iterations at most")
+    parser.add_argument("--batch-cap", type=float, default=900, help="batch EM seconds at most")
+    parser.add_argument("--passes", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--auto-passes", type=int, default=2)
+    parser.add_argument("--auto-direct", action="store_true", help="also one real auto fit")
+    parser.add_argument("--batch-size", default="auto")
+    parser.add_argument("--step-exponent", type=float, default=0.7)
+    parser.add_argument("--within", type=float, default=0.05, help="nats per row of batch's")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--memory-limit", default="2GB")
+    args = parser.parse_args()
+    args.batch_size = args.batch_size if args.batch_size == "auto" else int(args.batch_size)
+    warnings.simplefilter("ignore")  # ConvergenceWarning of every one-iteration fit
+
+    model_path, train_path, heldout_path = prepare(args)
+    train, heldout = open_dataset(train_path), open_dataset(heldout_path)
+    n, chunks = train.bits.shape[0], train.bits.numblocks[0]
+
+    from bmm_dask.cluster import open_client
+
+    with open_client(
+        workers=args.workers,
+        threads_per_worker=1,
+        dashboard_address="127.0.0.1:0",
+        memory_limit=args.memory_limit,
+    ) as client:
+        cores = sum(client.nthreads().values())
+        print(
+            f"\n{n:,} training rows ({train.bits.nbytes / 1e9:.2f} GB packed, {chunks} chunks), "
+            f"{heldout.bits.shape[0]:,} held out, drawn from {model_path.name}; K = {args.k}, "
+            f"float32, k-means++ start (random_state {args.random_state}), streamed from Zarr; "
+            f"{args.workers} workers, {cores} threads in all, {args.memory_limit} each"
+        )
+        print("\nbatch EM, one iteration per fit:")
+        batch, batch_ended = batch_segments(args, train, heldout)
+        print(f"  batch EM {batch_ended}")
+        print("\nstepwise EM, one fit per number of passes:")
+        stepwise: list[Point] = []
+        models: dict[int, BernoulliMixture] = {}
+        for passes in sorted({*args.passes, args.auto_passes}):
+            point, models[passes] = stepwise_fit(args, train, heldout, passes)
+            stepwise.append(point)
+        start = next(p for p in stepwise if p["passes"] == args.auto_passes)
+        print(f"\nauto: the stepwise fit of {args.auto_passes} passes, then batch iterations:")
+        tail, auto_ended = batch_segments(
+            args,
+            train,
+            heldout,
+            means_init=models[args.auto_passes].means_,
+            weights_init=models[args.auto_passes].weights_,
+            seconds0=start["seconds"],
+            passes0=args.auto_passes,
+        )
+        print(f"  auto's batch EM {auto_ended}")
+        auto = [start, *tail]
+        direct = auto_direct(args, train, heldout) if args.auto_direct else None
+        if args.auto_direct:
+            print(
+                f"  (the emulation above: {auto[-1]['passes']} passes, {auto[-1]['seconds']:.1f} s)"
+            )
+
+    shown_stepwise = [p for p in stepwise if p["passes"] in args.passes]
+    print("\nbatch EM curve:")
+    print(f"{'passes':>7} {'seconds':>9} {'held-out':>10} {'objective':>10} {'iter s':>7}")
+    for p in batch:
+        print(
+            f"{p['passes']:>7} {p['seconds']:>9.1f} {p['heldout']:>10.4f} "
+            f"{p['objective']:>10.4f} {p['iter_seconds']:>7.2f}"
+        )
+    print("\nstepwise EM (a fit per row, from the same start):")
+    print(
+        f"{'passes':>7} {'seconds':>9} {'held-out':>10} {'start s':>8} {'steps':>6} "
+        f"{'batch':>7}  seconds per pass"
+    )
+    for p in stepwise:
+        print(
+            f"{p['passes']:>7} {p['seconds']:>9.1f} {p['heldout']:>10.4f} "
+            f"{p['start_seconds']:>8.1f} {p['steps']:>6} {p['batch_size']:>7}  "
+            + ", ".join(f"{s:.1f}" for s in p["pass_seconds"])
+        )
+    print(f"\nauto ({args.auto_passes} stepwise passes, then batch EM):")
+    print(f"{'passes':>7} {'seconds':>9} {'held-out':>10}")
+    for p in auto:
+        print(f"{p['passes']:>7} {p['seconds']:>9.1f} {p['heldout']:>10.4f}")
+
+    print_grids({"batch": batch, "stepwise": shown_stepwise, "auto": auto})
+
+    # ------------------------------------------------------------------ summary
+    reference = batch[-1]["heldout"]
+    threshold = reference - args.within
+    converged = batch_ended.startswith("converged")
+    print(
+        f"\nbatch EM at {'convergence' if converged else 'its last iteration (' + batch_ended + ')'}"
+        f": held-out {reference:.4f} nats per row after {batch[-1]['passes']} iterations, "
+        f"{batch[-1]['seconds']:.1f} s"
+    )
+    reach = {
+        name: first_within(points, threshold)
+        for name, points in (("batch", batch), ("stepwise", shown_stepwise), ("auto", auto))
+    }
+    print(f"(a) time until held-out >= {threshold:.4f} (within {args.within} of batch's):")
+    for name, point in reach.items():
+        if point is None:
+            print(f"    {name:<9} not reached")
+            continue
+        ratio = point["seconds"] / reach["batch"]["seconds"]
+        print(
+            f"    {name:<9} {point['seconds']:8.1f} s after {point['passes']:>2} passes "
+            f"(held-out {point['heldout']:.4f}), {ratio:.3f} of batch's"
+            + (
+                ""
+                if name == "batch"
+                else f"  [target <= 0.2: {'met' if ratio <= 0.2 else 'not met'}]"
+            )
+        )
+    print("(b) final held-out log-likelihood:")
+    finals = {"batch": batch[-1], "stepwise": shown_stepwise[-1], "auto": auto[-1]}
+    if direct is not None:
+        finals["auto, one fit"] = direct
+    for name, point in finals.items():
+        diff = point["heldout"] - reference
+        print(
+            f"    {name:<13} {point['heldout']:.4f} after {point['passes']:>2} passes, "
+            f"{point['seconds']:7.1f} s, {diff:+.4f} against batch"
+            + ("" if name == "batch" else f"  [target >= 0: {'met' if diff >= 0 else 'not met'}]")
+        )
+    batch_pass = statistics.median(p["iter_seconds"] for p in batch)
+    step_passes = [s for p in stepwise for s in p["pass_seconds"]]
+    stepwise_pass = statistics.median(step_passes)
+    batch_rate, stepwise_rate = n / batch_pass / cores, n / stepwise_pass / cores
+    ratio = stepwise_rate / batch_rate
+    print(
+        f"(c) throughput, rows per second per core: batch pass {batch_rate:,.0f} "
+        f"(median {batch_pass:.2f} s of {len(batch)}), stepwise pass {stepwise_rate:,.0f} "
+        f"(median {stepwise_pass:.2f} s of {len(step_passes)}): {ratio:.2f}  "
+        f"[target >= 0.8: {'met' if ratio >= 0.8 else 'not met'}]"
+    )
+    steps_per_pass = stepwise[0]["steps"] / stepwise[0]["passes"]
+    batch_size = stepwise[0]["batch_size"]
+    per_step = stepwise_pass / steps_per_pass
+    arithmetic = batch_size / (n / batch_pass)
+    print(
+        f"where a stepwise pass goes: {steps_per_pass:.0f} steps of {batch_size:,} rows "
+        f"(batch_size_), {per_step * 1e3:.1f} ms per step; the same rows cost "
+        f"{arithmetic * 1e3:.1f} ms inside a batch pass, so {(per_step - arithmetic) * 1e3:.1f} "
+        f"ms per step ({(per_step - arithmetic) * steps_per_pass:.1f} s a pass, "
+        f"{1 - arithmetic / per_step:.0%}) is the cost of stepping"
+    )
+    overhead = [p["overhead"] for p in batch[1:]]
+    if overhead:
+        print(
+            f"one-iteration batch fits: {statistics.median(overhead):.2f} s median set-up per fit "
+            "call, not counted; held-out scoring "
+            f"{statistics.median(p['score_seconds'] for p in batch):.2f} s per point, not counted"
+        )
+
+
+if __name__ == "__main__":
+    main()
