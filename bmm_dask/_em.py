@@ -99,6 +99,7 @@ def run_em(
     history: list[dict[str, Any]] | None = None,
     on_iteration: Callable[[NDArray[np.float64], NDArray[np.float64], list[dict[str, Any]]], None]
     | None = None,
+    iteration_offset: int = 0,
 ) -> EMResult:
     """EM from the given start: one graph and one ``compute`` per iteration.
 
@@ -137,6 +138,8 @@ def run_em(
         Records of the iterations already run, when continuing from a checkpoint.
     on_iteration : callable, default=None
         Called as ``on_iteration(means, weights, history)`` after every iteration.
+    iteration_offset : int, default=0
+        Added to the iteration numbers in the records (the passes of stepwise EM before).
 
     Returns
     -------
@@ -193,7 +196,7 @@ def run_em(
         means, weights, previous = new_means, new_weights, objective
         seconds = time.perf_counter() - start
         record = {
-            "iteration": iteration,
+            "iteration": iteration + iteration_offset,
             "objective": objective,
             "change": change,
             "mean_shift": shift,
@@ -203,7 +206,7 @@ def run_em(
         history.append(record)
         logger.info(
             "iteration %d  objective %.6f  change %.3e  mean shift %.3e  %.3f s%s",
-            iteration,
+            iteration + iteration_offset,
             objective,
             change,
             shift,
@@ -438,10 +441,9 @@ def fit_em(
                     callback=callback,
                     history=history,
                     on_iteration=save,
+                    iteration_offset=len(stepwise),
                 )
                 if stepwise:
-                    for record in result.history:
-                        record["iteration"] += len(stepwise)
                     result.history[:0] = stepwise
                     result.n_iter = len(result.history)
             if best is None or result.lower_bound > best.lower_bound:

@@ -240,7 +240,9 @@ def fit(
     with (
         output_lock(out),  # before the cluster starts: a second fit of out stops at once
         cluster_client(**cluster, task_bytes=task_bytes),
-        progress_bar("fit", max_iter=max_iter, n_init=n_init) as bar,
+        progress_bar(
+            "fit", max_iter=passes if algorithm == "stepwise" else max_iter, n_init=n_init
+        ) as bar,
         warnings.catch_warnings(record=True) as caught,
     ):
         warnings.simplefilter("always", ConvergenceWarning)
