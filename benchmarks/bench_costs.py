@@ -12,7 +12,7 @@ Everything in one run, one table per part, figures as medians of repeats:
    the client) and of the workers. Also the round trip of one tiny task, of a trivial graph
    shaped like a stepwise step (8 row-taking tasks, then 2 tasks that each depend on all 8), and
    of a real stepwise step (`bmm_dask._stepwise.batch_step`, 4,096 rows, K = 100, a window of 8
-   chunks held in the workers' memory).
+   chunks held in the workers' memory), with one BLAS thread as in a fit.
 2. The E-step kernel (`bmm_dask._kernels.estep_stats`), float32, one BLAS thread, no Dask, on
    MNIST rows (the copy inside the package) with means leaning towards K random rows (0.25 /
    0.75, the "random_from_data" start): rows per second per core for K = 10, 50, 100, 500 on
@@ -21,7 +21,8 @@ Everything in one run, one table per part, figures as medians of repeats:
    disk; one chunk by `Dataset.row_reader()`, with the chunk files in the page cache ("warm")
    and dropped from it with posix_fadvise first ("cold"; this machine's disk is virtual), and 8
    chunks read at once (what a streamed E-step task does). Bytes per row on disk of that store
-   and of MNIST compressed the same way (zstd level 3, chunks of 10,240 rows).
+   and of MNIST compressed the same way (zstd level 3, chunks of 10,240 rows), and the time to
+   decode one such MNIST chunk (the synthetic rows hardly compress).
 4. The driver: `mstep`, `log_parameters`, a stepwise update (`StepwiseState.update` and
    `.parameters`), `combine_stats` of 8 parts (the tree's fan-in) and of 256 parts (a step's
    most tasks, all added on the driver), the pickled size of one part's statistics; and the
@@ -187,7 +188,8 @@ def real_step(client: Any, train: Any, repeats: int) -> list[tuple[str, str]]:
     weights = np.full(K, 1 / K)
     rows: list[tuple[str, str]] = []
     for where, scheduler in (("cluster", client), ("threads", "threads")):
-        with dask.config.set(scheduler=scheduler):
+        # one BLAS thread in this process, as a fit has (the workers set theirs themselves)
+        with dask.config.set(scheduler=scheduler), threadpool_limits(limits=1, user_api="blas"):
             window = list(dask.persist(*blocks))  # held where the step runs
             times = []
             for _ in range(repeats * 5):

@@ -160,10 +160,13 @@ def pass_batches(
         shuffled = rng.permutation(int(starts[-1]))
         n_batches = max(1, round(len(shuffled) / batch_size))
         for piece in np.array_split(shuffled, n_batches):
-            where = np.searchsorted(starts, piece, side="right") - 1
+            # Sorted, the rows fall into runs, one per chunk: one sort, not a pass per chunk
+            # (a mask per chunk of the window would cost m x window).
+            ordered = np.sort(piece)
+            cuts = np.searchsorted(ordered, starts[1:-1])
             batch = Batch(chunks)
-            for j in range(len(chunks)):
-                batch.rows.append(np.sort(piece[where == j] - starts[j]))
+            for j, rows in enumerate(np.split(ordered, cuts)):
+                batch.rows.append(rows - starts[j])
             yield batch
 
 
