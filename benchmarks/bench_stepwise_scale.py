@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import statistics
 import time
 import warnings
@@ -209,7 +210,7 @@ def stepwise_fit(
         f"  stepwise {passes} pass{'es' if passes > 1 else ''}: {wall:7.1f} s "
         f"(start {point['start_seconds']:.1f} s, passes "
         + ", ".join(f"{s:.1f}" for s in pass_seconds)
-        + f" s), {steps} steps of {model.batch_size_:,} rows, held-out {score:9.4f}",
+        + f" s), {steps} steps of {model.batch_size_:,} rows, held-out {score:9.4f} {load()}",
         flush=True,
     )
     return point, model
@@ -233,11 +234,18 @@ def auto_direct(args: argparse.Namespace, train: Any, heldout: Any) -> Point:
     wall = time.perf_counter() - started
     score, _ = scored(model, heldout)
     print(
-        f"  auto, one fit: {model.n_iter_} passes, {wall:.1f} s, converged {model.converged_}, "
-        f"held-out {score:.4f}",
+        f"  auto, one fit: {model.n_iter_} passes, {wall:.1f} s (passes and iterations "
+        + ", ".join(f"{r['seconds']:.1f}" for r in model.history_)
+        + f" s), converged {model.converged_}, held-out {score:.4f}",
         flush=True,
     )
     return {"passes": model.n_iter_, "seconds": wall, "heldout": score}
+
+
+def load() -> str:
+    """This machine's load average over the last minute (the benchmark's own 2 workers count
+    for about 2): a caveat to print with the timings, as other work on it slows them."""
+    return f"[load average {os.getloadavg()[0]:.1f}]"
 
 
 def first_within(points: list[Point], threshold: float) -> Point | None:
@@ -338,10 +346,10 @@ def main() -> None:
             f"float32, k-means++ start (random_state {args.random_state}), streamed from Zarr; "
             f"{args.workers} workers, {cores} threads in all, {args.memory_limit} each"
         )
-        print("\nbatch EM, one iteration per fit:")
+        print(f"\nbatch EM, one iteration per fit: {load()}")
         batch, batch_ended = batch_segments(args, train, heldout)
-        print(f"  batch EM {batch_ended}")
-        print("\nstepwise EM, one fit per number of passes:")
+        print(f"  batch EM {batch_ended} {load()}")
+        print(f"\nstepwise EM, one fit per number of passes: {load()}")
         stepwise: list[Point] = []
         models: dict[int, BernoulliMixture] = {}
         for passes in sorted({*args.passes, args.auto_passes}):
@@ -358,12 +366,13 @@ def main() -> None:
             seconds0=start["seconds"],
             passes0=args.auto_passes,
         )
-        print(f"  auto's batch EM {auto_ended}")
+        print(f"  auto's batch EM {auto_ended} {load()}")
         auto = [start, *tail]
         direct = auto_direct(args, train, heldout) if args.auto_direct else None
         if args.auto_direct:
             print(
-                f"  (the emulation above: {auto[-1]['passes']} passes, {auto[-1]['seconds']:.1f} s)"
+                f"  (the emulation above: {auto[-1]['passes']} passes, {auto[-1]['seconds']:.1f} s) "
+                f"{load()}"
             )
 
     shown_stepwise = [p for p in stepwise if p["passes"] in args.passes]
