@@ -10,6 +10,8 @@ from typing import Any
 
 import click
 
+from bmm_dask.memory import format_bytes
+
 logger = logging.getLogger("bmm_dask")
 
 
@@ -180,25 +182,6 @@ def print_metrics(metrics: dict[str, Any]) -> None:
         click.echo(f"{name:<12}" + "".join(f"{v:>{width}}" for v in row))
 
 
-def size(n: float) -> str:
-    """Write a number of bytes as a ``1.5 MB``-style size (powers of 1000, up to TB).
-
-    Parameters
-    ----------
-    n : float
-        A number of bytes.
-
-    Returns
-    -------
-    str
-    """
-    for unit in ("bytes", "kB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1000
-    raise AssertionError
-
-
 def format_dataset(info: dict[str, Any]) -> list[str]:
     """The lines ``bmm-dask info`` prints for a dataset.
 
@@ -227,7 +210,7 @@ def format_dataset(info: dict[str, Any]) -> list[str]:
         f"  binarisation   {how}",
         f"  labels         {'yes' if info['labels'] else 'no'}",
         f"  chunks         {info['n_chunks']} of up to {info['chunk_rows']:,} rows",
-        f"  stored         {size(info['bytes_stored'])} ({info['bytes_stored'] / n:.1f} bytes per sample)",
+        f"  stored         {format_bytes(info['bytes_stored'])} ({info['bytes_stored'] / n:.1f} bytes per sample)",
         f"  ratio          {info['bytes_unpacked'] / info['bytes_stored']:.1f}x smaller than a byte per "
         f"feature, {info['bytes_packed'] / info['bytes_stored']:.1f}x smaller than packed bits",
     ]
