@@ -24,7 +24,7 @@ from bmm_dask._estep import (
     task_blocks,
 )
 from bmm_dask._events import publish
-from bmm_dask._init import count_distinct_rows, initialize, soft_rows
+from bmm_dask._init import count_distinct_rows, soft_rows, starting_values
 from bmm_dask._kernels import (
     log_prior,
     mstep,
@@ -362,17 +362,10 @@ def fit_em(
             elif resuming and resume.stepwise is not None:  # in the stepwise passes
                 snapshot = resume.stepwise
                 means = weights = np.empty(0)  # the snapshot's statistics give them
-            elif means_init is not None:
-                means = np.asarray(means_init, dtype=np.float64)
-                weights = (
-                    np.full(n_components, 1 / n_components)
-                    if weights_init is None
-                    else np.asarray(weights_init, dtype=np.float64)
-                )
             else:
-                means, weights = initialize(data, n_components, init, rng)
-                if weights_init is not None:
-                    weights = np.asarray(weights_init, dtype=np.float64)
+                means, weights = starting_values(
+                    data, n_components, init, rng, means_init, weights_init
+                )
             if runs > 1:
                 logger.info("start %d of %d", run + 1, runs)
             rng_state = rng.bit_generator.state  # after this start's draws: for the next starts

@@ -187,3 +187,44 @@ def initialize(
         weights = (counts + 1) / (counts.sum() + n_components)
         return means, weights
     raise SettingsError(f"init must be one of {', '.join(INITS)}; got {init!r}")
+
+
+def starting_values(
+    data: PackedData,
+    n_components: int,
+    init: str,
+    rng: np.random.Generator,
+    means_init: NDArray[np.float64] | None = None,
+    weights_init: NDArray[np.float64] | None = None,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """The means and weights a start begins from: those given, else :func:`initialize`'s.
+
+    Parameters
+    ----------
+    data : PackedData
+        Packed rows.
+    n_components : int
+        Number of components K.
+    init : {"random", "random_from_data", "kmeans++"}
+        How to choose the means when ``means_init`` is None.
+    rng : numpy.random.Generator
+        Source of the random draws (none are made when ``means_init`` is given).
+    means_init : ndarray of shape (n_components, n_features), default=None
+        Starting means.
+    weights_init : ndarray of shape (n_components,), default=None
+        Starting weights; None means equal weights with ``means_init``, else those of the
+        initialisation.
+
+    Returns
+    -------
+    means : ndarray of shape (n_components, n_features)
+    weights : ndarray of shape (n_components,)
+    """
+    if means_init is not None:
+        means = np.asarray(means_init, dtype=np.float64)
+        weights = np.full(n_components, 1 / n_components)
+    else:
+        means, weights = initialize(data, n_components, init, rng)
+    if weights_init is not None:
+        weights = np.asarray(weights_init, dtype=np.float64)
+    return means, weights

@@ -433,35 +433,25 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
         self
         """
         from bmm_dask._estep import estep, task_blocks
-        from bmm_dask._init import initialize
+        from bmm_dask._init import starting_values
         from bmm_dask._stepwise import StepwiseState
 
-        data = as_packed(X)
-        state = getattr(self, "_stepwise_state", None)
-        if state is None:
-            if hasattr(self, "means_"):
-                self._check_n_features(data.n_features, data.source)
-                means, weights = self.means_, self.weights_
-            else:
-                self._check_settings(data.n_features, data.n_samples, data.source)
-                if self.means_init is not None:
-                    means = np.asarray(self.means_init, dtype=np.float64)
-                    weights = (
-                        np.full(self.n_components, 1 / self.n_components)
-                        if self.weights_init is None
-                        else np.asarray(self.weights_init, dtype=np.float64)
-                    )
-                else:
-                    means, weights = initialize(
-                        task_blocks(data), self.n_components, self.init, self._rng()
-                    )
-            state = self._stepwise_state = StepwiseState.start(means, weights)
-            self.history_ = []
-        else:
+        data = task_blocks(as_packed(X))
+        fitted = hasattr(self, "means_")
+        if fitted:
             self._check_n_features(data.n_features, data.source)
             means, weights = self.means_, self.weights_
+        else:
+            self._check_settings(data.n_features, data.n_samples, data.source)
+            means, weights = starting_values(
+                data, self.n_components, self.init, self._rng(), self.means_init, self.weights_init
+            )
+        state = getattr(self, "_stepwise_state", None)
+        if state is None:  # the first step, or the first after fit: start from these
+            state = self._stepwise_state = StepwiseState.start(means, weights)
+            self.history_ = []
         started = time.perf_counter()
-        stats = estep(task_blocks(data), means, weights, dtype=np.dtype(self.dtype))
+        stats = estep(data, means, weights, dtype=np.dtype(self.dtype))
         state.update(stats, float(self.step_exponent))
         self.means_, self.weights_ = state.parameters(state.n_seen, float(self.alpha))
         objective = (stats["loglik"] + log_prior(means, float(self.alpha))) / stats["n_samples"]
