@@ -15,10 +15,10 @@ import dask
 import numpy as np
 from numpy.typing import NDArray
 
+from bmm_dask import _estep as _estep_module
 from bmm_dask._estep import (
     SPLIT_EVERY,
     PackedData,
-    _cluster_threads,
     estep,
     fits_in_memory,
     task_blocks,
@@ -100,6 +100,7 @@ def run_em(
     on_iteration: Callable[[NDArray[np.float64], NDArray[np.float64], list[dict[str, Any]]], None]
     | None = None,
     iteration_offset: int = 0,
+    threads: int | None = None,
 ) -> EMResult:
     """EM from the given start: one graph and one ``compute`` per iteration.
 
@@ -140,6 +141,8 @@ def run_em(
         Called as ``on_iteration(means, weights, history)`` after every iteration.
     iteration_offset : int, default=0
         Added to the iteration numbers in the records (the passes of stepwise EM before).
+    threads : int, default=None
+        Worker threads of the cluster in use (asked once here when None).
 
     Returns
     -------
@@ -156,6 +159,8 @@ def run_em(
     means = np.array(means, dtype=np.float64)
     weights = np.array(weights, dtype=np.float64)
     n_components = len(weights)
+    if threads is None:
+        threads = _estep_module._cluster_threads()
     history = list(history or [])
     previous = history[-1]["objective"] if history else -math.inf
     objective = previous
@@ -167,7 +172,13 @@ def run_em(
             break
         start = time.perf_counter()
         stats = estep(
-            data, means, weights, dtype=dtype, n_worst=n_components, split_every=split_every
+            data,
+            means,
+            weights,
+            dtype=dtype,
+            n_worst=n_components,
+            split_every=split_every,
+            threads=threads,
         )
         objective = (stats["loglik"] + log_prior(means, alpha)) / stats["n_samples"]
         change = objective - previous
@@ -328,10 +339,9 @@ def fit_em(
         As :func:`run_em`.
     """
     data = task_blocks(data)
+    threads = _estep_module._cluster_threads()  # once per fit: asking is a round trip
     if algorithm != "batch" and batch_size is None:
-        batch_size = auto_batch_size(
-            data.n_samples, n_components, data.n_features, _cluster_threads()
-        )
+        batch_size = auto_batch_size(data.n_samples, n_components, data.n_features, threads)
     if persist is None:
         persist = fits_in_memory(data)
     if persist:
@@ -435,6 +445,7 @@ def fit_em(
                     history=history,
                     on_iteration=save,
                     iteration_offset=len(stepwise),
+                    threads=threads,
                 )
                 if stepwise:
                     result.history[:0] = stepwise

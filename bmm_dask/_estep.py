@@ -218,7 +218,12 @@ def _cluster_threads() -> int:
 
 
 def _estep_graph(
-    data: PackedData, W: NDArray[Any], b: NDArray[Any], n_worst: int, split_every: int
+    data: PackedData,
+    W: NDArray[Any],
+    b: NDArray[Any],
+    n_worst: int,
+    split_every: int,
+    threads: int | None = None,
 ) -> list[Delayed]:
     """One E-step as a graph: one task per chunk, then a tree of sums down to at most
     ``split_every`` partial sums, which the driver adds (fetching them straight from the workers
@@ -243,7 +248,9 @@ def _estep_graph(
     level = []
     offsets = [int(o) for o in np.cumsum((0, *data.bits.chunks[0]))]
     n_groups = -(-(len(offsets) - 1) // split_every)
-    if data.reader is not None and n_groups > 1 and n_groups >= 2 * _cluster_threads():
+    if threads is None and data.reader is not None and n_groups > 1:
+        threads = _cluster_threads()
+    if data.reader is not None and n_groups > 1 and n_groups >= 2 * (threads or 1):
         for j in range(n_groups):  # streamed in groups: the first level of the tree reads
             level.append((f"bmm-estep-{token}", j))
             bounds = offsets[j * split_every : (j + 1) * split_every + 1]
@@ -290,6 +297,7 @@ def estep(
     dtype: np.typing.DTypeLike = np.float32,
     n_worst: int = 0,
     split_every: int = SPLIT_EVERY,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Run one E-step over all chunks (one ``compute``) and return the summed statistics.
 
@@ -308,6 +316,9 @@ def estep(
         Also return this many rows with the lowest log-likelihood (to re-seed empty components).
     split_every : int, default=SPLIT_EVERY
         Statistics of at most this many blocks are added in one task of the tree of sums.
+    threads : int, default=None
+        Worker threads of the cluster in use; None asks the cluster (a round trip to the
+        scheduler, which a loop of E-steps does once, not every iteration).
 
     Returns
     -------
@@ -317,7 +328,7 @@ def estep(
         ``loglik``, ``n_samples`` and ``worst``.
     """
     W, b = log_parameters(means, weights, dtype)
-    parts = dask.compute(*_estep_graph(data, W, b, n_worst, split_every))
+    parts = dask.compute(*_estep_graph(data, W, b, n_worst, split_every, threads))
     return combine_stats(list(parts))
 
 
