@@ -406,6 +406,7 @@ def fit_em(
                     step_exponent=step_exponent,
                     dtype=dtype,
                     persisted=persist,
+                    threads=threads,
                     callback=callback,
                     on_step=save_step,
                     resume=snapshot,

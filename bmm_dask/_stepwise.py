@@ -9,11 +9,14 @@ smoothing ``alpha`` means what it means in batch EM. The statistics are accumula
 replaced by one batch's: replacing them collapses the components.
 
 How mini-batches meet chunks: every random draw is the driver's. A pass takes the chunks in a
-random order, a window of a few chunks at a time; the window's chunks are held in the workers'
-memory (read once from the store when the data is streamed), and its rows, shuffled, are cut
-into mini-batches. A step is one Dask computation: one task per chunk of the window, each on
-the rows of the mini-batch that its chunk holds, and the driver adds their statistics in a
-fixed order, so every scheduler and cluster gives the same model.
+random order, a window of a few chunks at a time, and the window's rows, shuffled, are cut into
+mini-batches. The window is held in the workers' memory (read once from the store when the data
+is streamed) as a few groups of chunks, one array per worker thread, each where it was read. A
+step is one Dask computation with one task per group, on the rows of the mini-batch that its
+group holds. Each task adds its chunks' statistics, and the driver adds the tasks', as one
+balanced tree of sums over the window's chunks: a group is a whole subtree, so the sums, and
+the model, are the same bit for bit whatever the number of groups, and so on every scheduler
+and cluster.
 
 Components that lose their mass are not re-seeded during stepwise passes (a step sees too few
 rows to tell); the "auto" algorithm follows the passes with batch iterations, which do.
@@ -33,12 +36,12 @@ import dask
 import dask.core
 import numpy as np
 from dask.delayed import Delayed
-from dask.highlevelgraph import HighLevelGraph
+from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 from numpy.typing import NDArray
 
 from bmm_dask._estep import PackedData
 from bmm_dask._events import publish
-from bmm_dask._kernels import combine_stats, estep_stats, log_parameters, log_prior, mstep
+from bmm_dask._kernels import estep_stats, log_parameters, log_prior, mstep
 from bmm_dask.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -47,24 +50,38 @@ logger = logging.getLogger(__name__)
 #: statistics by less than half, so that one mini-batch cannot undo the start.
 STEP_OFFSET = 2.0
 
-#: A step should keep every worker thread busy for about this long, so that Dask's round
-#: trip (a few milliseconds per step here) stays a small part of it.
-STEP_SECONDS = 0.02
+#: A step should keep every worker thread busy for about this long, so that Dask's round trip
+#: (about 15 ms per step on the local cluster here, where the processes share two cores)
+#: stays a small part of it.
+STEP_SECONDS = 0.06
 
-#: Rows per second per core of the E-step kernel for K x D = 7,840 (K = 10 on MNIST), to size
-#: mini-batches; the kernel's time grows with K x D.
-KERNEL_ROWS_PER_SECOND = 1e6
+#: Rows per second per core of the E-step kernel at K x D = 7,840 (K = 10 on MNIST), and how
+#: the rate falls as K x D grows: rate = KERNEL_ROWS_PER_SECOND x (7,840 / (K x D)) **
+#: KERNEL_EXPONENT, fitted to the rates measured here at K = 10, 50, 100 and 500
+#: (benchmarks/bench_costs.py).
+KERNEL_ROWS_PER_SECOND = 1.6e6
+KERNEL_EXPONENT = 0.75
+
+#: Mini-batches of ``batch_size="auto"`` take at most this fraction of the rows: a pass has
+#: at least this many steps, since fewer, larger steps reach worse optima.
+MIN_STEPS_PER_PASS = 100
+
+#: ... but at least this many rows (or all of them): a step on fewer is mostly noise.
+MIN_BATCH_SIZE = 256
+
+
+def kernel_rows_per_second(n_components: int, n_features: int) -> float:
+    """Modelled E-step rows per second on one core for K components and D features."""
+    return KERNEL_ROWS_PER_SECOND * (7840 / (n_components * n_features)) ** KERNEL_EXPONENT
 
 
 def auto_batch_size(n_samples: int, n_components: int, n_features: int, threads: int) -> int:
     """Rows per mini-batch when ``batch_size="auto"``.
 
-    Large enough that each worker thread works about :data:`STEP_SECONDS` per step (the Dask
-    round trip then costs little), small enough that a pass takes at least 20 steps, and at
-    most a 200th of the data for data of over a million rows (hundreds of steps per pass: small
-    steps reach better optima than few large ones). As it follows the cluster, the model
-    records the size it used (``batch_size_``): give that size to get the same model on
-    another cluster.
+    Enough rows that each worker thread works about :data:`STEP_SECONDS` per step (the Dask
+    round trip then costs little), but at most ``n_samples / MIN_STEPS_PER_PASS``: small steps
+    reach better optima than few large ones. As it follows the cluster, the model records the
+    size it used (``batch_size_``): give that size to get the same model on another cluster.
 
     Parameters
     ----------
@@ -82,12 +99,9 @@ def auto_batch_size(n_samples: int, n_components: int, n_features: int, threads:
     int
         Rows per mini-batch, at least 1 and at most ``n_samples``.
     """
-    per_thread = STEP_SECONDS * KERNEL_ROWS_PER_SECOND * 7840 / (n_components * n_features)
-    rows = max(500, int(threads * per_thread))
-    rows = min(rows, max(1, n_samples // 20))
-    if n_samples > 1_000_000:
-        rows = max(rows, n_samples // 200)
-    return max(1, min(rows, n_samples))
+    per_thread = STEP_SECONDS * kernel_rows_per_second(n_components, n_features)
+    rows = min(int(threads * per_thread), n_samples // MIN_STEPS_PER_PASS)
+    return max(1, min(max(rows, MIN_BATCH_SIZE), n_samples))
 
 
 def window_chunks(batch_size: int, chunk_rows: int) -> int:
@@ -145,32 +159,32 @@ def pass_batches(
     Batch
         In order; the batches of a window come one after the other.
     """
-    order = rng.permutation(len(chunk_sizes))
-    for w in range(0, len(order), window):
-        chunks = [int(c) for c in order[w : w + window]]
-        sizes = [chunk_sizes[c] for c in chunks]
-        starts = np.cumsum([0, *sizes])
-        shuffled = rng.permutation(int(starts[-1]))
-        n_batches = max(1, round(len(shuffled) / batch_size))
-        for piece in np.array_split(shuffled, n_batches):
-            # Sorted, the rows fall into runs, one per chunk: one sort, not a pass per chunk
-            # (a mask per chunk of the window would cost m x window).
-            ordered = np.sort(piece)
-            cuts = np.searchsorted(ordered, starts[1:-1])
-            batch = Batch(chunks)
-            for j, rows in enumerate(np.split(ordered, cuts)):
-                batch.rows.append(rows - starts[j])
-            yield batch
+    for chunks in pass_windows(len(chunk_sizes), window, rng):
+        yield from window_batches(chunks, chunk_sizes, batch_size, rng)
 
 
-def _chunk_stats(
-    block: NDArray[np.uint8],
-    rows: NDArray[np.intp],
-    n_features: int,
-    W: NDArray[Any],
-    b: NDArray[Any],
-) -> dict[str, Any]:
-    return estep_stats(block[rows], n_features, W, b)
+def pass_windows(n_chunks: int, window: int, rng: np.random.Generator) -> list[list[int]]:
+    """A pass's windows: the chunks in an order drawn with ``rng``, ``window`` at a time."""
+    order = [int(c) for c in rng.permutation(n_chunks)]
+    return [order[w : w + window] for w in range(0, n_chunks, window)]
+
+
+def window_batches(
+    chunks: list[int], chunk_sizes: tuple[int, ...], batch_size: int, rng: np.random.Generator
+) -> Iterator[Batch]:
+    """The mini-batches of one window, drawn with ``rng``: its rows shuffled, cut in pieces."""
+    starts = np.cumsum([0, *(chunk_sizes[c] for c in chunks)])
+    shuffled = rng.permutation(int(starts[-1]))
+    n_batches = max(1, round(len(shuffled) / batch_size))
+    for piece in np.array_split(shuffled, n_batches):
+        # Sorted, the rows fall into runs, one per chunk: one sort, not a pass per chunk
+        # (a mask per chunk of the window would cost m x window).
+        ordered = np.sort(piece)
+        cuts = np.searchsorted(ordered, starts[1:-1])
+        batch = Batch(chunks)
+        for j, rows in enumerate(np.split(ordered, cuts)):
+            batch.rows.append(rows - starts[j])
+        yield batch
 
 
 @dataclass
@@ -211,8 +225,160 @@ class StepwiseState:
         return means, weights / weights.sum()
 
 
+def step_groups(threads: int, chunks: int) -> int:
+    """Groups of a window's chunks, and so tasks per step: the largest power of two that is at
+    most the worker threads and the chunks of the window rounded up to a power of two.
+
+    A power of two, so that each group is a whole subtree of the window's tree of sums.
+    """
+    limit = min(max(1, threads), _next_power_of_two(chunks))
+    return 1 << (limit.bit_length() - 1)
+
+
+def _next_power_of_two(n: int) -> int:
+    return 1 << max(0, n - 1).bit_length()
+
+
+def worker_slots() -> list[str] | None:
+    """One address per worker thread of the distributed cluster in use, the workers taken in
+    turn (None without one): group g of a window is read and held by ``slots[g % len(slots)]``,
+    so that the groups spread over the workers."""
+    from bmm_dask._events import current_client
+
+    client = current_client()
+    if client is None:
+        return None
+    threads = dict(sorted(client.nthreads().items()))
+    slots = []
+    for level in range(max(threads.values(), default=0)):
+        slots += [address for address, n in threads.items() if n > level]
+    return slots or None
+
+
+@dataclass
+class Window:
+    """A window's chunks, held in memory in groups: what its mini-batches are taken from.
+
+    ``units`` is the number of chunks rounded up to a power of two (the leaves of the tree of
+    sums; those past the chunks are empty); group g holds the chunks of leaves
+    ``[g * units / G, (g + 1) * units / G)``, one after the other, in ``groups[g]`` (None when
+    it holds none); ``starts[j]`` is the row where chunk j begins in its group's array.
+    """
+
+    chunks: list[int]
+    units: int
+    groups: list[Any]
+    starts: list[int]
+
+
+def _read_rows(reader: Callable[[int, int], NDArray[np.uint8]], bounds: list[tuple[int, int]]):
+    return np.concatenate([reader(start, stop) for start, stop in bounds])
+
+
+def _join(blocks: list[NDArray[np.uint8]]) -> NDArray[np.uint8]:
+    return np.concatenate(blocks)
+
+
+def hold_window(
+    data: PackedData,
+    chunks: list[int],
+    n_groups: int,
+    slots: list[str] | None,
+    persisted: bool,
+) -> Window:
+    """Read a window's chunks into the workers' memory, in ``n_groups`` groups.
+
+    Parameters
+    ----------
+    data : PackedData
+        The rows.
+    chunks : list of int
+        The window's chunks, in the pass's order.
+    n_groups : int
+        Groups, a power of two (:func:`step_groups`).
+    slots : list of str or None
+        Worker addresses (:func:`worker_slots`): group g is asked of ``slots[g % len(slots)]``
+        (a wish, not a rule: another worker takes it if that one is gone).
+    persisted : bool
+        Whether ``data`` is in memory already; otherwise a group is read from the store by one
+        task, where it is held (no chunk crosses between workers).
+
+    Returns
+    -------
+    Window
+    """
+    units = _next_power_of_two(len(chunks))
+    per_group = units // n_groups
+    offsets = np.cumsum([0, *data.bits.chunks[0]])
+    token = uuid.uuid4().hex
+    held: list[Any] = []
+    starts: list[int] = []
+    for g in range(n_groups):
+        members = chunks[g * per_group : (g + 1) * per_group]
+        if not members:
+            held.append(None)
+            continue
+        sizes = [int(offsets[c + 1] - offsets[c]) for c in members]
+        starts += [int(x) for x in np.cumsum([0, *sizes[:-1]])]
+        key = (f"bmm-window-{token}", g)
+        name = f"bmm-window-{token}-{g}"  # a layer per group, for its own annotations
+        annotations = (
+            {"workers": [slots[g % len(slots)]], "allow_other_workers": True} if slots else None
+        )
+        if data.reader is not None and not persisted:
+            bounds = [(int(offsets[c]), int(offsets[c + 1])) for c in members]
+            layer = MaterializedLayer({key: (_read_rows, data.reader, bounds)}, annotations)
+            graph = HighLevelGraph({name: layer}, {name: set()})
+        else:
+            blocks = [data.bits.blocks[c] for c in members]
+            block_keys = [next(iter(dask.core.flatten(b.__dask_keys__()))) for b in blocks]
+            layer = MaterializedLayer({key: (_join, block_keys)}, annotations)
+            graph = HighLevelGraph.from_collections(name, layer, dependencies=blocks)
+        held.append(Delayed(key, graph, layer=name))
+    present = [h for h in held if h is not None]
+    persisted_groups = iter(dask.persist(*present, optimize_graph=False))
+    held = [None if h is None else next(persisted_groups) for h in held]
+    return Window(list(chunks), units, held, starts)
+
+
+def _group_stats(
+    block: NDArray[np.uint8],
+    unit_rows: list[NDArray[np.intp] | None],
+    n_features: int,
+    W: NDArray[Any],
+    b: NDArray[Any],
+) -> dict[str, Any] | None:
+    parts = [
+        None if rows is None or not len(rows) else estep_stats(block[rows], n_features, W, b)
+        for rows in unit_rows
+    ]
+    return tree_sum(parts)
+
+
+def _add(a: dict[str, Any] | None, b: dict[str, Any] | None) -> dict[str, Any] | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return {
+        "resp_sum": a["resp_sum"] + b["resp_sum"],
+        "resp_x": a["resp_x"] + b["resp_x"],
+        "loglik": a["loglik"] + b["loglik"],
+        "n_samples": a["n_samples"] + b["n_samples"],
+    }
+
+
+def tree_sum(parts: list[dict[str, Any] | None]) -> dict[str, Any] | None:
+    """Add statistics as a balanced binary tree over their positions (a power of two of them;
+    None adds nothing): any aligned run of positions summed apart gives the same sum, bit for
+    bit, once its sum takes its place."""
+    while len(parts) > 1:
+        parts = [_add(parts[i], parts[i + 1]) for i in range(0, len(parts), 2)]
+    return parts[0]
+
+
 def batch_step(
-    blocks: list[Any],
+    window: Window,
     batch: Batch,
     n_features: int,
     means: NDArray[np.float64],
@@ -220,14 +386,14 @@ def batch_step(
     dtype: np.typing.DTypeLike,
     token: str,
 ) -> dict[str, Any]:
-    """The statistics of one mini-batch: one task per chunk of its window, added in order.
+    """The statistics of one mini-batch: one task per group of the window, added on the driver.
 
     Parameters
     ----------
-    blocks : list of dask arrays
-        The window's chunks, one single-block array each, held in memory (persisted).
+    window : Window
+        The window the mini-batch is drawn from, held in memory (:func:`hold_window`).
     batch : Batch
-        The mini-batch's rows in each of them.
+        The mini-batch's rows in each chunk of the window.
     n_features : int
         Features D.
     means : ndarray of shape (n_components, n_features)
@@ -242,25 +408,35 @@ def batch_step(
     Returns
     -------
     dict
-        The statistics of :func:`~bmm_dask._kernels.estep_stats`, summed over the mini-batch.
+        ``resp_sum``, ``resp_x``, ``loglik`` and ``n_samples`` of the mini-batch.
     """
     W, b = log_parameters(means, weights, dtype)
+    n_groups = len(window.groups)
+    per_group = window.units // n_groups
+    rows: list[NDArray[np.intp] | None] = [
+        r + start for r, start in zip(batch.rows, window.starts, strict=True)
+    ]
+    rows += [None] * (window.units - len(rows))
     # A graph written out (not dask.delayed over the arrays): a step is small, and building
-    # it through the collections' machinery would cost as much as the step's arithmetic. One
-    # task per chunk, where the chunk is held: on a cluster of processes this costs less than
-    # gathering the mini-batch's rows into fewer, larger tasks (about 75 ms a step of 20,000
-    # rows at K = 50 here, against about 110 ms).
+    # it through the collections' machinery would cost as much as the step's arithmetic.
+    name = f"bmm-step-{token}"
     layer: dict[Any, Any] = {}
-    keys = []
-    for j, (block, rows) in enumerate(zip(blocks, batch.rows, strict=True)):
-        if len(rows):
-            keys.append((f"bmm-step-{token}", j))
-            (block_key,) = dask.core.flatten(block.__dask_keys__())
-            layer[keys[-1]] = (_chunk_stats, block_key, rows, n_features, W, b)
-    graph = HighLevelGraph.from_collections(f"bmm-step-{token}", layer, dependencies=blocks)
-    steps = (Delayed(key, graph, layer=f"bmm-step-{token}") for key in keys)
-    parts = dask.compute(*steps, optimize_graph=False)
-    return combine_stats(list(parts))
+    keys: list[Any] = []
+    dependencies = []
+    for g, group in enumerate(window.groups):
+        unit_rows = rows[g * per_group : (g + 1) * per_group]
+        if group is None or all(r is None or not len(r) for r in unit_rows):
+            keys.append(None)
+            continue
+        keys.append((name, g))
+        layer[keys[-1]] = (_group_stats, group.key, unit_rows, n_features, W, b)
+        dependencies.append(group)
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=dependencies)
+    steps = [Delayed(key, graph, layer=name) for key in keys if key is not None]
+    parts = iter(dask.compute(*steps, optimize_graph=False))
+    stats = tree_sum([None if key is None else next(parts) for key in keys])
+    assert stats is not None  # a mini-batch has rows
+    return stats
 
 
 def run_stepwise(
@@ -275,6 +451,7 @@ def run_stepwise(
     step_exponent: float,
     dtype: np.typing.DTypeLike = np.float32,
     persisted: bool = False,
+    threads: int = 1,
     callback: Callable[[dict[str, Any]], None] | None = None,
     on_step: Callable[[dict[str, Any]], None] | None = None,
     resume: dict[str, Any] | None = None,
@@ -304,6 +481,9 @@ def run_stepwise(
     persisted : bool, default=False
         Whether ``data`` is held in memory already; otherwise each window's chunks are read
         once from the store and held while its mini-batches are taken.
+    threads : int, default=1
+        Worker threads of the cluster in use: the tasks per step (:func:`step_groups`). It
+        changes how the work is shared out, never the result.
     callback : callable, default=None
         Called with the record of each pass.
     on_step : callable, default=None
@@ -332,6 +512,11 @@ def run_stepwise(
     n_samples = data.n_samples
     chunk_sizes = tuple(int(c) for c in data.bits.chunks[0])
     window = window_chunks(batch_size, chunk_sizes[0])
+    slots = worker_slots()
+
+    def hold(chunks: list[int]) -> Window:
+        return hold_window(data, chunks, step_groups(threads, len(chunks)), slots, persisted)
+
     if resume is None:
         state = StepwiseState.start(means, weights)
         means, weights = np.array(means, dtype=np.float64), np.array(weights, dtype=np.float64)
@@ -376,20 +561,17 @@ def run_stepwise(
             pass_rng_state = rng.bit_generator.state  # where this pass's draws begin
         else:
             pass_rng_state = resume["pass_rng_state"]
-        held: tuple[tuple[int, ...], list[Any]] | None = None
+        held: Window | None = None
         for position, batch in enumerate(
             pass_batches(chunk_sizes, batch_size, window, rng), start=1
         ):
             if position <= skip:  # taken before the checkpoint this fit resumes from
                 continue
-            key = tuple(batch.window)
-            if held is None or held[0] != key:
-                blocks = [data.bits.blocks[c] for c in batch.window]
-                if not persisted:
-                    blocks = list(dask.persist(*blocks))
-                held = (key, blocks)
+            if held is None or held.chunks != batch.window:
+                held = None  # let the last window go before the next is read
+                held = hold(batch.window)
             token = uuid.uuid4().hex
-            stats = batch_step(held[1], batch, data.n_features, means, weights, dtype, token)
+            stats = batch_step(held, batch, data.n_features, means, weights, dtype, token)
             loglik += stats["loglik"]
             rows += stats["n_samples"]
             state.update(stats, step_exponent)
