@@ -136,6 +136,16 @@ def test_stochastic_bits_do_not_depend_on_chunking(tmp_path: Path) -> None:
     assert open_dataset(other).binarization == {"method": "stochastic", "seed": 8}
 
 
+def test_streams_of_one_seed_draw_apart() -> None:
+    grey = np.full((2_000, 784), 128, dtype=np.uint8)
+    first = Binarization("stochastic", seed=4).apply(grey, start=0)
+    again = Binarization("stochastic", seed=4, stream=0).apply(grey, start=0)
+    other = Binarization("stochastic", seed=4, stream=1).apply(grey, start=0)
+    np.testing.assert_array_equal(first, again)  # stream 0 keeps the draws of before
+    # independent draws agree on about half the pixels, not on all of them
+    assert 0.48 < (first == other).mean() < 0.52
+
+
 def test_stochastic_bit_is_one_with_probability_value_over_255(tmp_path: Path) -> None:
     levels = np.array([0, 1, 51, 128, 204, 254, 255], dtype=np.uint8)
     X = np.tile(levels, (40_000, 1))
@@ -254,7 +264,9 @@ def test_ingest_mnist_uses_the_fetched_files(
     fetch_mnist(from_dir=shared_mnist)
     out = ingest_mnist(tmp_path / "m.zarr", binarization=Binarization("stochastic", seed=3))
     test = open_dataset(out / "test")
-    assert test.binarization == {"method": "stochastic", "seed": 3}
+    assert open_dataset(out / "train").binarization == {"method": "stochastic", "seed": 3}
+    # the test images are drawn from a stream of their own, not the training rows' draws
+    assert test.binarization == {"method": "stochastic", "seed": 3, "stream": 1}
     assert test.attrs["source"]["images"]["md5"] == MNIST_FILES["t10k-images-idx3-ubyte"][0]
     X = read_idx(shared_mnist / "t10k-images-idx3-ubyte.gz").reshape(10_000, 784)
     # Stochastic bits average out to the grey levels: compare the mean image.

@@ -197,7 +197,8 @@ def format_dataset(info: dict[str, Any]) -> list[str]:
     b = info["binarization"]
     how = {
         "threshold": f"threshold {b.get('threshold')}",
-        "stochastic": f"stochastic, seed {b.get('seed')}",
+        "stochastic": f"stochastic, seed {b.get('seed')}"
+        + (f", stream {b['stream']}" if b.get("stream") else ""),
         "none": "none (binary at the source)",
     }.get(b.get("method"), str(b))
     shape = info["image_shape"]

@@ -29,6 +29,11 @@ class Binarization:
         For ``threshold``: the lowest grey level that gives a 1, in (0, 255].
     seed : int, default=0
         For ``stochastic``: the seed of the draws, a non-negative integer.
+    stream : int, default=0
+        For ``stochastic``: which of the seed's streams of draws. Two data sets binarised with
+        one seed share their draws row by row unless their streams differ: ``ingest mnist``
+        gives the test images stream 1, so that they are not binarised with the draws of the
+        training images of the same row numbers.
 
     Raises
     ------
@@ -39,6 +44,7 @@ class Binarization:
     method: Literal["threshold", "stochastic", "none"] = "threshold"
     threshold: float = 128
     seed: int = 0
+    stream: int = 0
 
     def __post_init__(self) -> None:
         if self.method not in ("threshold", "stochastic", "none"):
@@ -56,13 +62,15 @@ class Binarization:
         Returns
         -------
         dict
-            ``method``, and ``threshold`` or ``seed`` where the method has one.
+            ``method``, and ``threshold`` or ``seed`` where the method has one (and
+            ``stream`` where it is not 0).
         """
         if self.method == "threshold":
             t = self.threshold
             return {"method": "threshold", "threshold": int(t) if float(t).is_integer() else t}
         if self.method == "stochastic":
-            return {"method": "stochastic", "seed": self.seed}
+            stream = {"stream": self.stream} if self.stream else {}
+            return {"method": "stochastic", "seed": self.seed, **stream}
         return {"method": "none"}
 
     def apply(self, values: NDArray[Any], start: int) -> NDArray[np.bool_]:
@@ -87,9 +95,8 @@ class Binarization:
         n_rows, n_features = values.shape
         bits = np.empty(values.shape, dtype=bool)
         rows_a_block = rng_block_rows(n_features)
-        for rng, block_rows, rows in block_rngs(
-            start, start + n_rows, rows_a_block, (self.seed, 2)
-        ):
+        key = (self.seed, 2, self.stream) if self.stream else (self.seed, 2)
+        for rng, block_rows, rows in block_rngs(start, start + n_rows, rows_a_block, key):
             uniform = rng.random((rows_a_block, n_features), dtype=np.float32)[block_rows]
             np.less(uniform * np.float32(255), values[rows], out=bits[rows])
         return bits

@@ -3,6 +3,7 @@ with the package."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.resources
 import logging
@@ -322,12 +323,16 @@ def ingest_mnist(
                 images = open_source(files[images_name])
                 labels = open_labels(files[labels_name], images.n_samples)
                 rows = parse_chunk_rows(chunk_rows, images.n_features)
+                # the test images get their own draws, not the training images' of their rows
+                split_binarization = dataclasses.replace(
+                    binarization, stream=list(MNIST_SPLITS).index(split)
+                )
                 attrs = {
                     "image_shape": images.image_shape,
-                    "binarization": binarization.to_attrs(),
+                    "binarization": split_binarization.to_attrs(),
                     "name": f"MNIST {split}",
                 }
-                write_source(tmp / split, images, labels, binarization, rows, attrs, progress)
+                write_source(tmp / split, images, labels, split_binarization, rows, attrs, progress)
             else:
                 _copy_dataset(
                     open_dataset(f"{packaged_mnist_path()}/{split}"),
