@@ -23,7 +23,14 @@ from bmm_dask.datasets import packaged_mnist_path
 
 
 def iteration_times(train, means, weights, n_iter: int) -> list[float]:
-    model = BernoulliMixture(10, means_init=means, weights_init=weights, max_iter=n_iter, tol=0)
+    model = BernoulliMixture(
+        10,
+        algorithm="batch",
+        means_init=means,
+        weights_init=weights,
+        max_iter=n_iter,
+        tol=0,
+    )
     return [h["seconds"] for h in model.fit(train).history_[1:]]  # the first carries the persist
 
 

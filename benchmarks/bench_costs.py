@@ -64,7 +64,6 @@ from bmm_dask._stepwise import (
     pass_batches,
     step_groups,
     window_chunks,
-    worker_slots,
 )
 from bmm_dask.cluster import open_client
 from bmm_dask.datasets import packaged_mnist_path, synth
@@ -202,8 +201,7 @@ def real_step(client: Any, train: Any, repeats: int) -> list[tuple[str, str]]:
         # one BLAS thread in this process, as a fit has (the workers set theirs themselves)
         with dask.config.set(scheduler=scheduler), threadpool_limits(limits=1, user_api="blas"):
             threads = sum(client.nthreads().values()) if where == "cluster" else 2
-            slots = worker_slots() if where == "cluster" else None
-            window = hold_window(data, list(range(8)), step_groups(threads, 8), slots, False)
+            window = hold_window(data, list(range(8)), step_groups(threads, 8), False)
             times = []
             for _ in range(repeats * 5):
                 picks = [np.sort(rng.choice(7_500, 512, replace=False)) for _ in range(8)]

@@ -45,7 +45,13 @@ def numpy_em_times(
 
 def ours_times(train, means, weights, n_iter: int, dtype: str) -> list[float]:
     model = BernoulliMixture(
-        len(weights), means_init=means, weights_init=weights, max_iter=n_iter, tol=0, dtype=dtype
+        len(weights),
+        algorithm="batch",
+        means_init=means,
+        weights_init=weights,
+        max_iter=n_iter,
+        tol=0,
+        dtype=dtype,
     )
     model.fit(train)
     return [h["seconds"] for h in model.history_]
@@ -71,7 +77,9 @@ def quality(train, test, k: int, n_init: int) -> None:
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = BernoulliMixture(k, n_init=n_init, random_state=0, max_iter=300).fit(train)
+        model = BernoulliMixture(
+            k, algorithm="batch", n_init=n_init, random_state=0, max_iter=300
+        ).fit(train)
     seconds = time.perf_counter() - start
     print(
         f"K = {k:3d}, n_init = {n_init}: test log-likelihood {model.score(test):8.2f} nats per image, "

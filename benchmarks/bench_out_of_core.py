@@ -66,7 +66,7 @@ def fit_seconds(data, iterations: int, grouped: bool) -> list[float]:
     if not grouped:  # as many threads as the groups could never keep busy: one task per chunk
         bmm_dask._estep._cluster_threads = lambda: 1 << 30
     try:
-        model = BernoulliMixture(10, max_iter=iterations, tol=0, random_state=0)
+        model = BernoulliMixture(10, algorithm="batch", max_iter=iterations, tol=0, random_state=0)
         model.fit(data, persist=False)
     finally:
         bmm_dask._estep._cluster_threads = threads

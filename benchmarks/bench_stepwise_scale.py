@@ -16,10 +16,13 @@ What it does, side by side in one run:
    - batch EM to ``--tol``, one iteration per ``fit`` (``warm_start=True``, ``max_iter=1``,
      which continues exactly as one long fit does) so that the held-out set can be scored after
      every iteration; at most ``--max-iter`` iterations and ``--batch-cap`` seconds;
-   - stepwise EM with ``--passes`` passes, each count a fit of its own from the same start
-     (a stepwise fit cannot be continued: ``warm_start`` would restart the step sizes);
-   - auto: the stepwise fit of ``--auto-passes`` passes (auto's first passes are that fit, the
-     same random draws), then batch iterations one ``fit`` at a time, as above, to ``--tol``;
+   - stepwise EM, one fit of the most ``--passes``, its running statistics copied after every
+     step (the copy's time noted; the copies cost well under a millisecond a step) and the
+     models of every ``--snapshot-every`` steps and of each pass's end scored after the fit;
+     the model at the end of pass p is the one a fit of p passes returns (same draws, same
+     step sizes), so the time until the held-out target is met is known within a pass;
+   - auto: the stepwise model after ``--auto-passes`` passes, then batch iterations one
+     ``fit`` at a time, as above, to ``--tol``;
      ``--auto-direct`` also runs one real ``algorithm="auto"`` fit, to check the emulation.
 
    A pass is one read of every training row (a batch iteration or a stepwise pass). Times are
@@ -65,7 +68,11 @@ def prepare(args: argparse.Namespace) -> tuple[Path, Path, Path]:
         started = time.perf_counter()
         mnist = open_dataset(f"{packaged_mnist_path()}/train")
         model = BernoulliMixture(
-            args.k, max_iter=args.model_iter, tol=0, random_state=args.random_state
+            args.k,
+            algorithm="batch",
+            max_iter=args.model_iter,
+            tol=0,
+            random_state=args.random_state,
         ).fit(mnist)
         model.save(model_path, overwrite=True)
         print(
@@ -124,6 +131,7 @@ def batch_segments(
     start. Returns the points and how the run ended."""
     model = BernoulliMixture(
         args.k,
+        algorithm="batch",
         max_iter=1,
         tol=args.tol,
         init="kmeans++",
@@ -178,8 +186,18 @@ def batch_segments(
 
 def stepwise_fit(
     args: argparse.Namespace, train: Any, heldout: Any, passes: int
-) -> tuple[Point, BernoulliMixture]:
-    """One stepwise fit of ``passes`` passes from the k-means++ start, scored at its end."""
+) -> tuple[list[Point], list[Point]]:
+    """One stepwise fit of ``passes`` passes from the k-means++ start, its parameters kept
+    after every step (a copy of the running statistics, timed when taken); those of every
+    ``--snapshot-every`` steps and of the passes' ends are scored on the held-out rows after
+    the fit.
+
+    A fit of fewer passes takes the same steps (the same draws and step sizes), so the
+    snapshot at the end of pass p is the model a fit of p passes returns. Returns the points
+    (``passes`` in fractions of a pass) and those at the passes' ends, with the passes' times.
+    """
+    from bmm_dask import _stepwise
+
     model = BernoulliMixture(
         args.k,
         algorithm="stepwise",
@@ -189,31 +207,70 @@ def stepwise_fit(
         init="kmeans++",
         random_state=args.random_state,
     )
-    started = time.perf_counter()
-    model.fit(train, persist=False)
-    wall = time.perf_counter() - started
-    score, score_seconds = scored(model, heldout)
+    snapshots: list[tuple[int, float, Any, Any]] = []
+    update = _stepwise.StepwiseState.update
+
+    def update_and_keep(state: Any, stats: dict[str, Any], kappa: float) -> float:
+        eta = update(state, stats, kappa)
+        # every step kept (the pass ends are not known here), only some scored below
+        snapshots.append(
+            (state.step, time.perf_counter(), state.resp_sum.copy(), state.resp_x.copy())
+        )
+        return eta
+
+    _stepwise.StepwiseState.update = update_and_keep  # type: ignore[method-assign]
+    try:
+        started = time.perf_counter()
+        model.fit(train, persist=False)
+        wall = time.perf_counter() - started
+    finally:
+        _stepwise.StepwiseState.update = update  # type: ignore[method-assign]
     pass_seconds = [r["seconds"] for r in model.history_]
-    steps = model.history_[-1]["steps"]
-    point = {
-        "passes": passes,
-        "seconds": wall,
-        "heldout": score,
-        "objective": model.history_[-1]["objective"],
-        "pass_seconds": pass_seconds,
-        "start_seconds": wall - sum(pass_seconds),
-        "steps": steps,
-        "batch_size": model.batch_size_,
-        "score_seconds": score_seconds,
-    }
+    steps_per_pass = model.history_[0]["steps"]
+    n = train.bits.shape[0]
+    points: list[Point] = []
+    scorer = BernoulliMixture(args.k)
+    for step, taken, resp_sum, resp_x in snapshots:
+        if step % args.snapshot_every and step % steps_per_pass:
+            continue
+        state = _stepwise.StepwiseState(resp_sum, resp_x, step)
+        scorer.means_, scorer.weights_ = state.parameters(n, model.alpha)
+        scorer.n_features_in_ = model.n_features_in_
+        score, _ = scored(scorer, heldout)
+        points.append(
+            {
+                "passes": step / steps_per_pass,
+                "seconds": taken - started,
+                "heldout": score,
+                "means": scorer.means_,
+                "weights": scorer.weights_,
+            }
+        )
+    ends = []
+    for p in range(1, passes + 1):
+        point = next(q for q in points if abs(q["passes"] - p) < 1e-9)
+        ends.append(
+            {
+                **point,
+                "passes": p,
+                "pass_seconds": pass_seconds[:p],
+                "start_seconds": wall - sum(pass_seconds),
+                "steps": steps_per_pass * p,
+                "batch_size": model.batch_size_,
+                "change": model.history_[p - 1]["change"],
+            }
+        )
+        print(
+            f"  after pass {p}: {point['seconds']:7.1f} s, held-out {point['heldout']:9.4f}",
+            flush=True,
+        )
     print(
-        f"  stepwise {passes} pass{'es' if passes > 1 else ''}: {wall:7.1f} s "
-        f"(start {point['start_seconds']:.1f} s, passes "
-        + ", ".join(f"{s:.1f}" for s in pass_seconds)
-        + f" s), {steps} steps of {model.batch_size_:,} rows, held-out {score:9.4f} {load()}",
+        f"  stepwise {passes} passes: {wall:7.1f} s (start {wall - sum(pass_seconds):.1f} s, "
+        "passes " + ", ".join(f"{s:.1f}" for s in pass_seconds) + f" s), {steps_per_pass} steps "
+        f"of {model.batch_size_:,} rows a pass, {len(points)} snapshots {load()}",
         flush=True,
     )
-    return point, model
+    return points, ends
 
 
 def auto_direct(args: argparse.Namespace, train: Any, heldout: Any) -> Point:
@@ -221,8 +278,7 @@ def auto_direct(args: argparse.Namespace, train: Any, heldout: Any) -> Point:
     model = BernoulliMixture(
         args.k,
         algorithm="auto",
-        passes=args.auto_passes,
-        max_iter=args.max_iter + args.auto_passes,
+        max_iter=args.max_iter + 10,
         tol=args.tol,
         batch_size=args.batch_size,
         step_exponent=args.step_exponent,
@@ -316,10 +372,17 @@ def main() -> None:
     parser.add_argument("--max-iter", type=int, default=60, help="batch iterations at most")
     parser.add_argument("--batch-cap", type=float, default=900, help="batch EM seconds at most")
     parser.add_argument("--passes", type=int, nargs="+", default=[1, 2, 3])
-    parser.add_argument("--auto-passes", type=int, default=2)
+    parser.add_argument(
+        "--auto-passes",
+        type=int,
+        help="stepwise passes of the auto emulation [default: where auto's own rule leaves]",
+    )
+    parser.add_argument(
+        "--snapshot-every", type=int, default=5, help="steps between scored stepwise models"
+    )
     parser.add_argument("--auto-direct", action="store_true", help="also one real auto fit")
     parser.add_argument("--batch-size", default="auto")
-    parser.add_argument("--step-exponent", type=float, default=0.7)
+    parser.add_argument("--step-exponent", type=float, default=BernoulliMixture().step_exponent)
     parser.add_argument("--within", type=float, default=0.05, help="nats per row of batch's")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--memory-limit", default="2GB")
@@ -349,20 +412,30 @@ def main() -> None:
         print(f"\nbatch EM, one iteration per fit: {load()}")
         batch, batch_ended = batch_segments(args, train, heldout)
         print(f"  batch EM {batch_ended} {load()}")
-        print(f"\nstepwise EM, one fit per number of passes: {load()}")
-        stepwise: list[Point] = []
-        models: dict[int, BernoulliMixture] = {}
-        for passes in sorted({*args.passes, args.auto_passes}):
-            point, models[passes] = stepwise_fit(args, train, heldout, passes)
-            stepwise.append(point)
+        passes = max(*args.passes, args.auto_passes or 0)
+        print(f"\nstepwise EM, one fit of {passes} passes, snapshots as it goes: {load()}")
+        snapshots, stepwise = stepwise_fit(args, train, heldout, passes)
+        if args.auto_passes is None:  # where the "auto" algorithm leaves stepwise EM
+            from bmm_dask._em import SWITCH_GAIN
+
+            args.auto_passes = next(
+                (p["passes"] for p in stepwise[1:] if p["change"] < SWITCH_GAIN * args.tol),
+                passes,
+            )
+            print(
+                f"  auto would leave stepwise EM after pass {args.auto_passes} (running "
+                "objective changes per pass: "
+                + ", ".join(f"{p['change']:.2e}" for p in stepwise[1:])
+                + f"; it leaves once one is below {SWITCH_GAIN} x tol)"
+            )
         start = next(p for p in stepwise if p["passes"] == args.auto_passes)
-        print(f"\nauto: the stepwise fit of {args.auto_passes} passes, then batch iterations:")
+        print(f"\nauto: the stepwise fit's first {args.auto_passes} passes, then batch iterations:")
         tail, auto_ended = batch_segments(
             args,
             train,
             heldout,
-            means_init=models[args.auto_passes].means_,
-            weights_init=models[args.auto_passes].weights_,
+            means_init=start["means"],
+            weights_init=start["weights"],
             seconds0=start["seconds"],
             passes0=args.auto_passes,
         )
@@ -394,6 +467,10 @@ def main() -> None:
             f"{p['start_seconds']:>8.1f} {p['steps']:>6} {p['batch_size']:>7}  "
             + ", ".join(f"{s:.1f}" for s in p["pass_seconds"])
         )
+    print(f"\nstepwise EM within its passes (every {args.snapshot_every} steps):")
+    print(f"{'passes':>7} {'seconds':>9} {'held-out':>10}")
+    for p in snapshots:
+        print(f"{p['passes']:>7.2f} {p['seconds']:>9.1f} {p['heldout']:>10.4f}")
     print(f"\nauto ({args.auto_passes} stepwise passes, then batch EM):")
     print(f"{'passes':>7} {'seconds':>9} {'held-out':>10}")
     for p in auto:
@@ -412,7 +489,7 @@ def main() -> None:
     )
     reach = {
         name: first_within(points, threshold)
-        for name, points in (("batch", batch), ("stepwise", shown_stepwise), ("auto", auto))
+        for name, points in (("batch", batch), ("stepwise", snapshots), ("auto", auto))
     }
     print(f"(a) time until held-out >= {threshold:.4f} (within {args.within} of batch's):")
     for name, point in reach.items():

@@ -13,10 +13,9 @@ random order, a window of a few chunks at a time, and the window's rows, shuffle
 mini-batches. The window is held in the workers' memory (read once from the store when the data
 is streamed) as a few groups of chunks, one array per worker thread, each where it was read. A
 step is one Dask computation with one task per group, on the rows of the mini-batch that its
-group holds. Each task adds its chunks' statistics, and the driver adds the tasks', as one
-balanced tree of sums over the window's chunks: a group is a whole subtree, so the sums, and
-the model, are the same bit for bit whatever the number of groups, and so on every scheduler
-and cluster.
+group holds. The chunks' statistics are added in fixed point (exact integer sums), in the
+tasks and then on the driver, so the sums, and the model, are the same bit for bit whatever the
+number of groups, and so on every scheduler and cluster.
 
 Components that lose their mass are not re-seeded during stepwise passes (a step sees too few
 rows to tell); the "auto" algorithm follows the passes with batch iterations, which do.
@@ -63,8 +62,10 @@ KERNEL_ROWS_PER_SECOND = 1.6e6
 KERNEL_EXPONENT = 0.75
 
 #: Mini-batches of ``batch_size="auto"`` take at most this fraction of the rows: a pass has
-#: at least this many steps, since fewer, larger steps reach worse optima.
-MIN_STEPS_PER_PASS = 100
+#: at least this many steps, since fewer, larger steps reach worse optima. (On MNIST, K = 100,
+#: 10 passes, 4 seeds: mini-batches of 2,000 rows, a 30th, did best of 1,000, 2,000 and
+#: 4,000; benchmarks/bench_stepwise.py.)
+MIN_STEPS_PER_PASS = 30
 
 #: ... but at least this many rows (or all of them): a step on fewer is mostly noise.
 MIN_BATCH_SIZE = 256
@@ -226,47 +227,57 @@ class StepwiseState:
 
 
 def step_groups(threads: int, chunks: int) -> int:
-    """Groups of a window's chunks, and so tasks per step: the largest power of two that is at
-    most the worker threads and the chunks of the window rounded up to a power of two.
-
-    A power of two, so that each group is a whole subtree of the window's tree of sums.
-    """
-    limit = min(max(1, threads), _next_power_of_two(chunks))
-    return 1 << (limit.bit_length() - 1)
+    """Groups of a window's chunks, and so tasks per step: one per worker thread, at most one
+    per chunk."""
+    return max(1, min(threads, chunks))
 
 
-def _next_power_of_two(n: int) -> int:
-    return 1 << max(0, n - 1).bit_length()
+#: A chunk's statistics are added in fixed point, as integers in units of 2**-FIXED_BITS:
+#: integer sums are exact in any order, so the sum of a mini-batch is the same, bit for bit,
+#: however its chunks are shared out among tasks (and so on any cluster). The rounding is at
+#: most 2**-33 per value, far below float32's resolution of the responsibilities; a sum stays
+#: below 2**63 up to 2**31 rows per mini-batch.
+FIXED_BITS = 32
 
 
-def worker_slots() -> list[str] | None:
-    """One address per worker thread of the distributed cluster in use, the workers taken in
-    turn (None without one): group g of a window is read and held by ``slots[g % len(slots)]``,
-    so that the groups spread over the workers."""
-    from bmm_dask._events import current_client
+def to_fixed(stats: dict[str, Any]) -> dict[str, Any]:
+    """A chunk's statistics in fixed point (see :data:`FIXED_BITS`)."""
+    scale = 2.0**FIXED_BITS
+    return {
+        "resp_sum": np.rint(stats["resp_sum"] * scale).astype(np.int64),
+        "resp_x": np.rint(stats["resp_x"] * scale).astype(np.int64),
+        "loglik": round(float(stats["loglik"]) * scale),  # a Python int: never overflows
+        "n_samples": stats["n_samples"],
+    }
 
-    client = current_client()
-    if client is None:
-        return None
-    threads = dict(sorted(client.nthreads().items()))
-    slots = []
-    for level in range(max(threads.values(), default=0)):
-        slots += [address for address, n in threads.items() if n > level]
-    return slots or None
+
+def from_fixed(stats: dict[str, Any]) -> dict[str, Any]:
+    """Fixed-point statistics back in float64."""
+    scale = 2.0**-FIXED_BITS
+    return {
+        "resp_sum": stats["resp_sum"] * scale,
+        "resp_x": stats["resp_x"] * scale,
+        "loglik": float(stats["loglik"] * scale),
+        "n_samples": stats["n_samples"],
+    }
+
+
+def add_fixed(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The sum of fixed-point statistics: exact, whatever their order."""
+    keys = ("resp_sum", "resp_x", "loglik", "n_samples")
+    return {key: sum(p[key] for p in parts) for key in keys}
 
 
 @dataclass
 class Window:
     """A window's chunks, held in memory in groups: what its mini-batches are taken from.
 
-    ``units`` is the number of chunks rounded up to a power of two (the leaves of the tree of
-    sums; those past the chunks are empty); group g holds the chunks of leaves
-    ``[g * units / G, (g + 1) * units / G)``, one after the other, in ``groups[g]`` (None when
-    it holds none); ``starts[j]`` is the row where chunk j begins in its group's array.
+    ``groups[g]`` holds the chunks at positions ``members[g]`` of ``chunks``, one after the
+    other; ``starts[j]`` is the row where chunk j begins in its group's array.
     """
 
     chunks: list[int]
-    units: int
+    members: list[list[int]]
     groups: list[Any]
     starts: list[int]
 
@@ -283,7 +294,6 @@ def hold_window(
     data: PackedData,
     chunks: list[int],
     n_groups: int,
-    slots: list[str] | None,
     persisted: bool,
 ) -> Window:
     """Read a window's chunks into the workers' memory, in ``n_groups`` groups.
@@ -295,86 +305,50 @@ def hold_window(
     chunks : list of int
         The window's chunks, in the pass's order.
     n_groups : int
-        Groups, a power of two (:func:`step_groups`).
-    slots : list of str or None
-        Worker addresses (:func:`worker_slots`): group g is asked of ``slots[g % len(slots)]``
-        (a wish, not a rule: another worker takes it if that one is gone).
+        Groups (:func:`step_groups`).
     persisted : bool
         Whether ``data`` is in memory already; otherwise a group is read from the store by one
-        task, where it is held (no chunk crosses between workers).
+        task, and held where it was read (no chunk crosses between workers).
 
     Returns
     -------
     Window
     """
-    units = _next_power_of_two(len(chunks))
-    per_group = units // n_groups
     offsets = np.cumsum([0, *data.bits.chunks[0]])
     token = uuid.uuid4().hex
+    members = [[int(j) for j in part] for part in np.array_split(np.arange(len(chunks)), n_groups)]
     held: list[Any] = []
-    starts: list[int] = []
-    for g in range(n_groups):
-        members = chunks[g * per_group : (g + 1) * per_group]
-        if not members:
-            held.append(None)
-            continue
-        sizes = [int(offsets[c + 1] - offsets[c]) for c in members]
-        starts += [int(x) for x in np.cumsum([0, *sizes[:-1]])]
+    starts = [0] * len(chunks)
+    for g, positions in enumerate(members):
+        group = [chunks[j] for j in positions]
+        sizes = [int(offsets[c + 1] - offsets[c]) for c in group]
+        for j, start in zip(positions, np.cumsum([0, *sizes[:-1]]), strict=True):
+            starts[j] = int(start)
         key = (f"bmm-window-{token}", g)
-        name = f"bmm-window-{token}-{g}"  # a layer per group, for its own annotations
-        annotations = (
-            {"workers": [slots[g % len(slots)]], "allow_other_workers": True} if slots else None
-        )
+        name = f"bmm-window-{token}-{g}"
         if data.reader is not None and not persisted:
-            bounds = [(int(offsets[c]), int(offsets[c + 1])) for c in members]
-            layer = MaterializedLayer({key: (_read_rows, data.reader, bounds)}, annotations)
+            bounds = [(int(offsets[c]), int(offsets[c + 1])) for c in group]
+            layer = MaterializedLayer({key: (_read_rows, data.reader, bounds)})
             graph = HighLevelGraph({name: layer}, {name: set()})
         else:
-            blocks = [data.bits.blocks[c] for c in members]
+            blocks = [data.bits.blocks[c] for c in group]
             block_keys = [next(iter(dask.core.flatten(b.__dask_keys__()))) for b in blocks]
-            layer = MaterializedLayer({key: (_join, block_keys)}, annotations)
+            layer = MaterializedLayer({key: (_join, block_keys)})
             graph = HighLevelGraph.from_collections(name, layer, dependencies=blocks)
         held.append(Delayed(key, graph, layer=name))
-    present = [h for h in held if h is not None]
-    persisted_groups = iter(dask.persist(*present, optimize_graph=False))
-    held = [None if h is None else next(persisted_groups) for h in held]
-    return Window(list(chunks), units, held, starts)
+    held = list(dask.persist(*held, optimize_graph=False))
+    return Window(list(chunks), members, held, starts)
 
 
 def _group_stats(
     block: NDArray[np.uint8],
-    unit_rows: list[NDArray[np.intp] | None],
+    chunk_rows: list[NDArray[np.intp]],
     n_features: int,
     W: NDArray[Any],
     b: NDArray[Any],
-) -> dict[str, Any] | None:
-    parts = [
-        None if rows is None or not len(rows) else estep_stats(block[rows], n_features, W, b)
-        for rows in unit_rows
-    ]
-    return tree_sum(parts)
-
-
-def _add(a: dict[str, Any] | None, b: dict[str, Any] | None) -> dict[str, Any] | None:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return {
-        "resp_sum": a["resp_sum"] + b["resp_sum"],
-        "resp_x": a["resp_x"] + b["resp_x"],
-        "loglik": a["loglik"] + b["loglik"],
-        "n_samples": a["n_samples"] + b["n_samples"],
-    }
-
-
-def tree_sum(parts: list[dict[str, Any] | None]) -> dict[str, Any] | None:
-    """Add statistics as a balanced binary tree over their positions (a power of two of them;
-    None adds nothing): any aligned run of positions summed apart gives the same sum, bit for
-    bit, once its sum takes its place."""
-    while len(parts) > 1:
-        parts = [_add(parts[i], parts[i + 1]) for i in range(0, len(parts), 2)]
-    return parts[0]
+) -> dict[str, Any]:
+    stats = [estep_stats(block[rows], n_features, W, b) for rows in chunk_rows if len(rows)]
+    return add_fixed([to_fixed(s) for s in stats])
 
 
 def batch_step(
@@ -411,32 +385,19 @@ def batch_step(
         ``resp_sum``, ``resp_x``, ``loglik`` and ``n_samples`` of the mini-batch.
     """
     W, b = log_parameters(means, weights, dtype)
-    n_groups = len(window.groups)
-    per_group = window.units // n_groups
-    rows: list[NDArray[np.intp] | None] = [
-        r + start for r, start in zip(batch.rows, window.starts, strict=True)
-    ]
-    rows += [None] * (window.units - len(rows))
     # A graph written out (not dask.delayed over the arrays): a step is small, and building
     # it through the collections' machinery would cost as much as the step's arithmetic.
     name = f"bmm-step-{token}"
     layer: dict[Any, Any] = {}
-    keys: list[Any] = []
     dependencies = []
-    for g, group in enumerate(window.groups):
-        unit_rows = rows[g * per_group : (g + 1) * per_group]
-        if group is None or all(r is None or not len(r) for r in unit_rows):
-            keys.append(None)
-            continue
-        keys.append((name, g))
-        layer[keys[-1]] = (_group_stats, group.key, unit_rows, n_features, W, b)
-        dependencies.append(group)
+    for g, (group, positions) in enumerate(zip(window.groups, window.members, strict=True)):
+        rows = [batch.rows[j] + window.starts[j] for j in positions]
+        if any(len(r) for r in rows):
+            layer[(name, g)] = (_group_stats, group.key, rows, n_features, W, b)
+            dependencies.append(group)
     graph = HighLevelGraph.from_collections(name, layer, dependencies=dependencies)
-    steps = [Delayed(key, graph, layer=name) for key in keys if key is not None]
-    parts = iter(dask.compute(*steps, optimize_graph=False))
-    stats = tree_sum([None if key is None else next(parts) for key in keys])
-    assert stats is not None  # a mini-batch has rows
-    return stats
+    steps = (Delayed(key, graph, layer=name) for key in layer)
+    return from_fixed(add_fixed(list(dask.compute(*steps, optimize_graph=False))))
 
 
 def run_stepwise(
@@ -455,6 +416,7 @@ def run_stepwise(
     callback: Callable[[dict[str, Any]], None] | None = None,
     on_step: Callable[[dict[str, Any]], None] | None = None,
     resume: dict[str, Any] | None = None,
+    min_gain: float | None = None,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64], list[dict[str, Any]]]:
     """Stepwise EM over ``passes`` passes of the data, from the given start.
 
@@ -494,6 +456,9 @@ def run_stepwise(
     resume : dict, default=None
         Such a snapshot: the run goes on from it (``means`` and ``weights`` are then not used)
         and ends with the same model, bit for bit, as a run never interrupted.
+    min_gain : float, default=None
+        Stop before ``passes`` after a pass whose objective is less than this above the pass
+        before's (the "auto" algorithm then goes on with batch EM).
 
     Returns
     -------
@@ -512,10 +477,9 @@ def run_stepwise(
     n_samples = data.n_samples
     chunk_sizes = tuple(int(c) for c in data.bits.chunks[0])
     window = window_chunks(batch_size, chunk_sizes[0])
-    slots = worker_slots()
 
     def hold(chunks: list[int]) -> Window:
-        return hold_window(data, chunks, step_groups(threads, len(chunks)), slots, persisted)
+        return hold_window(data, chunks, step_groups(threads, len(chunks)), persisted)
 
     if resume is None:
         state = StepwiseState.start(means, weights)
@@ -621,6 +585,8 @@ def run_stepwise(
             )
         loglik = rows = 0.0
         pass_start = means
+        if min_gain is not None and record["change"] < min_gain:
+            break
         if on_step is not None and pass_ < passes:  # the next pass, from its beginning
             on_step(snapshot(pass_ + 1, 0, rng.bit_generator.state))
     return means, weights, history

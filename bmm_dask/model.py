@@ -101,19 +101,23 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
         Start from the fitted means and weights of a previous ``fit``.
     verbose : int, default=0
         1 shows a progress bar of the iterations on stderr; 2 a line per iteration.
-    algorithm : {"batch", "stepwise", "auto"}, default="batch"
+    algorithm : {"auto", "batch", "stepwise"}, default="auto"
         Batch EM reads every row once per iteration. Stepwise (online) EM moves the parameters
-        after every mini-batch of rows and gets close to batch EM's optimum in a few passes
-        over the data (``passes``). "auto" runs the stepwise passes, then batch iterations
-        until ``tol`` (``max_iter`` counts both).
-    passes : int, default=2
-        Passes over the data of stepwise EM.
+        after every mini-batch of rows, and gets near batch EM's optimum in a few passes over
+        the data (``passes``). "auto" runs stepwise passes, fewer than ``passes`` once a pass
+        gains less than 100 x ``tol``, then batch iterations until ``tol`` (``max_iter``
+        counts both); on data of fewer than 7,680 rows it is batch EM. Which is best where:
+        see "Stepwise EM" in the README.
+    passes : int, default=10
+        Passes over the data of stepwise EM (at most, for "auto").
     batch_size : int or "auto", default="auto"
         Rows per mini-batch of stepwise EM. "auto": enough for every worker thread to work
-        a few tens of milliseconds per step, and at most a twentieth of the data.
-    step_exponent : float, default=0.7
-        kappa in the step sizes ``(t + 2) ** -kappa`` of stepwise EM, in (0.5, 1]: smaller
-        steps forget the start more slowly and the noise of single mini-batches less.
+        about 60 ms per step, at most a 30th of the rows and at least 256. It follows the
+        cluster, and the size used is kept in ``batch_size_``: give it to get the same model
+        on another cluster.
+    step_exponent : float, default=0.55
+        kappa in the step sizes ``(t + 2) ** -kappa`` of stepwise EM, in (0.5, 1]: a larger
+        kappa makes the steps shrink faster, so later mini-batches move the parameters less.
 
     Attributes
     ----------
@@ -145,10 +149,10 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
         dtype: str = "float32",
         warm_start: bool = False,
         verbose: int = 0,
-        algorithm: str = "batch",
-        passes: int = 2,
+        algorithm: str = "auto",
+        passes: int = 10,
         batch_size: int | str = "auto",
-        step_exponent: float = 0.7,
+        step_exponent: float = 0.55,
     ) -> None:
         self.n_components = n_components
         self.max_iter = max_iter

@@ -69,9 +69,13 @@ def test_a_fit_on_separate_processes_equals_the_local_fit(
             lambda dask_scheduler: list(dask_scheduler.task_prefixes)
         )
         events = client.get_events("bmm-dask")
-    assert {"bmm-estep", "bmm-read-bits"} <= set(prefixes), prefixes
-    iterations = [event for _, event in events if event.get("kind") == "iteration"]
-    assert [e["iteration"] for e in iterations[-12:]] == list(range(1, 13))
+    # the default algorithm: 10 stepwise passes (windows read, then steps), 2 batch iterations
+    assert {"bmm-window", "bmm-step", "bmm-estep", "bmm-read-bits"} <= set(prefixes), prefixes
+    records = [event for _, event in events if event.get("kind") == "iteration"]
+    steps = [e for e in records if "step" in e]
+    assert sorted({e["pass"] for e in steps}) == list(range(1, 11))
+    assert [e["step"] for e in steps] == list(range(1, len(steps) + 1))
+    assert [e["iteration"] for e in records if "iteration" in e][-2:] == [11, 12]
 
     with urllib.request.urlopen(
         f"http://127.0.0.1:{cluster['dashboard']}/bmm-dask", timeout=10

@@ -9,7 +9,16 @@ import pytest
 
 from bmm_dask import BernoulliMixture, SettingsError
 from bmm_dask._estep import as_packed, task_blocks
-from bmm_dask._stepwise import StepwiseState, pass_batches, step_size, window_chunks
+from bmm_dask._kernels import estep_stats, log_parameters
+from bmm_dask._stepwise import (
+    Batch,
+    StepwiseState,
+    batch_step,
+    hold_window,
+    pass_batches,
+    step_size,
+    window_chunks,
+)
 
 K, D = 3, 784
 
@@ -100,6 +109,31 @@ def test_stepwise_em_is_the_papers_arithmetic(rows: np.ndarray) -> None:
     np.testing.assert_allclose(model.weights_, expected_weights, rtol=0, atol=1e-9)
     assert [r["pass"] for r in model.history_] == [1, 2]
     assert model.history_[-1]["steps"] == 40 and model.batch_size_ == 1_500
+
+
+@pytest.mark.parametrize("persisted", [False, True])
+def test_a_steps_sums_do_not_depend_on_how_its_chunks_are_shared_out(
+    rows: np.ndarray, persisted: bool
+) -> None:
+    data = as_packed(rows, chunk_rows=2_500)  # 12 chunks
+    chunks = [7, 2, 11, 0, 5, 9, 3]
+    rng = np.random.default_rng(0)
+    batch = Batch(chunks, [np.sort(rng.choice(2_500, 300, replace=False)) for _ in chunks])
+    means, weights = start()
+    steps = []
+    with dask.config.set(scheduler="threads"):
+        for groups in (1, 2, 3, 5, 7):  # tasks per step, as clusters of as many threads have
+            window = hold_window(data, chunks, groups, persisted)
+            steps.append(batch_step(window, batch, D, means, weights, np.float32, f"g{groups}"))
+    for other in steps[1:]:
+        for key in ("resp_sum", "resp_x", "loglik", "n_samples"):
+            np.testing.assert_array_equal(other[key], steps[0][key])
+    # and they are the mini-batch's statistics, to float32's resolution
+    W, b = log_parameters(means, weights, np.float32)
+    picked = np.concatenate([rows[c * 2_500 + r] for c, r in zip(chunks, batch.rows, strict=True)])
+    direct = estep_stats(np.packbits(picked, axis=1), D, W, b)
+    np.testing.assert_allclose(steps[0]["resp_x"], direct["resp_x"], rtol=1e-5, atol=1e-3)
+    assert steps[0]["n_samples"] == len(picked) == 2_100
 
 
 def test_running_statistics_are_blended_not_replaced() -> None:

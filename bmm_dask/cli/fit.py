@@ -124,29 +124,29 @@ def fit_summary(model: Any) -> str:
 )
 @click.option(
     "--algorithm",
-    default="batch",
+    default="auto",
     show_default=True,
-    type=click.Choice(["batch", "stepwise", "auto"]),
-    help="Batch EM (every row each iteration); stepwise EM (the parameters move after each "
-    "mini-batch, a few passes in all); or auto (stepwise passes, then batch EM to --tol).",
+    type=click.Choice(["auto", "batch", "stepwise"]),
+    help="auto: stepwise passes, then batch EM to --tol (batch EM alone below 7,680 rows); "
+    "batch: every row each iteration; stepwise: the parameters move after each mini-batch.",
 )
 @click.option(
     "--passes",
-    default=2,
+    default=10,
     show_default=True,
     type=click.IntRange(min=1),
-    help="Passes over the data of stepwise EM.",
+    help="Passes over the data of stepwise EM (at most, with --algorithm auto).",
 )
 @click.option(
     "--batch-size",
     type=click.IntRange(min=1),
     metavar="ROWS",
     help="Rows per mini-batch of stepwise EM [default: enough to keep every worker thread "
-    "busy for a step, at most a twentieth of the data].",
+    "busy for about 60 ms a step, at most a 30th of the rows, at least 256].",
 )
 @click.option(
     "--step-exponent",
-    default=0.7,
+    default=0.55,
     show_default=True,
     type=click.FloatRange(0.5, 1, min_open=True),
     help="kappa of the step sizes (t + 2)^-kappa of stepwise EM.",
