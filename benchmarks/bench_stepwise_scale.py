@@ -440,7 +440,9 @@ def main() -> None:
             passes0=args.auto_passes,
         )
         print(f"  auto's batch EM {auto_ended} {load()}")
-        auto = [start, *tail]
+        # auto's first passes are the stepwise fit's: its curve is the stepwise snapshots up to
+        # the pass it leaves after, then the batch iterations
+        auto = [p for p in snapshots if p["passes"] <= args.auto_passes] + tail
         direct = auto_direct(args, train, heldout) if args.auto_direct else None
         if args.auto_direct:
             print(
@@ -473,10 +475,11 @@ def main() -> None:
         print(f"{p['passes']:>7.2f} {p['seconds']:>9.1f} {p['heldout']:>10.4f}")
     print(f"\nauto ({args.auto_passes} stepwise passes, then batch EM):")
     print(f"{'passes':>7} {'seconds':>9} {'held-out':>10}")
-    for p in auto:
+    for p in [q for q in auto if float(q["passes"]).is_integer()]:
         print(f"{p['passes']:>7} {p['seconds']:>9.1f} {p['heldout']:>10.4f}")
 
-    print_grids({"batch": batch, "stepwise": shown_stepwise, "auto": auto})
+    auto_ends = [p for p in auto if float(p["passes"]).is_integer()]
+    print_grids({"batch": batch, "stepwise": shown_stepwise, "auto": auto_ends})
 
     # ------------------------------------------------------------------ summary
     reference = batch[-1]["heldout"]
@@ -498,7 +501,7 @@ def main() -> None:
             continue
         ratio = point["seconds"] / reach["batch"]["seconds"]
         print(
-            f"    {name:<9} {point['seconds']:8.1f} s after {point['passes']:>2} passes "
+            f"    {name:<9} {point['seconds']:8.1f} s after {point['passes']:>5.2f} passes "
             f"(held-out {point['heldout']:.4f}), {ratio:.3f} of batch's"
             + (
                 ""
@@ -513,7 +516,7 @@ def main() -> None:
     for name, point in finals.items():
         diff = point["heldout"] - reference
         print(
-            f"    {name:<13} {point['heldout']:.4f} after {point['passes']:>2} passes, "
+            f"    {name:<13} {point['heldout']:.4f} after {point['passes']:>5.2f} passes, "
             f"{point['seconds']:7.1f} s, {diff:+.4f} against batch"
             + ("" if name == "batch" else f"  [target >= 0: {'met' if diff >= 0 else 'not met'}]")
         )

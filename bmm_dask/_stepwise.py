@@ -50,8 +50,11 @@ logger = logging.getLogger(__name__)
 STEP_OFFSET = 2.0
 
 #: A step should keep every worker thread busy for about this long, so that Dask's round trip
-#: (about 15 ms per step on the local cluster here, where the processes share two cores)
-#: stays a small part of it.
+#: and the driver's work between steps (together about 20-30 ms a step on the local cluster
+#: here, where the processes share two cores) stay a modest part of it. Twice as long makes a
+#: pass of 4 million rows (K = 50) a little faster (0.75 of a batch pass's throughput instead
+#: of 0.70) but halves the steps, and stepwise EM then took twice as long to get within 0.05
+#: nats per row of batch EM's optimum (benchmarks/bench_stepwise_scale.py).
 STEP_SECONDS = 0.06
 
 #: Rows per second per core of the E-step kernel at K x D = 7,840 (K = 10 on MNIST), and how
