@@ -392,9 +392,7 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
         self.lower_bound_ = result.lower_bound
         self.history_ = result.history
         self.n_features_in_ = data.n_features
-        self.batch_size_ = next(
-            (r["batch_size"] for r in result.history if "batch_size" in r), None
-        )
+        self.batch_size_ = _batch_size_used(result.history)
         self._stepwise_state = None  # partial_fit after fit starts from the fitted parameters
         stepwise_only = self.algorithm == "stepwise"
         if not (result.converged or stepwise_only) and (self.tol > 0 or self.mean_tol is not None):
@@ -725,9 +723,15 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
         model.n_iter_ = int(attrs.get("n_iter", 0))
         model.lower_bound_ = float(attrs.get("lower_bound", np.nan))
         model.history_ = list(attrs.get("history", []))
+        model.batch_size_ = _batch_size_used(model.history_)
         model.n_features_in_ = means.shape[1]
         model.attrs_ = attrs
         return model
+
+
+def _batch_size_used(history: list[dict[str, Any]]) -> int | None:
+    """The mini-batch size of a fit's stepwise passes (None for batch EM alone)."""
+    return next((r["batch_size"] for r in history if "batch_size" in r), None)
 
 
 def _state_to_files(state: FitState) -> tuple[dict[str, NDArray[Any]], dict[str, Any]]:

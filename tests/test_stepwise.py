@@ -226,6 +226,16 @@ def test_partial_fit_over_the_mini_batches_equals_fit(rows: np.ndarray) -> None:
     assert online.n_iter_ == 12
 
 
+def test_a_saved_model_keeps_the_mini_batch_size_it_used(rows: np.ndarray, tmp_path) -> None:
+    # batch_size="auto" follows the cluster; the size used is what reproduces the model elsewhere
+    model = BernoulliMixture(K, algorithm="stepwise", passes=1, random_state=0).fit(rows[:10_000])
+    assert model.batch_size_ == 333  # a 30th of the rows
+    model.save(tmp_path / "m.zarr")
+    assert BernoulliMixture.load(tmp_path / "m.zarr").batch_size_ == 333
+    batch = BernoulliMixture(K, algorithm="batch", max_iter=2, random_state=0).fit(rows[:10_000])
+    assert batch.batch_size_ is None
+
+
 def test_partial_fit_starts_itself_and_continues_a_fit(rows: np.ndarray) -> None:
     model = BernoulliMixture(K, random_state=0)
     for piece in np.array_split(rows[:9_000], 6):
