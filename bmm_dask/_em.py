@@ -417,7 +417,7 @@ def fit_em(
                     weights,
                     rng,
                     alpha=alpha,
-                    passes=passes,
+                    passes=passes if algorithm == "stepwise" else min(passes, max_iter),
                     batch_size=batch_size,
                     step_exponent=step_exponent,
                     dtype=dtype,
@@ -446,7 +446,7 @@ def fit_em(
                 ):
                     checkpoint(FitState(run, means, weights, history, rng_state, best, done))
 
-            if algorithm == "stepwise":
+            if algorithm == "stepwise" or len(stepwise) >= max_iter:
                 last = stepwise[-1]
                 result = EMResult(means, weights, False, len(stepwise), last["objective"], stepwise)
             else:
@@ -455,7 +455,7 @@ def fit_em(
                     means,
                     weights,
                     alpha=alpha,
-                    max_iter=max(1, max_iter - len(stepwise)),
+                    max_iter=max_iter - len(stepwise),
                     tol=tol,
                     mean_tol=mean_tol,
                     dtype=dtype,

@@ -40,12 +40,12 @@ def _leftovers(folder: Path) -> list[str]:
 
 
 def _after_iterations(process: subprocess.Popen[str], signum: int, *, group: bool) -> list[str]:
-    """Send ``signum`` once the fit has logged an iteration; the lines on stderr after the last
-    iteration line."""
+    """Send ``signum`` once the fit has logged an iteration (or a stepwise pass); the lines on
+    stderr after the last such line."""
     assert process.stderr is not None
     lines: list[str] = []
     deadline = time.monotonic() + 120
-    while not any(line.startswith("iteration ") for line in lines):
+    while not any(line.startswith(("iteration ", "pass ")) for line in lines):
         assert time.monotonic() < deadline, "no iteration after 120 s"
         line = process.stderr.readline()
         assert line, f"the fit ended before its first iteration: {''.join(lines)}"
@@ -56,7 +56,7 @@ def _after_iterations(process: subprocess.Popen[str], signum: int, *, group: boo
         process.send_signal(signum)
     rest = process.communicate(timeout=120)[1]
     lines += rest.splitlines(keepends=True)
-    last = max(i for i, line in enumerate(lines) if line.startswith("iteration "))
+    last = max(i for i, line in enumerate(lines) if line.startswith(("iteration ", "pass ")))
     return [line.rstrip("\n") for line in lines[last + 1 :]]
 
 

@@ -226,6 +226,18 @@ def test_partial_fit_over_the_mini_batches_equals_fit(rows: np.ndarray) -> None:
     assert online.n_iter_ == 12
 
 
+@pytest.mark.parametrize(("max_iter", "passes", "iterations"), [(3, 3, 0), (12, 10, 2)])
+def test_max_iter_counts_the_passes_and_iterations_of_auto(
+    rows: np.ndarray, max_iter: int, passes: int, iterations: int
+) -> None:
+    model = BernoulliMixture(K, max_iter=max_iter, tol=0, random_state=0).fit(rows[:10_000])
+    assert model.n_iter_ == len(model.history_) == max_iter
+    assert sum("pass" in r for r in model.history_) == passes
+    assert [r["iteration"] for r in model.history_ if "pass" not in r] == list(
+        range(passes + 1, passes + iterations + 1)
+    )
+
+
 def test_a_saved_model_keeps_the_mini_batch_size_it_used(rows: np.ndarray, tmp_path) -> None:
     # batch_size="auto" follows the cluster; the size used is what reproduces the model elsewhere
     model = BernoulliMixture(K, algorithm="stepwise", passes=1, random_state=0).fit(rows[:10_000])
