@@ -337,3 +337,51 @@ def test_an_interrupted_stepwise_fit_resumes_to_the_same_model(
     np.testing.assert_array_equal(resumed.means_, reference.means_)
     np.testing.assert_array_equal(resumed.weights_, reference.weights_)
     assert resumed.n_iter_ == reference.n_iter_
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["last stepwise checkpoint", "first batch checkpoint"])
+def test_auto_resumed_across_its_switch_to_batch_em_ends_the_same(
+    rows: np.ndarray, tmp_path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    import bmm_dask.model
+
+    X = rows[:12_000]
+    # tol > 0: auto leaves its stepwise passes early, by a rule a resumed fit must follow alike
+    settings = {"batch_size": 1_000, "dtype": "float64", "random_state": 4, "max_iter": 30}
+    write = bmm_dask.model.write_checkpoint
+    phases: list[bool] = []  # per checkpoint written: is it in the batch iterations?
+
+    def write_and_note(path, arrays, *args, **kwargs) -> None:
+        phases.append("means" in arrays)
+        write(path, arrays, *args, **kwargs)
+
+    monkeypatch.setattr(bmm_dask.model, "write_checkpoint", write_and_note)
+    reference = BernoulliMixture(K, **settings).fit(
+        X, checkpoint=tmp_path / "ref.zarr", checkpoint_every=3
+    )
+    passes = sum("pass" in r for r in reference.history_)
+    assert 2 <= passes < 10 and reference.n_iter_ > passes  # it did switch, and went on
+    first_batch = phases.index(True) + 1
+    stop_at = first_batch - 1 if where == "last stepwise checkpoint" else first_batch
+    calls = []
+
+    def write_then_stop(*args, **kwargs) -> None:
+        calls.append(1)
+        if len(calls) == stop_at:
+            raise Stop
+        write(*args, **kwargs)
+
+    out = tmp_path / "m.zarr"
+    monkeypatch.setattr(bmm_dask.model, "write_checkpoint", write_then_stop)
+    with pytest.raises(Stop):
+        BernoulliMixture(K, **settings).fit(X, checkpoint=out, checkpoint_every=3)
+    monkeypatch.setattr(bmm_dask.model, "write_checkpoint", write)
+    resumed = BernoulliMixture(K, **settings).fit(
+        X, checkpoint=out, checkpoint_every=3, resume=True
+    )
+    np.testing.assert_array_equal(resumed.means_, reference.means_)
+    np.testing.assert_array_equal(resumed.weights_, reference.weights_)
+    assert [r["objective"] for r in resumed.history_] == [
+        r["objective"] for r in reference.history_
+    ]
