@@ -280,6 +280,30 @@ class Stop(Exception):
     """Stands for a kill: raised as the fit is about to write its n-th checkpoint."""
 
 
+def killed_then_resumed(
+    X: np.ndarray, settings: dict, stop_at: int, every: int, out, monkeypatch: pytest.MonkeyPatch
+) -> BernoulliMixture:
+    """A fit killed as it is about to write its ``stop_at``-th checkpoint, then resumed."""
+    import bmm_dask.model
+
+    write = bmm_dask.model.write_checkpoint
+    calls = []
+
+    def write_then_stop(*args, **kwargs) -> None:
+        calls.append(1)
+        if len(calls) == stop_at:
+            raise Stop
+        write(*args, **kwargs)
+
+    monkeypatch.setattr(bmm_dask.model, "write_checkpoint", write_then_stop)
+    with pytest.raises(Stop):
+        BernoulliMixture(K, **settings).fit(X, checkpoint=out, checkpoint_every=every)
+    monkeypatch.setattr(bmm_dask.model, "write_checkpoint", write)
+    return BernoulliMixture(K, **settings).fit(
+        X, checkpoint=out, checkpoint_every=every, resume=True
+    )
+
+
 @pytest.mark.parametrize(
     ("algorithm", "stop_at", "n_init"),
     [
@@ -303,7 +327,6 @@ def test_an_interrupted_stepwise_fit_resumes_to_the_same_model(
     stop_at: int,
     n_init: int,
 ) -> None:
-    import bmm_dask.model
 
     X = rows[:12_000]
     settings = {
@@ -317,23 +340,7 @@ def test_an_interrupted_stepwise_fit_resumes_to_the_same_model(
         "n_init": n_init,
     }
     reference = BernoulliMixture(K, **settings).fit(X)
-    out = tmp_path / "m.zarr"
-    write = bmm_dask.model.write_checkpoint
-    calls = []
-
-    def write_then_stop(*args, **kwargs) -> None:
-        calls.append(1)
-        if len(calls) == stop_at:
-            raise Stop
-        write(*args, **kwargs)
-
-    monkeypatch.setattr(bmm_dask.model, "write_checkpoint", write_then_stop)
-    with pytest.raises(Stop):
-        BernoulliMixture(K, **settings).fit(X, checkpoint=out, checkpoint_every=4)
-    monkeypatch.setattr(bmm_dask.model, "write_checkpoint", write)
-    resumed = BernoulliMixture(K, **settings).fit(
-        X, checkpoint=out, checkpoint_every=4, resume=True
-    )
+    resumed = killed_then_resumed(X, settings, stop_at, 4, tmp_path / "m.zarr", monkeypatch)
     np.testing.assert_array_equal(resumed.means_, reference.means_)
     np.testing.assert_array_equal(resumed.weights_, reference.weights_)
     assert resumed.n_iter_ == reference.n_iter_
@@ -364,22 +371,8 @@ def test_auto_resumed_across_its_switch_to_batch_em_ends_the_same(
     assert 2 <= passes < 10 and reference.n_iter_ > passes  # it did switch, and went on
     first_batch = phases.index(True) + 1
     stop_at = first_batch - 1 if where == "last stepwise checkpoint" else first_batch
-    calls = []
-
-    def write_then_stop(*args, **kwargs) -> None:
-        calls.append(1)
-        if len(calls) == stop_at:
-            raise Stop
-        write(*args, **kwargs)
-
-    out = tmp_path / "m.zarr"
-    monkeypatch.setattr(bmm_dask.model, "write_checkpoint", write_then_stop)
-    with pytest.raises(Stop):
-        BernoulliMixture(K, **settings).fit(X, checkpoint=out, checkpoint_every=3)
     monkeypatch.setattr(bmm_dask.model, "write_checkpoint", write)
-    resumed = BernoulliMixture(K, **settings).fit(
-        X, checkpoint=out, checkpoint_every=3, resume=True
-    )
+    resumed = killed_then_resumed(X, settings, stop_at, 3, tmp_path / "m.zarr", monkeypatch)
     np.testing.assert_array_equal(resumed.means_, reference.means_)
     np.testing.assert_array_equal(resumed.weights_, reference.weights_)
     assert [r["objective"] for r in resumed.history_] == [
