@@ -285,12 +285,14 @@ class Window:
     starts: list[int]
 
 
-def _read_rows(reader: Callable[[int, int], NDArray[np.uint8]], bounds: list[tuple[int, int]]):
-    return np.concatenate([reader(start, stop) for start, stop in bounds])
-
-
 def _join(blocks: list[NDArray[np.uint8]]) -> NDArray[np.uint8]:
     return np.concatenate(blocks)
+
+
+def _read_rows(
+    reader: Callable[[int, int], NDArray[np.uint8]], bounds: list[tuple[int, int]]
+) -> NDArray[np.uint8]:
+    return _join([reader(start, stop) for start, stop in bounds])
 
 
 def hold_window(
