@@ -32,6 +32,7 @@ from bmm_dask._kernels import (
 from bmm_dask._stepwise import (
     MIN_BATCH_SIZE,
     MIN_STEPS_PER_PASS,
+    STEPS_IN_FLIGHT,
     auto_batch_size,
     run_stepwise,
 )
@@ -279,6 +280,7 @@ def fit_em(
     passes: int = 10,
     batch_size: int | None = None,
     step_exponent: float = 0.55,
+    steps_in_flight: int = STEPS_IN_FLIGHT,
 ) -> EMResult:
     """Run EM ``n_init`` times (once when starting values are given) and keep the best run.
 
@@ -340,6 +342,8 @@ def fit_em(
         Rows per mini-batch; None means :func:`~bmm_dask._stepwise.auto_batch_size`.
     step_exponent : float, default=0.55
         kappa of the stepwise step sizes ``(t + 2) ** -kappa``.
+    steps_in_flight : int, default=STEPS_IN_FLIGHT
+        Stepwise steps submitted before the oldest is collected.
 
     Returns
     -------
@@ -420,6 +424,7 @@ def fit_em(
                     passes=passes if algorithm == "stepwise" else min(passes, max_iter),
                     batch_size=batch_size,
                     step_exponent=step_exponent,
+                    steps_in_flight=steps_in_flight,
                     dtype=dtype,
                     persisted=persist,
                     threads=threads,

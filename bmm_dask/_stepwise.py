@@ -17,6 +17,14 @@ group holds. The chunks' statistics are added in fixed point (exact integer sums
 tasks and then on the driver, so the sums, and the model, are the same bit for bit whatever the
 number of groups, and so on every scheduler and cluster.
 
+Steps in flight: the driver submits the next mini-batch's step before it has the last one's
+statistics, so the workers compute while the driver and the scheduler pass results and
+parameters back and forth (on a 2-core machine that round trip took a third of a step). With
+``steps_in_flight`` s, the statistics of the j-th mini-batch of a pass are computed with the
+parameters after its step j - s (the pass's starting ones for j <= s); s = 1 is stepwise EM as
+published, and as ``partial_fit`` runs it. s is a setting of the model, never of the cluster:
+the same s gives the same model on every scheduler.
+
 Components that lose their mass are not re-seeded during stepwise passes (a step sees too few
 rows to tell); the "auto" algorithm follows the passes with batch iterations, which do.
 """
@@ -27,6 +35,7 @@ import logging
 import math
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,6 +81,12 @@ MIN_STEPS_PER_PASS = 30
 
 #: ... but at least this many rows (or all of them): a step on fewer is mostly noise.
 MIN_BATCH_SIZE = 256
+
+#: Steps submitted before the oldest is collected (see the module's docstring). Two hid most
+#: of the round trip here: a stepwise pass of 4 million rows went from 0.70 to 0.84 of a batch
+#: pass's throughput, and reached batch EM's held-out log-likelihood as soon
+#: (benchmarks/bench_stepwise_scale.py); three gained little more, at a staler E-step.
+STEPS_IN_FLIGHT = 2
 
 
 def kernel_rows_per_second(n_components: int, n_features: int) -> float:
@@ -300,6 +315,7 @@ def hold_window(
     chunks: list[int],
     n_groups: int,
     persisted: bool,
+    slots: list[str] | None = None,
 ) -> Window:
     """Read a window's chunks into the workers' memory, in ``n_groups`` groups.
 
@@ -314,6 +330,12 @@ def hold_window(
     persisted : bool
         Whether ``data`` is in memory already; otherwise a group is read from the store by one
         task, and held where it was read (no chunk crosses between workers).
+    slots : list of str, default=None
+        The address of each worker thread (:func:`worker_slots`): group g is read on slot
+        ``g % len(slots)`` if that worker is still there, so that every thread gets a group
+        even when some are busy with the steps in flight (left to themselves, the scheduler
+        puts the reads on the idle workers, and a step then waits for one overloaded worker).
+        It places work; the model is the same without it.
 
     Returns
     -------
@@ -333,7 +355,12 @@ def hold_window(
         name = f"bmm-window-{token}-{g}"
         if data.reader is not None and not persisted:
             bounds = [(int(offsets[c]), int(offsets[c + 1])) for c in group]
-            layer = MaterializedLayer({key: (_read_rows, data.reader, bounds)})
+            annotations = None
+            if slots:
+                annotations = {"workers": [slots[g % len(slots)]], "allow_other_workers": True}
+            layer = MaterializedLayer(
+                {key: (_read_rows, data.reader, bounds)}, annotations=annotations
+            )
             graph = HighLevelGraph({name: layer}, {name: set()})
         else:
             blocks = [data.bits.blocks[c] for c in group]
@@ -354,6 +381,100 @@ def _group_stats(
 ) -> dict[str, Any]:
     stats = [estep_stats(block[rows], n_features, W, b) for rows in chunk_rows if len(rows)]
     return add_fixed([to_fixed(s) for s in stats])
+
+
+def distributed_client() -> Any:
+    """The ``distributed.Client`` that ``dask.compute`` would use now, or None."""
+    scheduler = dask.base.get_scheduler()
+    client = getattr(scheduler, "__self__", None)
+    try:
+        from distributed import Client
+    except ImportError:  # pragma: no cover - distributed is a dependency
+        return None
+    return client if isinstance(client, Client) else None
+
+
+def worker_slots(client: Any) -> list[str] | None:
+    """The address of every worker thread of ``client``'s cluster (one entry per thread)."""
+    if client is None:
+        return None
+    workers = client.scheduler_info(n_workers=-1)["workers"]
+    return [address for address, w in sorted(workers.items()) for _ in range(w["nthreads"])]
+
+
+@dataclass
+class Step:
+    """A step submitted and not yet collected: its tasks (futures on a distributed cluster,
+    else graphs to compute), the parameters it was given, and the window it reads, kept
+    alive until the step is collected."""
+
+    tasks: list[Any]
+    means: NDArray[np.float64]
+    weights: NDArray[np.float64]
+    window: Window
+    client: Any = None
+
+    def result(self) -> dict[str, Any]:
+        """The mini-batch's statistics (waits for the tasks)."""
+        if self.client is not None:
+            parts = self.client.gather(self.tasks)
+        else:
+            parts = dask.compute(*self.tasks, optimize_graph=False)
+        return from_fixed(add_fixed(list(parts)))
+
+
+def submit_step(
+    window: Window,
+    batch: Batch,
+    n_features: int,
+    means: NDArray[np.float64],
+    weights: NDArray[np.float64],
+    dtype: np.typing.DTypeLike,
+    token: str,
+    client: Any = None,
+) -> Step:
+    """Start the step of one mini-batch: one task per group of the window.
+
+    Parameters
+    ----------
+    window : Window
+        The window the mini-batch is drawn from, held in memory (:func:`hold_window`).
+    batch : Batch
+        The mini-batch's rows in each chunk of the window.
+    n_features : int
+        Features D.
+    means : ndarray of shape (n_components, n_features)
+        The means its E-step uses.
+    weights : ndarray of shape (n_components,)
+        The weights its E-step uses.
+    dtype : dtype
+        Type of the E-step's arithmetic.
+    token : str
+        Makes the step's task names new.
+    client : distributed.Client, default=None
+        Submits the tasks at once (:func:`distributed_client`); without one they run when the
+        step's result is asked for.
+
+    Returns
+    -------
+    Step
+    """
+    W, b = log_parameters(means, weights, dtype)
+    # A graph written out (not dask.delayed over the arrays): a step is small, and building
+    # it through the collections' machinery would cost as much as the step's arithmetic.
+    name = f"bmm-step-{token}"
+    layer: dict[Any, Any] = {}
+    dependencies = []
+    for g, (group, positions) in enumerate(zip(window.groups, window.members, strict=True)):
+        rows = [batch.rows[j] + window.starts[j] for j in positions]
+        if any(len(r) for r in rows):
+            layer[(name, g)] = (_group_stats, group.key, rows, n_features, W, b)
+            dependencies.append(group)
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=dependencies)
+    tasks: list[Any] = [Delayed(key, graph, layer=name) for key in layer]
+    if client is not None:
+        tasks = client.compute(tasks, optimize_graph=False)
+    return Step(tasks, means, weights, window, client)
 
 
 def batch_step(
@@ -389,20 +510,16 @@ def batch_step(
     dict
         ``resp_sum``, ``resp_x``, ``loglik`` and ``n_samples`` of the mini-batch.
     """
-    W, b = log_parameters(means, weights, dtype)
-    # A graph written out (not dask.delayed over the arrays): a step is small, and building
-    # it through the collections' machinery would cost as much as the step's arithmetic.
-    name = f"bmm-step-{token}"
-    layer: dict[Any, Any] = {}
-    dependencies = []
-    for g, (group, positions) in enumerate(zip(window.groups, window.members, strict=True)):
-        rows = [batch.rows[j] + window.starts[j] for j in positions]
-        if any(len(r) for r in rows):
-            layer[(name, g)] = (_group_stats, group.key, rows, n_features, W, b)
-            dependencies.append(group)
-    graph = HighLevelGraph.from_collections(name, layer, dependencies=dependencies)
-    steps = (Delayed(key, graph, layer=name) for key in layer)
-    return from_fixed(add_fixed(list(dask.compute(*steps, optimize_graph=False))))
+    return submit_step(window, batch, n_features, means, weights, dtype, token).result()
+
+
+def with_last(items: Iterator[Batch]) -> Iterator[tuple[Batch, bool]]:
+    """Each item with whether it is the last, drawing one ahead (the mini-batches are drawn
+    as they are needed: a pass's row numbers would not fit on the driver at scale)."""
+    ahead = next(items, None)
+    while ahead is not None:
+        item, ahead = ahead, next(items, None)
+        yield item, ahead is None
 
 
 def run_stepwise(
@@ -418,6 +535,7 @@ def run_stepwise(
     dtype: np.typing.DTypeLike = np.float32,
     persisted: bool = False,
     threads: int = 1,
+    steps_in_flight: int = STEPS_IN_FLIGHT,
     callback: Callable[[dict[str, Any]], None] | None = None,
     on_step: Callable[[dict[str, Any]], None] | None = None,
     resume: dict[str, Any] | None = None,
@@ -451,13 +569,18 @@ def run_stepwise(
     threads : int, default=1
         Worker threads of the cluster in use: the tasks per step (:func:`step_groups`). It
         changes how the work is shared out, never the result.
+    steps_in_flight : int, default=STEPS_IN_FLIGHT
+        Steps submitted before the oldest is collected: the j-th mini-batch of a pass is
+        computed with the parameters after step j - ``steps_in_flight`` of the pass (its
+        starting ones for the first). 1 is stepwise EM as published.
     callback : callable, default=None
         Called with the record of each pass.
     on_step : callable, default=None
         Called after every step, and at the start of every pass but the first, with a
         snapshot (a dict: the running statistics, the step count, the pass and the mini-batches
         taken in it, the random generator's state at the pass's start, the pass's sums so far,
-        the history) from which ``resume`` continues exactly.
+        the history, the parameters of the steps in flight) from which ``resume`` continues
+        exactly.
     resume : dict, default=None
         Such a snapshot: the run goes on from it (``means`` and ``weights`` are then not used)
         and ends with the same model, bit for bit, as a run never interrupted.
@@ -484,7 +607,8 @@ def run_stepwise(
     window = window_chunks(batch_size, chunk_sizes[0])
 
     def hold(chunks: list[int]) -> Window:
-        return hold_window(data, chunks, step_groups(threads, len(chunks)), persisted)
+        groups = step_groups(threads, len(chunks))
+        return hold_window(data, chunks, groups, persisted, None if persisted else slots)
 
     if resume is None:
         state = StepwiseState.start(means, weights)
@@ -493,6 +617,7 @@ def run_stepwise(
         first_pass, skip, previous = 1, 0, -math.inf
         loglik = rows = 0.0
         pass_start = means
+        carried = []
     else:
         state = StepwiseState(
             np.array(resume["resp_sum"]),
@@ -507,8 +632,17 @@ def run_stepwise(
         loglik, rows = resume["loglik"], resume["rows"]
         pass_start = np.array(resume["pass_start"])
         rng.bit_generator.state = resume["pass_rng_state"]
+        carried = [  # the parameters of the steps in flight at the snapshot, in order
+            (np.array(m), np.array(w))
+            for m, w in zip(
+                resume.get("in_flight_means", []), resume.get("in_flight_weights", []), strict=True
+            )
+        ]
 
-    def snapshot(pass_: int, position: int, pass_rng_state: dict[str, Any]) -> dict[str, Any]:
+    def snapshot(
+        pass_: int, position: int, pass_rng_state: dict[str, Any], in_flight: list[Step]
+    ) -> dict[str, Any]:
+        shape = (len(in_flight), *state.resp_x.shape)
         return {
             "resp_sum": state.resp_sum,
             "resp_x": state.resp_x,
@@ -522,42 +656,51 @@ def run_stepwise(
             "pass_start": pass_start,
             "previous": None if previous == -math.inf else previous,
             "history": list(history),
+            "in_flight_means": np.array([s.means for s in in_flight]).reshape(shape),
+            "in_flight_weights": np.array([s.weights for s in in_flight]).reshape(shape[:2]),
         }
 
+    client = distributed_client()
     for pass_ in range(first_pass, passes + 1):
         started = time.perf_counter()
         if pass_ > first_pass or resume is None:
             pass_rng_state = rng.bit_generator.state  # where this pass's draws begin
         else:
             pass_rng_state = resume["pass_rng_state"]
+        slots = worker_slots(client)  # once a pass: workers may come and go
         held: Window | None = None
-        for position, batch in enumerate(
-            pass_batches(chunk_sizes, batch_size, window, rng), start=1
+        in_flight: deque[Step] = deque()
+        for position, (batch, last) in enumerate(
+            with_last(pass_batches(chunk_sizes, batch_size, window, rng)), start=1
         ):
             if position <= skip:  # taken before the checkpoint this fit resumes from
                 continue
             if held is None or held.chunks != batch.window:
-                held = None  # let the last window go before the next is read
                 held = hold(batch.window)
+            given = carried.pop(0) if carried else (means, weights)
             token = uuid.uuid4().hex
-            stats = batch_step(held, batch, data.n_features, means, weights, dtype, token)
-            loglik += stats["loglik"]
-            rows += stats["n_samples"]
-            state.update(stats, step_exponent)
-            means, weights = state.parameters(n_samples, alpha)
-            publish(
-                {
-                    "pass": pass_,
-                    "step": state.step,
-                    "objective": loglik / rows,
-                    "change": None,
-                    "mean_shift": None,
-                    "seconds": time.perf_counter() - started,
-                    "reseeded": 0,
-                }
-            )
-            if on_step is not None:
-                on_step(snapshot(pass_, position, pass_rng_state))
+            step = submit_step(held, batch, data.n_features, *given, dtype, token, client)
+            in_flight.append(step)
+            while in_flight and (len(in_flight) >= steps_in_flight or last):
+                stats = in_flight.popleft().result()
+                loglik += stats["loglik"]
+                rows += stats["n_samples"]
+                state.update(stats, step_exponent)
+                means, weights = state.parameters(n_samples, alpha)
+                publish(
+                    {
+                        "pass": pass_,
+                        "step": state.step,
+                        "objective": loglik / rows,
+                        "change": None,
+                        "mean_shift": None,
+                        "seconds": time.perf_counter() - started,
+                        "reseeded": 0,
+                    }
+                )
+                if on_step is not None:
+                    done = position - len(in_flight)
+                    on_step(snapshot(pass_, done, pass_rng_state, list(in_flight)))
         held = None
         skip = 0
         objective = loglik / rows + log_prior(means, alpha) / n_samples
@@ -593,5 +736,5 @@ def run_stepwise(
         if min_gain is not None and record["change"] < min_gain:
             break
         if on_step is not None and pass_ < passes:  # the next pass, from its beginning
-            on_step(snapshot(pass_ + 1, 0, rng.bit_generator.state))
+            on_step(snapshot(pass_ + 1, 0, rng.bit_generator.state, []))
     return means, weights, history

@@ -326,11 +326,15 @@ def _killed_message(err: Exception, where: str) -> str:
         "bmm-estep": "the E-step",
         "bmm-combine": "the E-step",
         "bmm-read-bits": "a read of the data",
+        "bmm-window": "a read of the data",
+        "bmm-step": "a stepwise step",
     }.get(task, f"task {task}")
     allowed_failures = getattr(err, "allowed_failures", None)  # KilledWorker has it
     if allowed_failures is not None:
         return f"the workers died {allowed_failures + 1} times running {doing}; {where}"
-    return (  # NoWorkerError
+    # NoWorkerError, or NoValidWorkerError: the only restrictions bmm_dask puts on tasks (the
+    # stepwise window reads) let them run on any worker, so they too fail only with none up.
+    return (
         f"the workers kept dying before they could run {doing} (none was up for "
         f"{NO_WORKERS_TIMEOUT}); {where}"
     )
@@ -392,7 +396,7 @@ def open_client(
         reached, and (from the body) tasks that failed because their workers kept dying.
     """
     from distributed import Client, KilledWorker, LocalCluster
-    from distributed.scheduler import NoWorkerError
+    from distributed.scheduler import NoValidWorkerError, NoWorkerError
 
     address = scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
     if address and scheduler_file:
@@ -486,7 +490,7 @@ def open_client(
     try:
         with cluster, Client(cluster) as client:
             yield client
-    except (KilledWorker, NoWorkerError) as err:
+    except (KilledWorker, NoWorkerError, NoValidWorkerError) as err:
         raise SettingsError(_killed_message(err, where)) from err
 
 

@@ -25,6 +25,7 @@ from bmm_dask._estep import SPLIT_EVERY, PackedData, as_packed, predict_log_resp
 from bmm_dask._events import jsonable
 from bmm_dask._init import INITS
 from bmm_dask._kernels import log_prior
+from bmm_dask._stepwise import STEPS_IN_FLIGHT
 from bmm_dask.errors import SettingsError, setting
 from bmm_dask.io import Dataset, read_checkpoint, read_model, write_checkpoint, write_model
 from bmm_dask.memory import check_fits
@@ -47,7 +48,11 @@ _SAVED_SETTINGS = (
     "passes",
     "batch_size",
     "step_exponent",
+    "steps_in_flight",
 )
+
+#: The arrays of a stepwise fit's checkpoint (the rest of it is JSON).
+STEPWISE_ARRAYS = ("resp_sum", "resp_x", "pass_start", "in_flight_means", "in_flight_weights")
 
 
 class InvalidSettingError(SettingsError, InvalidParameterError):
@@ -118,6 +123,12 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
     step_exponent : float, default=0.55
         kappa in the step sizes ``(t + 2) ** -kappa`` of stepwise EM, in (0.5, 1]: a larger
         kappa makes the steps shrink faster, so later mini-batches move the parameters less.
+    steps_in_flight : int, default=2
+        Steps of stepwise EM submitted to the cluster before the oldest one's statistics are
+        in: the workers compute the next mini-batch while the driver updates the parameters.
+        The j-th mini-batch of a pass is then computed with the parameters from
+        ``steps_in_flight`` steps before (the pass's first ones with those it began with).
+        1 is stepwise EM as published, and what :meth:`partial_fit` does.
 
     Attributes
     ----------
@@ -153,6 +164,7 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
         passes: int = 10,
         batch_size: int | str = "auto",
         step_exponent: float = 0.55,
+        steps_in_flight: int = STEPS_IN_FLIGHT,
     ) -> None:
         self.n_components = n_components
         self.max_iter = max_iter
@@ -171,6 +183,7 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
         self.passes = passes
         self.batch_size = batch_size
         self.step_exponent = step_exponent
+        self.steps_in_flight = steps_in_flight
 
     # The range of each setting, for scikit-learn's _validate_params, which _check_settings
     # calls first (``[0, inf)`` leaves out infinity as well as NaN).
@@ -191,6 +204,7 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
         "passes": [Interval(Integral, 1, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "step_exponent": [Interval(Real, 0.5, 1, closed="right")],
+        "steps_in_flight": [Interval(Integral, 1, None, closed="left")],
         "verbose": ["verbose"],
     }
 
@@ -384,6 +398,7 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
                 passes=self.passes,
                 batch_size=None if self.batch_size == "auto" else self.batch_size,
                 step_exponent=float(self.step_exponent),
+                steps_in_flight=int(self.steps_in_flight),
             )
         self.means_ = result.means
         self.weights_ = result.weights
@@ -717,6 +732,8 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
         """
         means, weights, attrs = read_model(path)
         settings = {k: v for k, v in attrs.get("settings", {}).items() if k in _SAVED_SETTINGS}
+        if "step_exponent" in settings and "steps_in_flight" not in settings:
+            settings["steps_in_flight"] = 1  # saved before there was a choice: one at a time
         model = cls(**settings)
         model.means_, model.weights_ = means, weights
         model.converged_ = bool(attrs.get("converged", False))
@@ -751,7 +768,7 @@ def _state_to_files(state: FitState) -> tuple[dict[str, NDArray[Any]], dict[str,
     stepwise = None
     if state.stepwise is not None:
         stepwise = dict(state.stepwise)
-        for name in ("resp_sum", "resp_x", "pass_start"):  # the running statistics
+        for name in STEPWISE_ARRAYS:
             if name in stepwise:
                 arrays[f"stepwise_{name}"] = np.asarray(stepwise.pop(name))
         stepwise["history"] = _jsonable(stepwise.get("history", []))
@@ -780,7 +797,7 @@ def _state_from_files(arrays: dict[str, NDArray[Any]], meta: dict[str, Any]) -> 
     stepwise = meta.get("stepwise")
     if stepwise is not None:
         stepwise = dict(stepwise)
-        for name in ("resp_sum", "resp_x", "pass_start"):
+        for name in STEPWISE_ARRAYS:
             if f"stepwise_{name}" in arrays:
                 stepwise[name] = arrays[f"stepwise_{name}"]
     return FitState(

@@ -424,6 +424,17 @@ CASES: dict[str, Case] = {
         "m.zarr",
         names="'--step-exponent'",
     ),
+    "fit no steps in flight": case(
+        "fit",
+        "data.zarr",
+        "--k",
+        "2",
+        "--steps-in-flight",
+        "0",
+        "--out",
+        "m.zarr",
+        names="'--steps-in-flight'",
+    ),
     "fit an unknown algorithm": case(
         "fit",
         "data.zarr",

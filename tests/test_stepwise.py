@@ -32,6 +32,17 @@ def rows() -> np.ndarray:
     return (rng.random((30_000, D)) < means[labels]).astype(np.uint8)
 
 
+@pytest.fixture(scope="module")
+def soft_rows() -> np.ndarray:
+    """12,000 rows of 784 bits from three components that overlap: every row's
+    responsibilities stay between 0 and 1, so a step's statistics show which parameters its
+    E-step was given (with well-separated components they are exact 0s and 1s either way)."""
+    rng = np.random.default_rng(8)
+    means = np.clip(0.5 + 0.03 * rng.standard_normal(size=(K, D)), 0, 1)
+    labels = rng.choice(K, size=12_000, p=[0.5, 0.3, 0.2])
+    return (rng.random((12_000, D)) < means[labels]).astype(np.uint8)
+
+
 def start(seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     return rng.uniform(0.3, 0.7, size=(K, D)), np.full(K, 1 / K)
@@ -46,13 +57,24 @@ def numpy_stepwise(
     alpha: float,
     kappa: float,
     n_rows: int,
+    lag: int = 0,
+    pass_steps: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Stepwise EM as the papers write it, in float64: running statistics per row, blended."""
+    """Stepwise EM as the papers write it, in float64: running statistics per row, blended.
+
+    With ``lag`` > 0, the j-th mini-batch of a pass (of ``pass_steps``) is computed with the
+    parameters after step j - 1 - lag of the pass, the pass's first ones before that: what
+    ``steps_in_flight = lag + 1`` does.
+    """
     s_w, s_x = weights.copy(), weights[:, None] * means
+    seen: list[tuple[np.ndarray, np.ndarray]] = []  # the parameters after each step of the pass
     for t, batch in enumerate(batches, start=1):
+        if pass_steps is not None and (t - 1) % pass_steps == 0:
+            seen = [(means, weights)]
+        used_means, used_weights = seen[max(0, len(seen) - 1 - lag)] if lag else (means, weights)
         x = X[batch].astype(np.float64)
-        mu = np.clip(means, 1e-10, 1 - 1e-10)
-        log_joint = x @ np.log(mu).T + (1 - x) @ np.log1p(-mu).T + np.log(weights)
+        mu = np.clip(used_means, 1e-10, 1 - 1e-10)
+        log_joint = x @ np.log(mu).T + (1 - x) @ np.log1p(-mu).T + np.log(used_weights)
         log_joint -= log_joint.max(axis=1, keepdims=True)
         r = np.exp(log_joint)
         r /= r.sum(axis=1, keepdims=True)
@@ -63,6 +85,7 @@ def numpy_stepwise(
             (n_rows * s_x + alpha) / (n_rows * s_w[:, None] + 2 * alpha), 1e-10, 1 - 1e-10
         )
         weights = s_w / s_w.sum()
+        seen.append((means, weights))
     return means, weights
 
 
@@ -83,7 +106,8 @@ def the_batches(X: np.ndarray, batch_size: int, seed: int, passes: int) -> list[
     return out
 
 
-def test_stepwise_em_is_the_papers_arithmetic(rows: np.ndarray) -> None:
+@pytest.mark.parametrize("steps_in_flight", [1, 2, 3])
+def test_stepwise_em_is_the_papers_arithmetic(rows: np.ndarray, steps_in_flight: int) -> None:
     means, weights = start()
     model = BernoulliMixture(
         K,
@@ -96,6 +120,7 @@ def test_stepwise_em_is_the_papers_arithmetic(rows: np.ndarray) -> None:
         means_init=means,
         weights_init=weights,
         random_state=11,
+        steps_in_flight=steps_in_flight,
     )
     with dask.config.set(scheduler="threads"):
         model.fit(rows)
@@ -103,7 +128,15 @@ def test_stepwise_em_is_the_papers_arithmetic(rows: np.ndarray) -> None:
     batches = the_batches(rows, 1_500, seed=11, passes=2)
     assert len(batches) == 40 and sorted(np.concatenate(batches[:20])) == list(range(30_000))
     expected_means, expected_weights = numpy_stepwise(
-        rows, means, weights, batches, alpha=0.1, kappa=0.7, n_rows=len(rows)
+        rows,
+        means,
+        weights,
+        batches,
+        alpha=0.1,
+        kappa=0.7,
+        n_rows=len(rows),
+        lag=steps_in_flight - 1,
+        pass_steps=20,
     )
     np.testing.assert_allclose(model.means_, expected_means, rtol=0, atol=1e-9)
     np.testing.assert_allclose(model.weights_, expected_weights, rtol=0, atol=1e-9)
@@ -216,6 +249,7 @@ def test_partial_fit_over_the_mini_batches_equals_fit(rows: np.ndarray) -> None:
         "means_init": means,
         "weights_init": weights,
         "random_state": 2,
+        "steps_in_flight": 1,  # partial_fit takes its steps one at a time
     }
     fitted = BernoulliMixture(K, **settings).fit(X)
     online = BernoulliMixture(K, **settings)
@@ -248,6 +282,22 @@ def test_a_saved_model_keeps_the_mini_batch_size_it_used(rows: np.ndarray, tmp_p
     assert batch.batch_size_ is None
 
 
+def test_a_model_saved_before_steps_in_flight_loads_as_one_step_at_a_time(
+    rows: np.ndarray, tmp_path
+) -> None:
+    import zarr
+
+    model = BernoulliMixture(K, algorithm="stepwise", passes=1, random_state=0).fit(rows[:10_000])
+    model.save(tmp_path / "m.zarr")
+    assert BernoulliMixture.load(tmp_path / "m.zarr").steps_in_flight == 2
+    group = zarr.open_group(tmp_path / "m.zarr", mode="r+")
+    settings = dict(group.attrs["settings"])
+    del settings["steps_in_flight"]  # as a model saved before the setting existed
+    group.attrs["settings"] = settings
+    # such a fit took its steps one at a time: refitting with its settings gives its model
+    assert BernoulliMixture.load(tmp_path / "m.zarr").steps_in_flight == 1
+
+
 def test_partial_fit_starts_itself_and_continues_a_fit(rows: np.ndarray) -> None:
     model = BernoulliMixture(K, random_state=0)
     for piece in np.array_split(rows[:9_000], 6):
@@ -268,6 +318,7 @@ def test_partial_fit_starts_itself_and_continues_a_fit(rows: np.ndarray) -> None
         ("step_exponent", 1.2),
         ("batch_size", 0),
         ("passes", 0),
+        ("steps_in_flight", 0),
         ("algorithm", "online"),
     ],
 )
@@ -320,7 +371,7 @@ def killed_then_resumed(
     ],
 )
 def test_an_interrupted_stepwise_fit_resumes_to_the_same_model(
-    rows: np.ndarray,
+    soft_rows: np.ndarray,
     tmp_path,
     monkeypatch: pytest.MonkeyPatch,
     algorithm: str,
@@ -328,7 +379,7 @@ def test_an_interrupted_stepwise_fit_resumes_to_the_same_model(
     n_init: int,
 ) -> None:
 
-    X = rows[:12_000]
+    X = soft_rows
     settings = {
         "algorithm": algorithm,
         "passes": 2,

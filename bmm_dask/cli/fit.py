@@ -151,6 +151,15 @@ def fit_summary(model: Any) -> str:
     type=click.FloatRange(0.5, 1, min_open=True),
     help="kappa of the step sizes (t + 2)^-kappa of stepwise EM.",
 )
+@click.option(
+    "--steps-in-flight",
+    default=2,
+    show_default=True,
+    type=click.IntRange(min=1),
+    metavar="S",
+    help="Stepwise steps submitted before the oldest one's statistics are in: each mini-batch "
+    "is computed with the parameters from S steps before (1: stepwise EM as published).",
+)
 @overwrite_option()
 @click.option(
     "--checkpoint-every",
@@ -186,6 +195,7 @@ def fit(
     passes: int,
     batch_size: int | None,
     step_exponent: float,
+    steps_in_flight: int,
     overwrite: bool,
     checkpoint_every: int,
     resume: bool,
@@ -221,6 +231,7 @@ def fit(
         passes=passes,
         batch_size="auto" if batch_size is None else batch_size,
         step_exponent=step_exponent,
+        steps_in_flight=steps_in_flight,
     )
     job = FitJob(
         model, dataset, out, overwrite=overwrite, checkpoint_every=checkpoint_every, resume=resume
