@@ -31,6 +31,11 @@ What it does, side by side in one run:
    iteration's own time is counted after the first (each ``fit`` call's set-up is not part of
    a continuous run; it is printed as "segment overhead").
 
+``--throughput ROUNDS`` runs only this: a batch pass against stepwise passes with 1, 2 and 3
+steps in flight, ROUNDS times side by side on the same cluster, with the CPU seconds each pass
+costs in the driver's process (the driver and the local cluster's scheduler) and in the
+workers.
+
 Printed: each run's curve (held-out log-likelihood in nats per row against passes and
 seconds), the curves on a common grid of passes and of seconds, and the issue's three targets:
 (a) time until the held-out log-likelihood is within ``--within`` nats per row of batch EM's
@@ -357,6 +362,66 @@ def print_grids(curves: dict[str, list[Point]]) -> None:
     print("(in brackets: passes at that point)")
 
 
+def process_cpu() -> tuple[float, float]:
+    """CPU seconds so far of this process (the driver, and the local cluster's scheduler) and
+    of its child processes that are still running (the workers)."""
+    import psutil
+
+    me = psutil.Process()
+    workers = 0.0
+    for child in me.children(recursive=True):
+        try:
+            times = child.cpu_times()
+        except psutil.Error:
+            continue
+        workers += times.user + times.system
+    own = me.cpu_times()
+    return own.user + own.system, workers
+
+
+def throughput(args: argparse.Namespace, train: Any, rounds: int) -> None:
+    """A batch pass against stepwise passes with 1, 2 and 3 steps in flight, ``rounds`` times
+    side by side on one cluster, and the CPU each pass costs (from 1 and 3 passes/iterations:
+    the difference, halved, leaves out the start)."""
+    from bmm_dask._stepwise import STEPS_IN_FLIGHT
+
+    settings = {"n_components": args.k, "random_state": args.random_state}
+    runs: dict[str, dict[str, Any]] = {
+        "batch": {"algorithm": "batch", "tol": 0},
+        **{
+            f"stepwise, {s} in flight": {"algorithm": "stepwise", "steps_in_flight": s}
+            for s in (1, 2, 3)
+        },
+    }
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
+    cpu: dict[str, list[tuple[float, float, float]]] = {name: [] for name in runs}
+    for r in range(rounds):
+        for name, run in runs.items():
+            costs = []
+            for length in (1, 3):
+                count = {"max_iter": length} if run["algorithm"] == "batch" else {"passes": length}
+                before, wall = process_cpu(), time.perf_counter()
+                model = BernoulliMixture(**settings, **run, **count).fit(train, persist=False)
+                wall, after = time.perf_counter() - wall, process_cpu()
+                costs.append((wall, after[0] - before[0], after[1] - before[1]))
+            seconds[name].extend(record["seconds"] for record in model.history_)
+            cpu[name].append(tuple((b - a) / 2 for a, b in zip(*costs, strict=True)))
+            print(
+                f"  round {r + 1}: {name:24s} median pass {statistics.median(seconds[name][-3:]):5.2f} s"
+            )
+    batch = statistics.median(seconds["batch"])
+    print(f"\nthroughput against a batch pass ({rounds} rounds, median of every pass):")
+    for name in runs:
+        median = statistics.median(seconds[name])
+        wall, driver, workers = (statistics.mean(c[i] for c in cpu[name]) for i in range(3))
+        mark = " (the default)" if name.startswith(f"stepwise, {STEPS_IN_FLIGHT} ") else ""
+        print(
+            f"  {name:24s} {median:5.2f} s a pass, {batch / median:.2f} of batch's rows per "
+            f"second; CPU a pass: driver and scheduler {driver:.2f} s, workers {workers:.2f} s, "
+            f"{(driver + workers) / wall:.2f} cores busy{mark}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=4_000_000, help="training rows")
@@ -386,6 +451,13 @@ def main() -> None:
     parser.add_argument("--within", type=float, default=0.05, help="nats per row of batch's")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--memory-limit", default="2GB")
+    parser.add_argument(
+        "--throughput",
+        type=int,
+        metavar="ROUNDS",
+        help="only compare a batch pass with stepwise passes of 1, 2 and 3 steps in flight, "
+        "ROUNDS times side by side, and the CPU of each",
+    )
     args = parser.parse_args()
     args.batch_size = args.batch_size if args.batch_size == "auto" else int(args.batch_size)
     warnings.simplefilter("ignore")  # ConvergenceWarning of every one-iteration fit
@@ -409,6 +481,9 @@ def main() -> None:
             f"float32, k-means++ start (random_state {args.random_state}), streamed from Zarr; "
             f"{args.workers} workers, {cores} threads in all, {args.memory_limit} each"
         )
+        if args.throughput:
+            throughput(args, train, args.throughput)
+            return
         print(f"\nbatch EM, one iteration per fit: {load()}")
         batch, batch_ended = batch_segments(args, train, heldout)
         print(f"  batch EM {batch_ended} {load()}")
