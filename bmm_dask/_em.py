@@ -168,34 +168,91 @@ def run_em(
         If the data has fewer distinct rows than components (found when a component is
         re-seeded), or the objective stops being finite.
     """
-    means = np.array(means, dtype=np.float64)
-    weights = np.array(weights, dtype=np.float64)
-    n_components = len(weights)
+    run = BatchRun(
+        means,
+        weights,
+        alpha=alpha,
+        max_iter=max_iter,
+        tol=tol,
+        mean_tol=mean_tol,
+        history=history,
+        iteration_offset=iteration_offset,
+    )
     if threads is None:
         threads = _estep_module._cluster_threads()
-    history = list(history or [])
-    previous = history[-1]["objective"] if history else -math.inf
-    objective = previous
-    converged = bool(history) and _finished(history[-1], tol, mean_tol)
-    distinct_checked = False
-    first = len(history) + 1
-    for iteration in range(first, max_iter + 1):
-        if converged:
-            break
+    while not run.done:
         start = time.perf_counter()
         stats = estep(
             data,
-            means,
-            weights,
+            run.means,
+            run.weights,
             dtype=dtype,
-            n_worst=n_components,
+            n_worst=len(run.weights),
             split_every=split_every,
             threads=threads,
         )
-        objective = (stats["loglik"] + log_prior(means, alpha)) / stats["n_samples"]
-        change = objective - previous
+        record = run.advance(stats, data, time.perf_counter() - start)
+        publish(record)
+        if callback is not None:
+            callback(record)
+        run.check()
+        if on_iteration is not None:
+            on_iteration(run.means, run.weights, run.history)
+    return run.result()
+
+
+class BatchRun:
+    """Batch EM from one start, advanced one iteration at a time by the E-step's statistics:
+    the M-step, the re-seeding of empty components, the record, the stopping test. The E-step
+    is the caller's (one model's in :func:`run_em`, several models' in one pass when choosing
+    the number of components), so that every way of running EM stops and records alike.
+
+    Parameters are those of :func:`run_em`.
+    """
+
+    def __init__(
+        self,
+        means: NDArray[np.float64],
+        weights: NDArray[np.float64],
+        *,
+        alpha: float,
+        max_iter: int,
+        tol: float,
+        mean_tol: float | None = None,
+        history: list[dict[str, Any]] | None = None,
+        iteration_offset: int = 0,
+        label: str = "",
+    ) -> None:
+        self.means = np.array(means, dtype=np.float64)
+        self.weights = np.array(weights, dtype=np.float64)
+        self.alpha, self.max_iter, self.tol, self.mean_tol = alpha, max_iter, tol, mean_tol
+        self.history = list(history or [])
+        self.iteration_offset = iteration_offset
+        self.label = label
+        self.objective = self.history[-1]["objective"] if self.history else -math.inf
+        self.converged = bool(self.history) and _finished(self.history[-1], tol, mean_tol)
+        self._distinct_checked = False
+
+    @property
+    def done(self) -> bool:
+        """Whether the run has converged or used its iterations."""
+        return self.converged or len(self.history) >= self.max_iter
+
+    def advance(self, stats: dict[str, Any], data: PackedData, seconds: float) -> dict[str, Any]:
+        """One iteration from the E-step's statistics under the current parameters; return
+        its record.
+
+        Raises
+        ------
+        DataError
+            If the data has fewer distinct rows than components (found when a component is
+            re-seeded).
+        """
+        means, n_components = self.means, len(self.weights)
+        previous = self.objective
+        objective = (stats["loglik"] + log_prior(means, self.alpha)) / stats["n_samples"]
         new_means, new_weights = mstep(
-            stats["resp_sum"], stats["resp_x"], stats["n_samples"], alpha
+            stats["resp_sum"], stats["resp_x"], stats["n_samples"], self.alpha
         )
         reseeded = _reseed(
             new_means,
@@ -205,9 +262,9 @@ def run_em(
             data.n_features,
             stats["n_samples"],
         )
-        if reseeded and not distinct_checked:
+        if reseeded and not self._distinct_checked:
             # Re-seeding never ends when the data has fewer distinct rows than components.
-            distinct_checked = True
+            self._distinct_checked = True
             n_distinct = count_distinct_rows(data, at_most=n_components)
             if n_distinct < n_components:
                 raise DataError(
@@ -216,37 +273,49 @@ def run_em(
                     f"components asked for; fit at most {n_distinct}"
                 )
         shift = float(np.linalg.norm(new_means - means))
-        means, weights, previous = new_means, new_weights, objective
-        seconds = time.perf_counter() - start
+        self.means, self.weights, self.objective = new_means, new_weights, objective
+        iteration = len(self.history) + 1 + self.iteration_offset
         record = {
-            "iteration": iteration + iteration_offset,
+            "iteration": iteration,
             "objective": objective,
-            "change": change,
+            "change": objective - previous,
             "mean_shift": shift,
             "seconds": seconds,
             "reseeded": reseeded,
         }
-        history.append(record)
+        self.history.append(record)
         logger.info(
-            "iteration %d  objective %.6f  change %.3e  mean shift %.3e  %.3f s%s",
-            iteration + iteration_offset,
+            "%siteration %d  objective %.6f  change %.3e  mean shift %.3e  %.3f s%s",
+            self.label,
+            iteration,
             objective,
-            change,
+            record["change"],
             shift,
             seconds,
             f"  re-seeded {reseeded}" if reseeded else "",
         )
-        publish(record)
-        if callback is not None:
-            callback(record)
-        if not math.isfinite(objective):
+        self.converged = _finished(record, self.tol, self.mean_tol)
+        return record
+
+    def check(self) -> None:
+        """Raise DataError if the objective is no longer finite (after the iteration's record
+        has been shown)."""
+        if not math.isfinite(self.objective):
             raise DataError(
-                f"the objective became {objective}; the data or settings give no finite likelihood"
+                f"the objective became {self.objective}; the data or settings give no finite "
+                "likelihood"
             )
-        converged = _finished(record, tol, mean_tol)
-        if on_iteration is not None:
-            on_iteration(means, weights, history)
-    return EMResult(means, weights, converged, len(history), objective, history)
+
+    def result(self) -> EMResult:
+        """Where the run stands, as an :class:`EMResult`."""
+        return EMResult(
+            self.means,
+            self.weights,
+            self.converged,
+            len(self.history),
+            self.objective,
+            self.history,
+        )
 
 
 def _finished(record: dict[str, Any], tol: float, mean_tol: float | None) -> bool:

@@ -28,6 +28,7 @@ from bmm_dask._kernels import (
     log_resp,
     n_packed_bytes,
     pack_bits,
+    stacked_stats,
 )
 from bmm_dask.errors import DataError
 from bmm_dask.io import Dataset, default_chunk_rows
@@ -175,8 +176,27 @@ def fits_in_memory(data: PackedData) -> bool:
 
 def _estep_task(
     packed: NDArray[np.uint8], n_features: int, params: dict[str, Any], n_worst: int, offset: int
-) -> dict[str, Any]:
+) -> Any:
+    if "sizes" in params:  # several models at once: a list of statistics, one per model
+        return stacked_stats(
+            packed,
+            n_features,
+            params["W"],
+            params["b"],
+            params["sizes"],
+            n_worst,
+            offset,
+            params["entropy"],
+        )
     return estep_stats(packed, n_features, params["W"], params["b"], n_worst, offset)
+
+
+def _combine(parts: list[Any]) -> Any:
+    """:func:`~bmm_dask._kernels.combine_stats` of one model's statistics, or per model of
+    several models' (lists of statistics, one per model)."""
+    if isinstance(parts[0], list):
+        return [combine_stats(list(model)) for model in zip(*parts, strict=True)]
+    return combine_stats(parts)
 
 
 def _read_estep_task(
@@ -206,7 +226,7 @@ def _read_estep_group(
         )
         for start, stop in itertools.pairwise(bounds)
     ]
-    return combine_stats(parts)
+    return _combine(parts)
 
 
 def _cluster_threads() -> int:
@@ -224,6 +244,8 @@ def _estep_graph(
     n_worst: int,
     split_every: int,
     threads: int | None = None,
+    sizes: list[int] | None = None,
+    entropy: bool = False,
 ) -> list[Delayed]:
     """One E-step as a graph: one task per chunk, then a tree of sums down to at most
     ``split_every`` partial sums, which the driver adds (fetching them straight from the workers
@@ -242,6 +264,8 @@ def _estep_graph(
     token = uuid.uuid4().hex
     layer: dict[Any, Any] = {}
     params: Any = {"W": W, "b": b}
+    if sizes is not None:
+        params.update(sizes=list(sizes), entropy=entropy)
     if W.nbytes + b.nbytes > INLINE_PARAMETERS:  # one task, fetched once by each worker
         layer[f"bmm-params-{token}"] = params
         params = f"bmm-params-{token}"
@@ -282,7 +306,7 @@ def _estep_graph(
         parents = []
         for j in range(0, len(level), split_every):
             parents.append((f"bmm-combine-{token}", depth, j // split_every))
-            layer[parents[-1]] = (combine_stats, level[j : j + split_every])
+            layer[parents[-1]] = (_combine, level[j : j + split_every])
         level, depth = parents, depth + 1
     dependencies = [] if data.reader is not None else [data.bits]
     graph = HighLevelGraph.from_collections(f"bmm-estep-{token}", layer, dependencies=dependencies)
@@ -330,6 +354,52 @@ def estep(
     W, b = log_parameters(means, weights, dtype)
     parts = dask.compute(*_estep_graph(data, W, b, n_worst, split_every, threads))
     return combine_stats(list(parts))
+
+
+def estep_stacked(
+    data: PackedData,
+    models: list[tuple[NDArray[np.float64], NDArray[np.float64]]],
+    *,
+    dtype: np.typing.DTypeLike = np.float32,
+    n_worst: int = 0,
+    split_every: int = SPLIT_EVERY,
+    threads: int | None = None,
+    entropy: bool = False,
+) -> list[dict[str, Any]]:
+    """One E-step of several models in one pass over the rows (one ``compute``).
+
+    Each task reads and unpacks its rows once and computes every model's statistics with one
+    product of the rows and the models' parameters stacked
+    (:func:`~bmm_dask._kernels.stacked_stats`).
+
+    Parameters
+    ----------
+    data : PackedData
+        Packed rows.
+    models : list of (means, weights)
+        Each model's means, of shape (n_components, n_features), and weights.
+    dtype : dtype, default=np.float32
+        Type of the arithmetic.
+    n_worst : int, default=0
+        Also return, per model, this many rows with the lowest log-likelihood.
+    split_every : int, default=SPLIT_EVERY
+        Statistics of at most this many blocks are added in one task of the tree of sums.
+    threads : int, default=None
+        Worker threads of the cluster in use; None asks the cluster.
+    entropy : bool, default=False
+        Also sum, per model, the entropy of the rows' responsibilities (``entropy``).
+
+    Returns
+    -------
+    list of dict
+        Per model, in order, what :func:`estep` returns for it.
+    """
+    params = [log_parameters(means, weights, dtype) for means, weights in models]
+    W = np.vstack([W for W, _ in params])
+    b = np.concatenate([b for _, b in params])
+    sizes = [len(weights) for _, weights in models]
+    graph = _estep_graph(data, W, b, n_worst, split_every, threads, sizes, entropy)
+    return _combine(list(dask.compute(*graph)))
 
 
 def _log_resp_block(

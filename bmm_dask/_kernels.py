@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,7 @@ __all__ = [
     "mstep",
     "n_packed_bytes",
     "pack_bits",
+    "stacked_stats",
     "unpack_bits",
 ]
 
@@ -324,6 +326,107 @@ def estep_stats(
     }
 
 
+def stacked_stats(
+    packed: NDArray[np.uint8],
+    n_features: int,
+    W: NDArray[np.floating],
+    b: NDArray[np.floating],
+    sizes: list[int],
+    n_worst: int = 0,
+    offset: int = 0,
+    entropy: bool = False,
+) -> list[dict[str, Any]]:
+    """The E-step of several models at once on one block of packed rows.
+
+    The rows are unpacked once; the models' log-parameters, stacked, go into one product
+    with them, each model's block of columns is turned into its responsibilities, and one more
+    product gives every model's responsibilities^T @ X. For one model it computes what
+    :func:`estep_stats` does.
+
+    Parameters
+    ----------
+    packed : ndarray of shape (n_samples, ceil(n_features / 8)), dtype uint8
+        Packed rows, as from :func:`pack_bits`.
+    n_features : int
+        Number of features D.
+    W : ndarray of shape (sum(sizes), n_features)
+        The models' ``W`` (:func:`log_parameters`) one under the other; its dtype is the
+        dtype of the arithmetic.
+    b : ndarray of shape (sum(sizes),)
+        The models' ``b``, in the same order.
+    sizes : list of int
+        Components of each model.
+    n_worst : int, default=0
+        Also return, per model, this many rows with the lowest log-likelihood.
+    offset : int, default=0
+        Index of the block's first row in the whole data (see :func:`estep_stats`).
+    entropy : bool, default=False
+        Also return, per model, the sum over rows of the entropy of the responsibilities,
+        ``-sum_k r_k log r_k`` (for ICL).
+
+    Returns
+    -------
+    list of dict
+        Per model, what :func:`estep_stats` returns (and ``entropy`` if asked).
+    """
+    bounds = np.cumsum([0, *sizes])
+    total = int(bounds[-1])
+    n_samples = len(packed)
+    dtype = W.dtype
+    step = sub_block_rows(total, dtype)
+    sparse = dtype == np.float32 and total >= SPARSE_FROM
+    floors = [_floor(dtype, k) for k in sizes]
+    W_t = np.ascontiguousarray(W.T)
+    X = np.empty((min(step, n_samples), n_features), dtype=dtype)
+    L = np.empty((min(step, n_samples), total), dtype=dtype)
+    resp = np.empty((total, min(step, n_samples)), dtype=dtype)
+    resp_sum = np.zeros(total)
+    resp_x = np.zeros((total, n_features))
+    row_ll = np.empty((len(sizes), n_samples), dtype=dtype)
+    entropies = np.zeros(len(sizes))
+    for start in range(0, n_samples, step):
+        stop = min(start + step, n_samples)
+        rows = X[: stop - start]
+        np.copyto(rows, np.unpackbits(packed[start:stop], axis=1, count=n_features).view(bool))
+        joint = L[: stop - start]
+        np.matmul(rows, W_t, out=joint)
+        joint += b
+        # components along the first axis: every reduction then runs along the data rows
+        block = resp[:, : stop - start]
+        np.copyto(block, joint.T)
+        for m, (lo, hi) in enumerate(itertools.pairwise(bounds)):
+            row_ll[m, start:stop] = _normalise(block[lo:hi], floors[m], axis=0)
+            if entropy:
+                entropies[m] -= float(np.sum(block[lo:hi] * np.log(block[lo:hi]), dtype=np.float64))
+        resp_sum += block.sum(axis=1, dtype=np.float64)
+        if sparse:
+            resp_x += _sparse_resp_x(np.ascontiguousarray(block.T), rows)
+        else:
+            resp_x += block @ rows
+    out = []
+    for m, (lo, hi) in enumerate(itertools.pairwise(bounds)):
+        if n_worst and n_samples:
+            keep = np.argpartition(row_ll[m], min(n_worst, n_samples) - 1)[:n_worst]
+            worst = (row_ll[m][keep], keep + offset, packed[keep])
+        else:
+            worst = (
+                np.empty(0),
+                np.empty(0, dtype=np.intp),
+                np.empty((0, packed.shape[1]), np.uint8),
+            )
+        stats = {
+            "resp_sum": resp_sum[lo:hi].copy(),
+            "resp_x": resp_x[lo:hi].copy(),
+            "loglik": float(row_ll[m].sum(dtype=np.float64)),
+            "n_samples": n_samples,
+            "worst": _lowest(*worst, n_worst),
+        }
+        if entropy:
+            stats["entropy"] = float(entropies[m])
+        out.append(stats)
+    return out
+
+
 def _lowest(
     loglik: NDArray[np.float64], index: NDArray[np.intp], rows: NDArray[np.uint8], n: int
 ) -> tuple[NDArray[np.float64], NDArray[np.intp], NDArray[np.uint8]]:
@@ -350,13 +453,16 @@ def combine_stats(parts: list[dict[str, Any]]) -> dict[str, Any]:
     """
     n_worst = max(len(p["worst"][0]) for p in parts)
     worst = [np.concatenate([p["worst"][i] for p in parts]) for i in range(3)]
-    return {
+    total = {
         "resp_sum": _ordered_sum([p["resp_sum"] for p in parts]),
         "resp_x": _ordered_sum([p["resp_x"] for p in parts]),
         "loglik": float(sum(p["loglik"] for p in parts)),
         "n_samples": sum(p["n_samples"] for p in parts),
         "worst": _lowest(*worst, n_worst),
     }
+    if "entropy" in parts[0]:
+        total["entropy"] = float(sum(p["entropy"] for p in parts))
+    return total
 
 
 def _ordered_sum(arrays: list[NDArray[np.float64]]) -> NDArray[np.float64]:

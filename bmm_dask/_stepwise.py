@@ -60,9 +60,9 @@ STEP_OFFSET = 2.0
 
 #: A step should keep every worker thread busy for about this long, so that Dask's round trip
 #: and the driver's work between steps (together about 20-30 ms a step on the local cluster
-#: here, where the processes share two cores) stay a modest part of it. Twice as long makes a
-#: pass of 4 million rows (K = 50) a little faster (0.75 of a batch pass's throughput instead
-#: of 0.70) but halves the steps, and stepwise EM then took twice as long to get within 0.05
+#: here, where the processes share two cores) stay a modest part of it. Twice as long made a
+#: pass of 4 million rows (K = 50, one step in flight) a little faster (0.75 of a batch pass's
+#: throughput instead of 0.70) but halved the steps, and stepwise EM then took twice as long to get within 0.05
 #: nats per row of batch EM's optimum (benchmarks/bench_stepwise_scale.py).
 STEP_SECONDS = 0.06
 
@@ -75,17 +75,17 @@ KERNEL_EXPONENT = 0.75
 
 #: Mini-batches of ``batch_size="auto"`` take at most this fraction of the rows: a pass has
 #: at least this many steps, since fewer, larger steps reach worse optima. (On MNIST, K = 100,
-#: 10 passes, 4 seeds: mini-batches of 2,000 rows, a 30th, did best of 1,000, 2,000 and
-#: 4,000; benchmarks/bench_stepwise.py.)
+#: 10 passes, 4 seeds: mini-batches of 1,000 and 2,000 rows, a 30th, did about as well, and
+#: 4,000 worse; benchmarks/bench_stepwise.py --grid.)
 MIN_STEPS_PER_PASS = 30
 
 #: ... but at least this many rows (or all of them): a step on fewer is mostly noise.
 MIN_BATCH_SIZE = 256
 
-#: Steps submitted before the oldest is collected (see the module's docstring). Two hid most
-#: of the round trip here: a stepwise pass of 4 million rows went from 0.70 to 0.84 of a batch
-#: pass's throughput, and reached batch EM's held-out log-likelihood as soon
-#: (benchmarks/bench_stepwise_scale.py); three gained little more, at a staler E-step.
+#: Steps submitted before the oldest is collected (see the module's docstring). Two hide the
+#: round trip behind the next step's arithmetic; on 4 million rows stepwise EM got as close to
+#: batch EM's optimum as with one, as fast (benchmarks/bench_stepwise_scale.py), and three
+#: gained little more throughput, at a staler E-step.
 STEPS_IN_FLIGHT = 2
 
 

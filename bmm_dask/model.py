@@ -400,15 +400,7 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
                 step_exponent=float(self.step_exponent),
                 steps_in_flight=int(self.steps_in_flight),
             )
-        self.means_ = result.means
-        self.weights_ = result.weights
-        self.converged_ = result.converged
-        self.n_iter_ = result.n_iter
-        self.lower_bound_ = result.lower_bound
-        self.history_ = result.history
-        self.n_features_in_ = data.n_features
-        self.batch_size_ = _batch_size_used(result.history)
-        self._stepwise_state = None  # partial_fit after fit starts from the fitted parameters
+        self._set_fitted(result, data.n_features)
         stepwise_only = self.algorithm == "stepwise"
         if not (result.converged or stepwise_only) and (self.tol > 0 or self.mean_tol is not None):
             last = result.history[-1]["change"] if result.history else float("nan")
@@ -427,6 +419,18 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
                 stacklevel=2,
             )
         return self
+
+    def _set_fitted(self, result: EMResult, n_features: int) -> None:
+        """Take the fitted attributes from an EM run's result."""
+        self.means_ = result.means
+        self.weights_ = result.weights
+        self.converged_ = result.converged
+        self.n_iter_ = result.n_iter
+        self.lower_bound_ = result.lower_bound
+        self.history_ = result.history
+        self.n_features_in_ = n_features
+        self.batch_size_ = _batch_size_used(result.history)
+        self._stepwise_state = None  # partial_fit after fit starts from the fitted parameters
 
     def partial_fit(self, X: Any, y: Any = None) -> BernoulliMixture:
         """One step of stepwise EM on the rows of ``X``, for data that arrives over time.

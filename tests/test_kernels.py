@@ -161,3 +161,28 @@ def test_large_k_float32_skips_only_negligible_responsibilities() -> None:
     fast = estep_stats(pack_bits(X), 50, *log_parameters(means, weights, np.float32))
     np.testing.assert_allclose(fast["resp_x"], exact["resp_x"], rtol=1e-4, atol=1e-3)
     np.testing.assert_allclose(fast["resp_sum"], exact["resp_sum"], rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_stacked_models_get_the_statistics_each_would_get_alone(dtype) -> None:
+    from bmm_dask._kernels import stacked_stats
+
+    rng = np.random.default_rng(0)
+    packed = rng.integers(0, 256, size=(3_000, 98), dtype=np.uint8)
+    sizes = [3, 10, 60]  # 73 in all: in float32, the sparse product of many components
+    models = [(rng.uniform(0.05, 0.95, (k, 784)), rng.dirichlet(np.ones(k))) for k in sizes]
+    params = [log_parameters(m, w, dtype) for m, w in models]
+    W, b = np.vstack([p[0] for p in params]), np.concatenate([p[1] for p in params])
+    stacked = stacked_stats(packed, 784, W, b, sizes, n_worst=4, offset=100, entropy=True)
+    close = {"rtol": 1e-12, "atol": 1e-9} if dtype == np.float64 else {"rtol": 1e-4, "atol": 1e-2}
+    for (Wm, bm), got in zip(params, stacked, strict=True):
+        alone = estep_stats(packed, 784, Wm, bm, n_worst=4, offset=100)
+        np.testing.assert_allclose(got["resp_x"], alone["resp_x"], **close)
+        np.testing.assert_allclose(got["resp_sum"], alone["resp_sum"], **close)
+        assert got["loglik"] == pytest.approx(alone["loglik"], rel=1e-6)
+        np.testing.assert_array_equal(got["worst"][1], alone["worst"][1])
+        assert got["n_samples"] == 3_000
+        # the entropy of each row's responsibilities, summed
+        _, log_r = log_resp(packed, 784, Wm.astype(np.float64), bm.astype(np.float64))
+        entropy = -(np.exp(log_r) * log_r).sum()
+        assert got["entropy"] == pytest.approx(entropy, rel=1e-3, abs=1e-3)
