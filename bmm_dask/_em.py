@@ -284,7 +284,8 @@ class BatchRun:
             "reseeded": reseeded,
         }
         self.history.append(record)
-        logger.info(
+        logger.log(
+            logging.DEBUG if self.label else logging.INFO,  # labelled: one of several, in a line
             "%siteration %d  objective %.6f  change %.3e  mean shift %.3e  %.3f s%s",
             self.label,
             iteration,

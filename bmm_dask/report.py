@@ -153,6 +153,53 @@ def plot_objective(history: Sequence[Mapping[str, Any]], path: str | os.PathLike
     return Path(path)
 
 
+def plot_selection(
+    table: Sequence[Mapping[str, Any]], chosen: int, criterion: str, path: str | os.PathLike[str]
+) -> Path:
+    """Plot held-out log-likelihood and BIC against the number of components, the chosen K
+    marked.
+
+    Parameters
+    ----------
+    table : sequence of mapping
+        The rows of a selection (:class:`~bmm_dask.selection.Selection`); each K's best start
+        is plotted.
+    chosen : int
+        The K chosen.
+    criterion : str
+        What chose it.
+    path : str or path-like
+        The image file to write (PNG).
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
+    rows = sorted((r for r in table if r["best_start"]), key=lambda r: r["n_components"])
+    ks = [r["n_components"] for r in rows]
+    fig = Figure(figsize=(6.4, 6), layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    top.plot(ks, [r["heldout_loglik"] for r in rows], marker="o", label="held-out rows")
+    top.plot(ks, [r["train_loglik"] for r in rows], marker=".", alpha=0.6, label="training rows")
+    top.set_ylabel("log-likelihood (nats per row)")
+    top.legend()
+    bottom.plot(ks, [r["bic"] for r in rows], marker="o", color="C2", label="BIC")
+    bottom.set_ylabel("BIC (lower is better)")
+    bottom.set_xlabel("number of components K")
+    for ax in (top, bottom):
+        ax.axvline(chosen, color="C3", linestyle="--", alpha=0.7)
+        ax.grid(alpha=0.3)
+    if len(ks) > 1 and ks[-1] / ks[0] >= 8:
+        bottom.set_xscale("log")
+    bottom.set_xticks(ks, [str(k) for k in ks])
+    bottom.minorticks_off()
+    by = {"heldout": "held-out log-likelihood"}.get(criterion, criterion.upper())
+    top.set_title(f"Choosing K: K = {chosen}, by {by} (dashed)", fontsize=10)
+    fig.savefig(path, dpi=110)
+    return Path(path)
+
+
 def plot_confusion(
     confusion: Sequence[Sequence[int]],
     classes: Sequence[Any],

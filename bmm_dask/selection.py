@@ -16,11 +16,14 @@ takes the other rows of each chunk; the held-out rows are only scored, at the en
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import math
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import dask
@@ -30,7 +33,7 @@ from numpy.typing import NDArray
 
 from bmm_dask._em import BatchRun, single_threaded_blas
 from bmm_dask._estep import PackedData, as_packed, estep_stacked, fits_in_memory, task_blocks
-from bmm_dask._events import publish
+from bmm_dask._events import jsonable, publish
 from bmm_dask._init import starting_values
 from bmm_dask.errors import SettingsError
 
@@ -165,6 +168,60 @@ class Selection:
     def model(self) -> Any:
         """The chosen model."""
         return self.models[self.n_components]
+
+    def to_dict(self) -> dict[str, Any]:
+        """What ``selection.json`` holds: the criterion, the K chosen, the rows, the table."""
+        return {
+            "criterion": self.criterion,
+            "n_components": self.n_components,
+            "n_train": self.n_train,
+            "n_heldout": self.n_heldout,
+            "candidates": self.table,
+        }
+
+    def save(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        overwrite: bool = False,
+        attrs: dict[str, Any] | None = None,
+        inputs: Sequence[str | os.PathLike[str] | None] = (),
+    ) -> Path:
+        """Write the selection into the folder ``path``, whole or not at all.
+
+        It holds ``selection.json`` (:meth:`to_dict`), ``selection.png`` (held-out
+        log-likelihood and BIC against K), ``model.zarr`` (the chosen model, as
+        :meth:`~bmm_dask.BernoulliMixture.save` writes it) and ``model-k{K}.zarr`` for every
+        other K.
+
+        Parameters
+        ----------
+        path : str or path-like
+            The folder.
+        overwrite : bool, default=False
+            Replace it if it exists.
+        attrs : dict, default=None
+            Further attributes for every model (where the data came from).
+        inputs : sequence of paths, default=()
+            What was read, which the folder may not replace.
+
+        Returns
+        -------
+        pathlib.Path
+            ``path``.
+        """
+        from bmm_dask.io import atomic_output
+        from bmm_dask.report import plot_selection
+
+        with atomic_output(path, overwrite=overwrite, inputs=inputs) as tmp:
+            summary = self.to_dict()
+            summary["candidates"] = [jsonable(row) for row in self.table]
+            (tmp / "selection.json").write_text(json.dumps(summary, indent=2))
+            plot_selection(self.table, self.n_components, self.criterion, tmp / "selection.png")
+            for k, model in self.models.items():
+                name = "model.zarr" if k == self.n_components else f"model-k{k}.zarr"
+                model.save(tmp / name, attrs={**(attrs or {}), "selection": self.criterion})
+        return Path(path)
 
 
 def _check_candidates(n_components: Sequence[int]) -> list[int]:
@@ -330,7 +387,7 @@ def select_n_components(
                 seconds[i] += took / len(active)
                 record = run.advance(part, train, took)
                 records.append({"n_components": k, "start": start, **record})
-            publish({"iteration": iteration, "candidates": records})
+            publish({"iteration": iteration, "candidates": [jsonable(r) for r in records]})
             logger.info(
                 "iteration %d  %s",
                 iteration,

@@ -7,6 +7,7 @@ module             what it holds
 ``_group``         the group, ``main``: errors to exit status and one line
 ``data``           ``fetch``, ``ingest``, ``synth``, ``info``
 ``fit``            ``fit``, and ``demo`` (the whole MNIST job)
+``select``         ``select``: several K in shared passes, one chosen
 ``evaluate``       ``predict``, ``evaluate``, ``report``
 ``_options``       where the work runs: cluster options and the client
 ``_display``       log lines, the progress bar, text of metrics and ``info``
@@ -19,7 +20,12 @@ that ``--help``, ``--version`` and a mistake on the command line answer at once.
 
 from __future__ import annotations
 
-from bmm_dask.cli import data, evaluate, fit  # noqa: F401  (they add their commands to cli)
+from bmm_dask.cli import (  # noqa: F401  (they add their commands to cli)
+    data,
+    evaluate,
+    fit,
+    select,
+)
 from bmm_dask.cli._group import cli, main
 
 __all__ = ["cli", "main"]
