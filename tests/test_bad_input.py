@@ -435,6 +435,52 @@ CASES: dict[str, Case] = {
         "m.zarr",
         names="'--steps-in-flight'",
     ),
+    "select an empty list of K": case(
+        "select", "data.zarr", "--k", "", "--out", "sel", names=("--k", "5,10,20")
+    ),
+    "select a list of K that is not numbers": case(
+        "select", "data.zarr", "--k", "5,,x", "--out", "sel", names="--k"
+    ),
+    "select a K of 0": case("select", "data.zarr", "--k", "0,4", "--out", "sel", names="--k"),
+    "select a K named twice": case(
+        "select", "data.zarr", "--k", "4,4", "--out", "sel", names=("--k", "twice")
+    ),
+    "select a K larger than the rows": case(
+        "select", "data.zarr", "--k", "2,500", "--out", "sel", names=("data.zarr", "500")
+    ),
+    "select a validation fraction of 0": case(
+        "select",
+        "data.zarr",
+        "--k",
+        "2,3",
+        "--validation-fraction",
+        "0",
+        "--out",
+        "sel",
+        names="--validation-fraction",
+    ),
+    "select a validation fraction of 1.5": case(
+        "select",
+        "data.zarr",
+        "--k",
+        "2,3",
+        "--validation-fraction",
+        "1.5",
+        "--out",
+        "sel",
+        names="--validation-fraction",
+    ),
+    "select a validation set of another width": case(
+        "select",
+        "data.zarr",
+        "--k",
+        "2,3",
+        "--validation",
+        "wide.zarr",
+        "--out",
+        "sel",
+        names=("wide.zarr", "20 features"),
+    ),
     "fit an unknown algorithm": case(
         "fit",
         "data.zarr",

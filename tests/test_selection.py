@@ -142,3 +142,30 @@ def test_bad_selection_settings(rows: np.ndarray, settings: dict, needle: str) -
     settings = {"n_components": [2, 3], **settings}
     with pytest.raises(SettingsError, match=needle):
         select_n_components(rows[:1_000], **settings)
+
+
+def test_the_select_command_writes_the_table_the_figure_and_the_models(tmp_path, bmm) -> None:
+    import json
+
+    from bmm_dask.datasets import synth
+    from tests._helpers import LOCAL_CLUSTER
+
+    data = synth(tmp_path / "d.zarr", n_samples=6_000, n_features=D, n_components=3, seed=2)
+    out = tmp_path / "sel"
+    result = bmm("select", data, "--k", "1,3,5", "--out", out, "--seed", "4", *LOCAL_CLUSTER)
+    assert result.code == 0, result.err
+    assert "K = 3 chosen by heldout" in result.out
+    assert "iteration 1  K=1: " in result.err  # a line per iteration, the candidates running
+    summary = json.loads((out / "selection.json").read_text())
+    assert summary["n_components"] == 3 and summary["criterion"] == "heldout"
+    assert [r["n_components"] for r in summary["candidates"]] == [1, 3, 5]
+    for row in summary["candidates"]:
+        assert {"objective", "heldout_loglik", "bic", "aic", "icl", "n_iter", "seconds"} <= set(row)
+        assert row["converged"] is True
+    assert summary["n_train"] + summary["n_heldout"] == 6_000
+    assert (out / "selection.png").stat().st_size > 10_000
+    chosen = BernoulliMixture.load(out / "model.zarr")
+    assert chosen.n_components == 3
+    assert BernoulliMixture.load(out / "model-k5.zarr").n_components == 5
+    # the chosen model is a model like any other: evaluate takes it
+    assert bmm("evaluate", out / "model.zarr", data).code == 0

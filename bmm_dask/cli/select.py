@@ -145,6 +145,10 @@ def select(
         raise SettingsError(
             f"{validation}: has {heldout.n_features} features, {data} has {dataset.n_features}"
         )
+    if max(candidates) > dataset.n_samples:
+        raise SettingsError(
+            f"{data}: K = {max(candidates)} is more than its {dataset.n_samples} rows"
+        )
     task_bytes = task_memory(dataset.n_features, sum(candidates), 8 if dtype == "float64" else 4)
 
     started = time.perf_counter()
