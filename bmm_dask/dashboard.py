@@ -5,6 +5,10 @@ importable where the scheduler runs); in Python, ``client.register_plugin(Progre
 draws the events that the fit logs on the scheduler (topic ``bmm-dask``), refreshes itself every
 two seconds, and needs no network beyond the dashboard: plain HTML, inline SVG, no scripts.
 
+A selection of the number of components (``bmm-dask select``) logs one event per shared
+iteration with a record per candidate still running; each candidate is drawn as a run of its
+own ("K = 10: iteration 12").
+
 For each run (newest first) it shows where the fit is (pass and step when the events carry them,
 else the iteration), two charts that share the iteration axis, and a table of the last iterations:
 
@@ -37,8 +41,9 @@ __all__ = ["PAGE", "ProgressPage", "render"]
 PAGE = "/bmm-dask"
 #: Seconds between the page's reloads.
 REFRESH = 2
-#: Runs drawn (newest first) and table rows under each.
-SHOWN_RUNS = 5
+#: Runs drawn (newest first; each candidate of a selection of K is a run) and table rows
+#: under each.
+SHOWN_RUNS = 8
 SHOWN_ROWS = 10
 #: Keys of the events that say where a stepwise fit is, shown when present.
 POSITION_KEYS = ("pass", "step")
@@ -65,11 +70,33 @@ def _x(record: Record) -> float | None:
     return x if x is not None else _number(record.get("step"))
 
 
+def _candidate(record: Record) -> str:
+    """'K = 10' (and ', start 2' from the second start) for a candidate of a selection."""
+    start = _number(record.get("start"))
+    label = f"K = {_text(record.get('n_components'))}"
+    return label + (f", start {int(start) + 1}" if start else "")
+
+
 def _runs(events: Sequence[tuple[float, Any]]) -> list[list[Record]]:
-    """Iteration records split into runs (a new run whenever the iteration count restarts)."""
+    """Iteration records split into runs (a new run whenever the iteration count restarts);
+    the candidates of a selection of K, whose records come together in one event per shared
+    iteration, a run each."""
     runs: list[list[Record]] = []
+    selection: dict[str, list[Record]] = {}  # the runs of the selection under way, by label
     for _, event in events:
         if not isinstance(event, dict) or event.get("kind") != "iteration":
+            continue
+        if isinstance(event.get("candidates"), list):
+            if _number(event.get("iteration")) == 1:
+                selection = {}  # a new selection
+            for candidate in event["candidates"]:
+                if not isinstance(candidate, dict) or _x(candidate) is None:
+                    continue
+                label = _candidate(candidate)
+                if label not in selection:
+                    selection[label] = []
+                    runs.append(selection[label])
+                selection[label].append({**candidate, "candidate": label})
             continue
         x = _x(event)
         if x is None:
@@ -110,8 +137,13 @@ def _text(value: Any) -> str:
 
 
 def _position(record: Record) -> str:
-    """Where the fit is: 'pass 2, step 140' for a stepwise fit, else 'iteration 12'."""
+    """Where the fit is: 'pass 2, step 140' for a stepwise fit, else 'iteration 12' (after
+    'K = 10: ' for a candidate of a selection)."""
     shown = [f"{key} {_text(record[key])}" for key in POSITION_KEYS if key in record]
+    if "candidate" in record:
+        return f"{html.escape(record['candidate'])}: " + _position(
+            {k: v for k, v in record.items() if k != "candidate"}
+        )
     if record.get("iteration") is not None or not shown:
         shown.append(f"iteration {_text(record.get('iteration'))}")
     return ", ".join(shown)

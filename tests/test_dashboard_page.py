@@ -202,3 +202,26 @@ def test_the_page_in_a_browser_is_a_picture_of_the_fit(dashboard: str, tmp_path:
     columns = np.flatnonzero(blue.any(axis=0))
     assert blue.sum() > 300, blue.sum()
     assert (columns < 482).sum() > 100 and (columns > 482).sum() > 100, columns
+
+
+def test_each_candidate_of_a_selection_is_a_run_of_its_own() -> None:
+    shared = []
+    for iteration in range(1, 6):
+        candidates = [
+            {
+                "n_components": k,
+                "start": 0,
+                "iteration": iteration,
+                "objective": -50 - k + iteration / k,
+            }
+            for k in (2, 5, 9)
+            if iteration <= k  # K = 2 converges after 2 iterations, K = 5 after 5
+        ]
+        for record in candidates:
+            record["change"] = 1 / (iteration * record["n_components"]) if iteration > 1 else None
+        shared.append({"kind": "iteration", "iteration": iteration, "candidates": candidates})
+    page = render(events(shared))
+    assert "<h2>Run 1: K = 2: iteration 2</h2>" in page
+    assert "<h2>Run 2: K = 5: iteration 5</h2>" in page
+    assert "<h2>Run 3: K = 9: iteration 5 (newest)</h2>" in page
+    assert page.count("<svg") == 3 and long_floats(page) == []
