@@ -16,7 +16,14 @@ from bmm_dask._estep import as_packed, predict_log_resp
 from bmm_dask.io import Dataset, atomic_output, store_predictions
 from bmm_dask.metrics import bits_per_dim, clustering_metrics
 from bmm_dask.model import BernoulliMixture
-from bmm_dask.report import plot_confusion, plot_means, plot_objective, plot_samples, write_html
+from bmm_dask.report import (
+    plot_confusion,
+    plot_means,
+    plot_objective,
+    plot_samples,
+    plot_selection,
+    write_html,
+)
 
 __all__ = ["evaluate", "write_predictions", "write_report"]
 
@@ -103,6 +110,7 @@ def write_report(
     data_path: str | None = None,
     overwrite: bool = False,
     n_samples: int = 40,
+    selection: dict[str, Any] | None = None,
 ) -> Path:
     """Write a report of a model into the folder ``out``, whole or not at all.
 
@@ -128,6 +136,9 @@ def write_report(
         Replace ``out`` if it exists.
     n_samples : int, default=40
         Images drawn from the mixture for ``samples.png``.
+    selection : dict, default=None
+        The ``selection.json`` of the selection the model was chosen by: adds
+        ``selection.png`` (held-out log-likelihood and BIC against K) and the candidates.
 
     Returns
     -------
@@ -156,9 +167,24 @@ def write_report(
             else None
         )
         labels = metrics.get("mapping") if metrics else None
-        figures = [
+        figures = []
+        if selection is not None:
+            plot_selection(
+                selection["candidates"],
+                selection["n_components"],
+                selection["criterion"],
+                tmp / "selection.png",
+            )
+            figures.append(
+                (
+                    "selection.png",
+                    "Choosing K: the log-likelihood per held-out and per training row and BIC "
+                    "against K, each K's best start; the K chosen dashed.",
+                )
+            )
+        figures.append(
             ("means.png", "The component means, by weight: the probability that each pixel is on.")
-        ]
+        )
         plot_means(
             model.means_, model.weights_, tmp / "means.png", image_shape=image_shape, mapping=labels
         )
@@ -209,6 +235,21 @@ def write_report(
                 facts.append(
                     ("accuracy", f"{metrics['accuracy']:.4f} ({metrics['matching']} matching)")
                 )
+        if selection is not None:
+            chosen_by = {"heldout": "held-out log-likelihood"}.get(
+                selection["criterion"], selection["criterion"].upper()
+            )
+            facts.append(
+                (
+                    "chosen by",
+                    f"{chosen_by}, among K = "
+                    + ", ".join(
+                        f"{r['n_components']} ({r['heldout_loglik']:.3f} held out)"
+                        for r in selection["candidates"]
+                        if r["best_start"]
+                    ),
+                )
+            )
         settings = dict(attrs.get("settings") or model.get_params())
         for name in ("means_init", "weights_init"):
             settings.pop(name, None)

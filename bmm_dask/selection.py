@@ -224,6 +224,33 @@ class Selection:
         return Path(path)
 
 
+def read_selection(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The ``selection.json`` of a folder that :meth:`Selection.save` wrote, or None when
+    ``path`` is not such a folder.
+
+    Raises
+    ------
+    ModelFileError
+        If the folder has a ``selection.json`` that cannot be read, or no ``model.zarr``.
+    """
+    from bmm_dask.errors import ModelFileError
+
+    folder = Path(path)
+    record = folder / "selection.json"
+    if not record.is_file():
+        return None
+    try:
+        selection = json.loads(record.read_text())
+        selection["candidates"], selection["n_components"], selection["criterion"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ModelFileError(
+            f"{record}: not a selection written by bmm-dask select ({err})"
+        ) from None
+    if not (folder / "model.zarr").exists():
+        raise ModelFileError(f"{folder}: a selection without its chosen model (model.zarr)")
+    return selection
+
+
 def _check_candidates(n_components: Sequence[int]) -> list[int]:
     try:
         ks = [int(k) for k in n_components]

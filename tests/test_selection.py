@@ -169,3 +169,10 @@ def test_the_select_command_writes_the_table_the_figure_and_the_models(tmp_path,
     assert BernoulliMixture.load(out / "model-k5.zarr").n_components == 5
     # the chosen model is a model like any other: evaluate takes it
     assert bmm("evaluate", out / "model.zarr", data).code == 0
+    # a report of the selection folder is the chosen model's, with the selection's figure
+    result = bmm("report", out, "--data", data, "--out", tmp_path / "report")
+    assert result.code == 0, result.err
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert '<img src="selection.png"' in page and "held-out log-likelihood, among K = 1" in page
+    assert "<title>Bernoulli mixture, K = 3</title>" in page
+    assert (tmp_path / "report" / "selection.png").stat().st_size > 10_000

@@ -114,16 +114,30 @@ def evaluate(
 def report(
     model_path: str, data: str | None, mapping_from: str | None, out: str, overwrite: bool
 ) -> None:
-    """Write means.png, loglik.png, confusion.png, samples.png, metrics.json and report.html."""
+    """Write means.png, loglik.png, confusion.png, samples.png, metrics.json and report.html.
+
+    MODEL may be the folder that ``select`` wrote: the report is of the chosen model, with the
+    selection's figure (selection.png) and candidates.
+    """
     from bmm_dask.evaluation import write_report
     from bmm_dask.io import check_output
+    from bmm_dask.selection import read_selection
 
+    selection = read_selection(model_path)
+    if selection is not None:
+        model_path = str(Path(model_path) / "model.zarr")
     model = load_model(model_path)
     dataset = open_data(data) if data else None
     check_output(out, overwrite=overwrite, inputs=[model_path, data, mapping_from])
     mapping = learn_mapping(model, mapping_from, model_path)
     written = write_report(
-        model, out, dataset=dataset, mapping=mapping, model_path=model_path, overwrite=overwrite
+        model,
+        out,
+        dataset=dataset,
+        mapping=mapping,
+        model_path=model_path,
+        overwrite=overwrite,
+        selection=selection,
     )
     click.echo(
         f"wrote {written}/report.html (open it in a browser) with its figures and metrics.json"
