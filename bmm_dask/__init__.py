@@ -22,6 +22,7 @@ from bmm_dask.errors import (
 if TYPE_CHECKING:
     from bmm_dask.io import Dataset, open_dataset
     from bmm_dask.model import BernoulliMixture
+    from bmm_dask.selection import select_n_components
 
 try:
     __version__ = version("bmm-dask")
@@ -33,6 +34,7 @@ _LAZY = {
     "BernoulliMixture": "bmm_dask.model",
     "Dataset": "bmm_dask.io",
     "open_dataset": "bmm_dask.io",
+    "select_n_components": "bmm_dask.selection",
 }
 
 __all__ = [
@@ -46,6 +48,7 @@ __all__ = [
     "SettingsError",
     "__version__",
     "open_dataset",
+    "select_n_components",
 ]
 
 
