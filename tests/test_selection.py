@@ -176,3 +176,22 @@ def test_the_select_command_writes_the_table_the_figure_and_the_models(tmp_path,
     assert '<img src="selection.png"' in page and "held-out log-likelihood, among K = 1" in page
     assert "<title>Bernoulli mixture, K = 3</title>" in page
     assert (tmp_path / "report" / "selection.png").stat().st_size > 10_000
+
+
+def test_a_selection_streamed_from_its_store_equals_one_held_in_memory(tmp_path) -> None:
+    from bmm_dask import open_dataset
+    from bmm_dask.datasets import synth
+
+    path = synth(tmp_path / "d.zarr", n_samples=8_000, n_features=D, n_components=3, seed=5)
+    dataset = open_dataset(path)
+    with dask.config.set(scheduler="threads"):
+        streamed = select_n_components(
+            dataset, [2, 3], random_state=1, dtype="float64", persist=False
+        )
+        held = select_n_components(dataset, [2, 3], random_state=1, dtype="float64", persist=True)
+    for k in (2, 3):
+        np.testing.assert_array_equal(streamed.models[k].means_, held.models[k].means_)
+    assert streamed.n_components == held.n_components
+    assert [r["heldout_loglik"] for r in streamed.table] == [
+        r["heldout_loglik"] for r in held.table
+    ]
