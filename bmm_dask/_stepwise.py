@@ -49,7 +49,7 @@ from numpy.typing import NDArray
 
 from bmm_dask._estep import PackedData
 from bmm_dask._events import publish
-from bmm_dask._kernels import estep_stats, log_parameters, log_prior, mstep
+from bmm_dask._kernels import estep_stats, log_parameters, log_prior, mstep, stacked_stats
 from bmm_dask.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -378,9 +378,24 @@ def _group_stats(
     n_features: int,
     W: NDArray[Any],
     b: NDArray[Any],
-) -> dict[str, Any]:
+    sizes: list[int] | None = None,
+) -> Any:
+    if sizes is not None:  # several models: their statistics, model by model
+        parts = [
+            [to_fixed(s) for s in stacked_stats(block[rows], n_features, W, b, sizes)]
+            for rows in chunk_rows
+            if len(rows)
+        ]
+        return [add_fixed(list(model)) for model in zip(*parts, strict=True)]
     stats = [estep_stats(block[rows], n_features, W, b) for rows in chunk_rows if len(rows)]
     return add_fixed([to_fixed(s) for s in stats])
+
+
+def _add_parts(parts: list[Any]) -> Any:
+    """The tasks' fixed-point sums added, as floats: one model's, or a list, model by model."""
+    if parts and isinstance(parts[0], list):
+        return [from_fixed(add_fixed(list(model))) for model in zip(*parts, strict=True)]
+    return from_fixed(add_fixed(parts))
 
 
 def distributed_client() -> Any:
@@ -420,7 +435,7 @@ class Step:
             parts = self.client.gather(self.tasks)
         else:
             parts = dask.compute(*self.tasks, optimize_graph=False)
-        return from_fixed(add_fixed(list(parts)))
+        return _add_parts(list(parts))
 
 
 def submit_step(
@@ -443,9 +458,10 @@ def submit_step(
         The mini-batch's rows in each chunk of the window.
     n_features : int
         Features D.
-    means : ndarray of shape (n_components, n_features)
-        The means its E-step uses.
-    weights : ndarray of shape (n_components,)
+    means : ndarray of shape (n_components, n_features), or list of them
+        The means its E-step uses (a list: of several models, whose statistics it computes
+        together, and returns as a list).
+    weights : ndarray of shape (n_components,), or list of them
         The weights its E-step uses.
     dtype : dtype
         Type of the E-step's arithmetic.
@@ -459,7 +475,13 @@ def submit_step(
     -------
     Step
     """
-    W, b = log_parameters(means, weights, dtype)
+    sizes = None
+    if isinstance(weights, list):  # several models, their parameters stacked
+        params = [log_parameters(m, w, dtype) for m, w in zip(means, weights, strict=True)]
+        W, b = np.vstack([p[0] for p in params]), np.concatenate([p[1] for p in params])
+        sizes = [len(w) for w in weights]
+    else:
+        W, b = log_parameters(means, weights, dtype)
     # A graph written out (not dask.delayed over the arrays): a step is small, and building
     # it through the collections' machinery would cost as much as the step's arithmetic.
     name = f"bmm-step-{token}"
@@ -468,7 +490,7 @@ def submit_step(
     for g, (group, positions) in enumerate(zip(window.groups, window.members, strict=True)):
         rows = [batch.rows[j] + window.starts[j] for j in positions]
         if any(len(r) for r in rows):
-            layer[(name, g)] = (_group_stats, group.key, rows, n_features, W, b)
+            layer[(name, g)] = (_group_stats, group.key, rows, n_features, W, b, sizes)
             dependencies.append(group)
     graph = HighLevelGraph.from_collections(name, layer, dependencies=dependencies)
     tasks: list[Any] = [Delayed(key, graph, layer=name) for key in layer]
@@ -738,3 +760,105 @@ def run_stepwise(
         if on_step is not None and pass_ < passes:  # the next pass, from its beginning
             on_step(snapshot(pass_ + 1, 0, rng.bit_generator.state, []))
     return means, weights, history
+
+
+def run_stepwise_many(
+    data: PackedData,
+    starts: list[tuple[NDArray[np.float64], NDArray[np.float64]]],
+    rng: np.random.Generator,
+    *,
+    alpha: float,
+    passes: int,
+    batch_size: int,
+    step_exponent: float,
+    dtype: np.typing.DTypeLike = np.float32,
+    persisted: bool = False,
+    threads: int = 1,
+    steps_in_flight: int = STEPS_IN_FLIGHT,
+    callback: Callable[[int, list[dict[str, Any]]], None] | None = None,
+) -> list[tuple[NDArray[np.float64], NDArray[np.float64], list[dict[str, Any]]]]:
+    """Stepwise EM of several models together: the same mini-batches, each step one pass over
+    its rows for all of them (their parameters stacked in one product).
+
+    Each model ends where :func:`run_stepwise` from its start, with the same ``rng`` state and
+    settings, ends (its statistics are computed by the same kernel, a model's columns apart).
+
+    Parameters
+    ----------
+    data : PackedData
+        Packed rows.
+    starts : list of (means, weights)
+        Each model's starting parameters.
+    rng : numpy.random.Generator
+        Draws the order of the chunks and the mini-batches, for all the models.
+    alpha, passes, batch_size, step_exponent, dtype, persisted, threads, steps_in_flight :
+        As for :func:`run_stepwise`.
+    callback : callable, default=None
+        Called after every pass as ``callback(pass, records)``, one record per model.
+
+    Returns
+    -------
+    list of (means, weights, history)
+        Per model, as :func:`run_stepwise` returns them.
+    """
+    n_samples = data.n_samples
+    chunk_sizes = tuple(int(c) for c in data.bits.chunks[0])
+    window = window_chunks(batch_size, chunk_sizes[0])
+    states = [StepwiseState.start(means, weights) for means, weights in starts]
+    current = [(np.array(m, dtype=np.float64), np.array(w, dtype=np.float64)) for m, w in starts]
+    histories: list[list[dict[str, Any]]] = [[] for _ in starts]
+    previous = [-math.inf] * len(starts)
+    client = distributed_client()
+    for pass_ in range(1, passes + 1):
+        started = time.perf_counter()
+        slots = worker_slots(client)
+        loglik = [0.0] * len(starts)
+        rows = 0.0
+        pass_start = [means for means, _ in current]
+        held: Window | None = None
+        in_flight: deque[Step] = deque()
+        for batch, last in with_last(pass_batches(chunk_sizes, batch_size, window, rng)):
+            if held is None or held.chunks != batch.window:
+                groups = step_groups(threads, len(batch.window))
+                held = hold_window(
+                    data, batch.window, groups, persisted, None if persisted else slots
+                )
+            means = [m for m, _ in current]
+            weights = [w for _, w in current]
+            token = uuid.uuid4().hex
+            in_flight.append(
+                submit_step(held, batch, data.n_features, means, weights, dtype, token, client)
+            )
+            while in_flight and (len(in_flight) >= steps_in_flight or last):
+                stats = in_flight.popleft().result()
+                rows += stats[0]["n_samples"]
+                for m, (state, part) in enumerate(zip(states, stats, strict=True)):
+                    loglik[m] += part["loglik"]
+                    state.update(part, step_exponent)
+                    current[m] = state.parameters(n_samples, alpha)
+        held = None
+        records = []
+        for m, (means, _) in enumerate(current):
+            objective = loglik[m] / rows + log_prior(means, alpha) / n_samples
+            record = {
+                "pass": pass_,
+                "iteration": pass_,
+                "steps": states[m].step,
+                "batch_size": batch_size,
+                "objective": objective,
+                "change": objective - previous[m],
+                "mean_shift": float(np.linalg.norm(means - pass_start[m])),
+                "seconds": time.perf_counter() - started,
+                "reseeded": 0,
+            }
+            previous[m] = objective
+            histories[m].append(record)
+            records.append(record)
+            if not math.isfinite(objective):
+                raise DataError(
+                    f"the objective became {objective}; the data or settings give no finite "
+                    "likelihood"
+                )
+        if callback is not None:
+            callback(pass_, records)
+    return [(m, w, h) for (m, w), h in zip(current, histories, strict=True)]

@@ -32,9 +32,17 @@ from dask.base import tokenize
 from numpy.typing import NDArray
 
 from bmm_dask._em import BatchRun, single_threaded_blas
-from bmm_dask._estep import PackedData, as_packed, estep_stacked, fits_in_memory, task_blocks
+from bmm_dask._estep import (
+    PackedData,
+    _cluster_threads,
+    as_packed,
+    estep_stacked,
+    fits_in_memory,
+    task_blocks,
+)
 from bmm_dask._events import jsonable, publish
 from bmm_dask._init import starting_values
+from bmm_dask._stepwise import STEPS_IN_FLIGHT, auto_batch_size, run_stepwise_many
 from bmm_dask.errors import SettingsError
 
 logger = logging.getLogger(__name__)
@@ -163,6 +171,8 @@ class Selection:
     starts: dict[tuple[int, int], tuple[NDArray[np.float64], NDArray[np.float64]]] = field(
         default_factory=dict, repr=False
     )
+    #: The random generator's state where the stepwise passes' mini-batches begin (stepwise).
+    stepwise_state: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
     def model(self) -> Any:
@@ -282,6 +292,11 @@ def select_n_components(
     tol: float = 1e-4,
     mean_tol: float | None = None,
     dtype: str = "float32",
+    algorithm: str = "batch",
+    passes: int = 10,
+    batch_size: int | None = None,
+    step_exponent: float = 0.55,
+    steps_in_flight: int = STEPS_IN_FLIGHT,
     persist: bool | None = None,
     callback: Any = None,
 ) -> Selection:
@@ -305,7 +320,14 @@ def select_n_components(
     n_init : int, default=1
         Starts per K; each K keeps its start of the best training objective.
     init, random_state, alpha, max_iter, tol, mean_tol, dtype :
-        As for :class:`~bmm_dask.BernoulliMixture` (batch EM).
+        As for :class:`~bmm_dask.BernoulliMixture`.
+    algorithm : {"batch", "stepwise"}, default="batch"
+        Batch EM to ``tol``, or ``passes`` passes of stepwise EM, every candidate taking the
+        same mini-batches. ("auto", the fit's default, is not offered yet: its candidates
+        would leave their stepwise passes at different times.)
+    passes, batch_size, step_exponent, steps_in_flight :
+        Of stepwise EM, as for :class:`~bmm_dask.BernoulliMixture`; ``batch_size`` None
+        sizes the mini-batches for all the candidates' components together.
     persist : bool, default=None
         Hold the training and held-out rows in the cluster's memory; None: when they take
         at most half of it.
@@ -338,8 +360,15 @@ def select_n_components(
         "init": init,
         "alpha": alpha,
         "dtype": dtype,
-        "algorithm": "batch",
+        "algorithm": algorithm,
+        "passes": passes,
+        "step_exponent": step_exponent,
+        "steps_in_flight": steps_in_flight,
     }
+    if batch_size is not None:
+        settings["batch_size"] = batch_size
+    if algorithm not in ("batch", "stepwise"):
+        raise SettingsError(f"algorithm must be batch or stepwise; got {algorithm!r}")
     for k in ks:  # every setting checked as a fit of each K checks it, before any work
         BernoulliMixture(k, **settings)._check_settings(1)
     data = as_packed(X)
@@ -376,6 +405,7 @@ def select_n_components(
         train = PackedData(train_bits, train.n_features, train.source)
         heldout = PackedData(heldout_bits, heldout.n_features, heldout.source)
     arithmetic = np.dtype(dtype)
+    threads = _cluster_threads()
     with single_threaded_blas():
         runs: list[tuple[int, int, BatchRun]] = []
         starts = {}
@@ -396,7 +426,48 @@ def select_n_components(
                 runs.append((k, start, run))
         seconds = [0.0] * len(runs)
         iteration = 0
-        while any(not run.done for _, _, run in runs):
+        stepwise_state = None
+        if algorithm == "stepwise":
+            stepwise_state = rng.bit_generator.state  # where the shared mini-batches begin
+            size = batch_size or auto_batch_size(
+                train.n_samples, sum(k for k, _, _ in runs), train.n_features, threads
+            )
+            logger.info("stepwise EM: %d passes, mini-batches of %d rows", passes, size)
+
+            def show(pass_: int, records: list[dict[str, Any]]) -> None:
+                shown = [
+                    {"n_components": k, "start": start, **record}
+                    for (k, start, _), record in zip(runs, records, strict=True)
+                ]
+                publish({"iteration": pass_, "candidates": [jsonable(r) for r in shown]})
+                logger.info(
+                    "pass %d  %s",
+                    pass_,
+                    "  ".join(f"K={r['n_components']}: {r['objective']:.4f}" for r in shown),
+                )
+                if callback is not None:
+                    callback({"iteration": pass_, "candidates": shown})
+
+            begun = time.perf_counter()
+            outcomes = run_stepwise_many(
+                train,
+                [(run.means, run.weights) for _, _, run in runs],
+                rng,
+                alpha=alpha,
+                passes=passes,
+                batch_size=size,
+                step_exponent=step_exponent,
+                dtype=arithmetic,
+                persisted=persist,
+                threads=threads,
+                steps_in_flight=steps_in_flight,
+                callback=show,
+            )
+            seconds = [(time.perf_counter() - begun) / len(runs)] * len(runs)
+            for (_, _, run), (means, weights, history) in zip(runs, outcomes, strict=True):
+                run.means, run.weights, run.history = means, weights, history
+                run.objective = history[-1]["objective"]
+        while algorithm == "batch" and any(not run.done for _, _, run in runs):
             iteration += 1
             active = [i for i, (_, _, run) in enumerate(runs) if not run.done]
             begun = time.perf_counter()
@@ -467,5 +538,13 @@ def select_n_components(
         chosen = min(best_rows, key=lambda k: table[best_rows[k]][criterion])
     logger.info("chose K = %d by %s", chosen, criterion)
     return Selection(
-        criterion, table, chosen, models, train.n_samples, heldout.n_samples, key, starts
+        criterion,
+        table,
+        chosen,
+        models,
+        train.n_samples,
+        heldout.n_samples,
+        key,
+        starts,
+        stepwise_state,
     )

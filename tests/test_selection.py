@@ -195,3 +195,23 @@ def test_a_selection_streamed_from_its_store_equals_one_held_in_memory(tmp_path)
     assert [r["heldout_loglik"] for r in streamed.table] == [
         r["heldout_loglik"] for r in held.table
     ]
+
+
+def test_stepwise_candidates_are_the_models_of_separate_stepwise_fits(rows: np.ndarray) -> None:
+    settings = {"algorithm": "stepwise", "passes": 2, "batch_size": 1_000}
+    with dask.config.set(scheduler="threads"):
+        selection = select(rows, **settings)
+    mask = heldout_mask(0, len(rows), selection.heldout_key, 0.1)
+    for row in selection.table:
+        k = row["n_components"]
+        means, weights = selection.starts[k, 0]
+        rng = np.random.default_rng()
+        rng.bit_generator.state = selection.stepwise_state  # the same mini-batches
+        alone = BernoulliMixture(
+            k, means_init=means, weights_init=weights, dtype="float64", random_state=rng, **settings
+        ).fit(rows[~mask])
+        model = selection.models[k]
+        np.testing.assert_allclose(model.means_, alone.means_, rtol=0, atol=1e-9)
+        np.testing.assert_allclose(model.weights_, alone.weights_, rtol=0, atol=1e-9)
+        assert row["n_iter"] == alone.n_iter_ == 2 and model.batch_size_ == 1_000
+        assert row["objective"] == pytest.approx(alone.lower_bound_, abs=1e-9)

@@ -97,6 +97,27 @@ def parse_k_list(text: str) -> list[int]:
     "--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float64"])
 )
 @click.option(
+    "--algorithm",
+    default="batch",
+    show_default=True,
+    type=click.Choice(["batch", "stepwise"]),
+    help="batch: EM to --tol; stepwise: --passes passes, the same mini-batches for every K.",
+)
+@click.option("--passes", default=10, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    metavar="ROWS",
+    help="Rows per mini-batch of stepwise EM [default: sized for all the candidates together].",
+)
+@click.option(
+    "--step-exponent",
+    default=0.55,
+    show_default=True,
+    type=click.FloatRange(0.5, 1, min_open=True),
+)
+@click.option("--steps-in-flight", default=2, show_default=True, type=click.IntRange(min=1))
+@click.option(
     "--persist/--no-persist",
     default=None,
     help="Hold the rows in the cluster's memory, or read them from the store every iteration "
@@ -118,6 +139,11 @@ def select(
     seed: int,
     alpha: float,
     dtype: str,
+    algorithm: str,
+    passes: int,
+    batch_size: int | None,
+    step_exponent: float,
+    steps_in_flight: int,
     persist: bool | None,
     overwrite: bool,
     **cluster: Any,
@@ -166,6 +192,11 @@ def select(
             max_iter=max_iter,
             tol=tol,
             dtype=dtype,
+            algorithm=algorithm,
+            passes=passes,
+            batch_size=batch_size,
+            step_exponent=step_exponent,
+            steps_in_flight=steps_in_flight,
             persist=persist,
         )
     seconds = time.perf_counter() - started
