@@ -750,6 +750,17 @@ CASES: dict[str, Case] = {
 
 #: Mistakes found once the local cluster runs: the cluster starts, stops, and nothing is written.
 CLUSTER_CASES: dict[str, Case] = {
+    # the training rows are known once the held-out ones are drawn
+    "select a K larger than the training rows": case(
+        "select",
+        "data.zarr",
+        "--k",
+        "2,290",
+        "--out",
+        "sel",
+        *LOCAL_CLUSTER,
+        names=("data.zarr", "290", "training rows"),
+    ),
     "fit more components than distinct rows": case(
         "fit",
         "zeros.zarr",
