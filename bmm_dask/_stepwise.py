@@ -762,6 +762,127 @@ def run_stepwise(
     return means, weights, history
 
 
+class StepwiseMany:
+    """Stepwise EM of several models together: the same mini-batches, each step one pass over
+    its rows for all of them (their parameters stacked in one product).
+
+    :meth:`run_pass` takes the models named through one more pass. Each model ends where
+    :func:`run_stepwise` from its start, with the same ``rng`` state and settings, ends after
+    as many passes (its statistics come from the same kernel, a model's columns apart, and its
+    pass p takes the generator's p-th pass of mini-batches).
+
+    Parameters
+    ----------
+    data : PackedData
+        Packed rows.
+    starts : list of (means, weights)
+        Each model's starting parameters.
+    rng : numpy.random.Generator
+        Draws the order of the chunks and the mini-batches, for all the models.
+    alpha, batch_size, step_exponent, dtype, persisted, threads, steps_in_flight :
+        As for :func:`run_stepwise`.
+    """
+
+    def __init__(
+        self,
+        data: PackedData,
+        starts: list[tuple[NDArray[np.float64], NDArray[np.float64]]],
+        rng: np.random.Generator,
+        *,
+        alpha: float,
+        batch_size: int,
+        step_exponent: float,
+        dtype: np.typing.DTypeLike = np.float32,
+        persisted: bool = False,
+        threads: int = 1,
+        steps_in_flight: int = STEPS_IN_FLIGHT,
+    ) -> None:
+        self.data, self.rng, self.alpha = data, rng, alpha
+        self.batch_size, self.step_exponent, self.dtype = batch_size, step_exponent, dtype
+        self.persisted, self.threads, self.steps_in_flight = persisted, threads, steps_in_flight
+        self.states = [StepwiseState.start(means, weights) for means, weights in starts]
+        self.current = [
+            (np.array(m, dtype=np.float64), np.array(w, dtype=np.float64)) for m, w in starts
+        ]
+        self.histories: list[list[dict[str, Any]]] = [[] for _ in starts]
+        self.previous = [-math.inf] * len(starts)
+        self.passes = 0
+        self.client = distributed_client()
+
+    def run_pass(self, which: list[int]) -> list[dict[str, Any]]:
+        """One more pass for the models at positions ``which``; return their records.
+
+        Raises
+        ------
+        DataError
+            If a model's objective stops being finite.
+        """
+        data = self.data
+        n_samples = data.n_samples
+        chunk_sizes = tuple(int(c) for c in data.bits.chunks[0])
+        window = window_chunks(self.batch_size, chunk_sizes[0])
+        self.passes += 1
+        started = time.perf_counter()
+        slots = worker_slots(self.client)
+        loglik = dict.fromkeys(which, 0.0)
+        rows = 0.0
+        pass_start = {m: self.current[m][0] for m in which}
+        held: Window | None = None
+        in_flight: deque[Step] = deque()
+        batches = pass_batches(chunk_sizes, self.batch_size, window, self.rng)
+        for batch, last in with_last(batches):
+            if held is None or held.chunks != batch.window:
+                groups = step_groups(self.threads, len(batch.window))
+                held = hold_window(
+                    data, batch.window, groups, self.persisted, None if self.persisted else slots
+                )
+            means = [self.current[m][0] for m in which]
+            weights = [self.current[m][1] for m in which]
+            step = submit_step(
+                held,
+                batch,
+                data.n_features,
+                means,
+                weights,
+                self.dtype,
+                uuid.uuid4().hex,
+                self.client,
+            )
+            in_flight.append(step)
+            while in_flight and (len(in_flight) >= self.steps_in_flight or last):
+                stats = in_flight.popleft().result()
+                rows += stats[0]["n_samples"]
+                for m, part in zip(which, stats, strict=True):
+                    loglik[m] += part["loglik"]
+                    self.states[m].update(part, self.step_exponent)
+                    self.current[m] = self.states[m].parameters(n_samples, self.alpha)
+        held = None
+        records = []
+        for m in which:
+            means = self.current[m][0]
+            objective = loglik[m] / rows + log_prior(means, self.alpha) / n_samples
+            record = {
+                "pass": self.passes,
+                "iteration": len(self.histories[m]) + 1,
+                "steps": self.states[m].step,
+                "batch_size": self.batch_size,
+                "objective": objective,
+                "change": objective - self.previous[m],
+                "mean_shift": float(np.linalg.norm(means - pass_start[m])),
+                "seconds": time.perf_counter() - started,
+                "reseeded": 0,
+            }
+            self.previous[m] = objective
+            self.histories[m].append(record)
+            records.append(record)
+            if not math.isfinite(objective):
+                raise DataError(
+                    f"the objective became {objective}; the data or settings give no finite "
+                    "likelihood"
+                )
+        return records
+
+
 def run_stepwise_many(
     data: PackedData,
     starts: list[tuple[NDArray[np.float64], NDArray[np.float64]]],
@@ -777,22 +898,15 @@ def run_stepwise_many(
     steps_in_flight: int = STEPS_IN_FLIGHT,
     callback: Callable[[int, list[dict[str, Any]]], None] | None = None,
 ) -> list[tuple[NDArray[np.float64], NDArray[np.float64], list[dict[str, Any]]]]:
-    """Stepwise EM of several models together: the same mini-batches, each step one pass over
-    its rows for all of them (their parameters stacked in one product).
-
-    Each model ends where :func:`run_stepwise` from its start, with the same ``rng`` state and
-    settings, ends (its statistics are computed by the same kernel, a model's columns apart).
+    """``passes`` passes of :class:`StepwiseMany` for every model.
 
     Parameters
     ----------
-    data : PackedData
-        Packed rows.
-    starts : list of (means, weights)
-        Each model's starting parameters.
-    rng : numpy.random.Generator
-        Draws the order of the chunks and the mini-batches, for all the models.
-    alpha, passes, batch_size, step_exponent, dtype, persisted, threads, steps_in_flight :
-        As for :func:`run_stepwise`.
+    data, starts, rng, alpha, batch_size, step_exponent, dtype, persisted, threads,
+    steps_in_flight :
+        As for :class:`StepwiseMany`.
+    passes : int
+        Passes over the data.
     callback : callable, default=None
         Called after every pass as ``callback(pass, records)``, one record per model.
 
@@ -801,64 +915,21 @@ def run_stepwise_many(
     list of (means, weights, history)
         Per model, as :func:`run_stepwise` returns them.
     """
-    n_samples = data.n_samples
-    chunk_sizes = tuple(int(c) for c in data.bits.chunks[0])
-    window = window_chunks(batch_size, chunk_sizes[0])
-    states = [StepwiseState.start(means, weights) for means, weights in starts]
-    current = [(np.array(m, dtype=np.float64), np.array(w, dtype=np.float64)) for m, w in starts]
-    histories: list[list[dict[str, Any]]] = [[] for _ in starts]
-    previous = [-math.inf] * len(starts)
-    client = distributed_client()
+    many = StepwiseMany(
+        data,
+        starts,
+        rng,
+        alpha=alpha,
+        batch_size=batch_size,
+        step_exponent=step_exponent,
+        dtype=dtype,
+        persisted=persisted,
+        threads=threads,
+        steps_in_flight=steps_in_flight,
+    )
+    everyone = list(range(len(starts)))
     for pass_ in range(1, passes + 1):
-        started = time.perf_counter()
-        slots = worker_slots(client)
-        loglik = [0.0] * len(starts)
-        rows = 0.0
-        pass_start = [means for means, _ in current]
-        held: Window | None = None
-        in_flight: deque[Step] = deque()
-        for batch, last in with_last(pass_batches(chunk_sizes, batch_size, window, rng)):
-            if held is None or held.chunks != batch.window:
-                groups = step_groups(threads, len(batch.window))
-                held = hold_window(
-                    data, batch.window, groups, persisted, None if persisted else slots
-                )
-            means = [m for m, _ in current]
-            weights = [w for _, w in current]
-            token = uuid.uuid4().hex
-            in_flight.append(
-                submit_step(held, batch, data.n_features, means, weights, dtype, token, client)
-            )
-            while in_flight and (len(in_flight) >= steps_in_flight or last):
-                stats = in_flight.popleft().result()
-                rows += stats[0]["n_samples"]
-                for m, (state, part) in enumerate(zip(states, stats, strict=True)):
-                    loglik[m] += part["loglik"]
-                    state.update(part, step_exponent)
-                    current[m] = state.parameters(n_samples, alpha)
-        held = None
-        records = []
-        for m, (means, _) in enumerate(current):
-            objective = loglik[m] / rows + log_prior(means, alpha) / n_samples
-            record = {
-                "pass": pass_,
-                "iteration": pass_,
-                "steps": states[m].step,
-                "batch_size": batch_size,
-                "objective": objective,
-                "change": objective - previous[m],
-                "mean_shift": float(np.linalg.norm(means - pass_start[m])),
-                "seconds": time.perf_counter() - started,
-                "reseeded": 0,
-            }
-            previous[m] = objective
-            histories[m].append(record)
-            records.append(record)
-            if not math.isfinite(objective):
-                raise DataError(
-                    f"the objective became {objective}; the data or settings give no finite "
-                    "likelihood"
-                )
+        records = many.run_pass(everyone)
         if callback is not None:
             callback(pass_, records)
-    return [(m, w, h) for (m, w), h in zip(current, histories, strict=True)]
+    return [(m, w, h) for (m, w), h in zip(many.current, many.histories, strict=True)]

@@ -31,7 +31,7 @@ import numpy as np
 from dask.base import tokenize
 from numpy.typing import NDArray
 
-from bmm_dask._em import BatchRun, single_threaded_blas
+from bmm_dask._em import SWITCH_GAIN, BatchRun, EMResult, single_threaded_blas
 from bmm_dask._estep import (
     PackedData,
     _cluster_threads,
@@ -42,7 +42,13 @@ from bmm_dask._estep import (
 )
 from bmm_dask._events import jsonable, publish
 from bmm_dask._init import starting_values
-from bmm_dask._stepwise import STEPS_IN_FLIGHT, auto_batch_size, run_stepwise_many
+from bmm_dask._stepwise import (
+    MIN_BATCH_SIZE,
+    MIN_STEPS_PER_PASS,
+    STEPS_IN_FLIGHT,
+    StepwiseMany,
+    auto_batch_size,
+)
 from bmm_dask.errors import SettingsError
 
 logger = logging.getLogger(__name__)
@@ -321,10 +327,11 @@ def select_n_components(
         Starts per K; each K keeps its start of the best training objective.
     init, random_state, alpha, max_iter, tol, mean_tol, dtype :
         As for :class:`~bmm_dask.BernoulliMixture`.
-    algorithm : {"batch", "stepwise"}, default="batch"
-        Batch EM to ``tol``, or ``passes`` passes of stepwise EM, every candidate taking the
-        same mini-batches. ("auto", the fit's default, is not offered yet: its candidates
-        would leave their stepwise passes at different times.)
+    algorithm : {"batch", "stepwise", "auto"}, default="batch"
+        Batch EM to ``tol``; ``passes`` passes of stepwise EM, every candidate taking the
+        same mini-batches; or, as a fit's default does, stepwise passes then batch iterations:
+        each candidate leaves the shared passes when a fit of its own would, and joins the
+        shared batch iterations.
     passes, batch_size, step_exponent, steps_in_flight :
         Of stepwise EM, as for :class:`~bmm_dask.BernoulliMixture`; ``batch_size`` None
         sizes the mini-batches for all the candidates' components together.
@@ -367,8 +374,8 @@ def select_n_components(
     }
     if batch_size is not None:
         settings["batch_size"] = batch_size
-    if algorithm not in ("batch", "stepwise"):
-        raise SettingsError(f"algorithm must be batch or stepwise; got {algorithm!r}")
+    if algorithm not in ("batch", "stepwise", "auto"):
+        raise SettingsError(f"algorithm must be batch, stepwise or auto; got {algorithm!r}")
     for k in ks:  # every setting checked as a fit of each K checks it, before any work
         BernoulliMixture(k, **settings)._check_settings(1)
     data = as_packed(X)
@@ -425,99 +432,135 @@ def select_n_components(
                 )
                 runs.append((k, start, run))
         seconds = [0.0] * len(runs)
-        iteration = 0
+        results: dict[int, EMResult] = {}  # the candidates that have finished
+        stepwise: list[list[dict[str, Any]]] = [[] for _ in runs]  # their passes
+        in_passes: list[int] = []
         stepwise_state = None
-        if algorithm == "stepwise":
+        if algorithm == "auto" and train.n_samples < MIN_STEPS_PER_PASS * MIN_BATCH_SIZE:
+            algorithm = "batch"  # as a fit does: too few rows for a pass of many steps
+        if algorithm != "batch":
             stepwise_state = rng.bit_generator.state  # where the shared mini-batches begin
             size = batch_size or auto_batch_size(
                 train.n_samples, sum(k for k, _, _ in runs), train.n_features, threads
             )
-            logger.info("stepwise EM: %d passes, mini-batches of %d rows", passes, size)
-
-            def show(pass_: int, records: list[dict[str, Any]]) -> None:
-                shown = [
-                    {"n_components": k, "start": start, **record}
-                    for (k, start, _), record in zip(runs, records, strict=True)
-                ]
-                publish({"iteration": pass_, "candidates": [jsonable(r) for r in shown]})
-                logger.info(
-                    "pass %d  %s",
-                    pass_,
-                    "  ".join(f"K={r['n_components']}: {r['objective']:.4f}" for r in shown),
-                )
-                if callback is not None:
-                    callback({"iteration": pass_, "candidates": shown})
-
-            begun = time.perf_counter()
-            outcomes = run_stepwise_many(
+            logger.info("stepwise EM: at most %d passes, mini-batches of %d rows", passes, size)
+            many = StepwiseMany(
                 train,
                 [(run.means, run.weights) for _, _, run in runs],
                 rng,
                 alpha=alpha,
-                passes=passes,
                 batch_size=size,
                 step_exponent=step_exponent,
                 dtype=arithmetic,
                 persisted=persist,
                 threads=threads,
                 steps_in_flight=steps_in_flight,
-                callback=show,
             )
-            seconds = [(time.perf_counter() - begun) / len(runs)] * len(runs)
-            for (_, _, run), (means, weights, history) in zip(runs, outcomes, strict=True):
-                run.means, run.weights, run.history = means, weights, history
-                run.objective = history[-1]["objective"]
-        while algorithm == "batch" and any(not run.done for _, _, run in runs):
-            iteration += 1
-            active = [i for i, (_, _, run) in enumerate(runs) if not run.done]
-            begun = time.perf_counter()
-            stats = estep_stacked(
-                train,
-                [(runs[i][2].means, runs[i][2].weights) for i in active],
-                dtype=arithmetic,
-                n_worst=max(runs[i][0] for i in active),
-            )
-            took = time.perf_counter() - begun
+            in_passes = list(range(len(runs)))
+        # what a fit of each candidate does: its passes (for auto, until one gains less than
+        # SWITCH_GAIN x tol; at most max_iter), then batch iterations from where they ended
+        limit = passes if algorithm == "stepwise" else min(passes, max_iter)
+        round_ = 0
+        while in_passes or any(not runs[i][2].done for i in range(len(runs)) if i not in results):
+            round_ += 1
             records = []
-            for i, part in zip(active, stats, strict=True):
-                k, start, run = runs[i]
-                part = dict(part, worst=tuple(w[:k] for w in part["worst"]))
-                seconds[i] += took / len(active)
-                record = run.advance(part, train, took)
-                records.append({"n_components": k, "start": start, **record})
-            publish({"iteration": iteration, "candidates": [jsonable(r) for r in records]})
+            if in_passes:
+                begun = time.perf_counter()
+                done = many.run_pass(in_passes)
+                took = time.perf_counter() - begun
+                for i, record in zip(list(in_passes), done, strict=True):
+                    k, start, run = runs[i]
+                    seconds[i] += took / len(done)
+                    stepwise[i].append(record)
+                    records.append({"n_components": k, "start": start, **record})
+                    leaves = len(stepwise[i]) >= limit or (
+                        algorithm == "auto" and record["change"] < SWITCH_GAIN * tol
+                    )
+                    if not leaves:
+                        continue
+                    in_passes.remove(i)
+                    means, weights = many.current[i]
+                    history = stepwise[i]
+                    if algorithm == "stepwise" or len(history) >= max_iter:
+                        results[i] = EMResult(
+                            means, weights, False, len(history), record["objective"], history
+                        )
+                    else:
+                        runs[i] = (
+                            k,
+                            start,
+                            BatchRun(
+                                means,
+                                weights,
+                                alpha=alpha,
+                                max_iter=max_iter - len(history),
+                                tol=tol,
+                                mean_tol=mean_tol,
+                                iteration_offset=len(history),
+                                label=run.label,
+                            ),
+                        )
+            active = [
+                i
+                for i, (_, _, run) in enumerate(runs)
+                if i not in results and i not in in_passes and not run.done
+            ]
+            if active:
+                begun = time.perf_counter()
+                stats = estep_stacked(
+                    train,
+                    [(runs[i][2].means, runs[i][2].weights) for i in active],
+                    dtype=arithmetic,
+                    n_worst=max(runs[i][0] for i in active),
+                )
+                took = time.perf_counter() - begun
+                for i, part in zip(active, stats, strict=True):
+                    k, start, run = runs[i]
+                    part = dict(part, worst=tuple(w[:k] for w in part["worst"]))
+                    seconds[i] += took / len(active)
+                    record = run.advance(part, train, took)
+                    records.append({"n_components": k, "start": start, **record})
+            publish({"iteration": round_, "candidates": [jsonable(r) for r in records]})
             logger.info(
-                "iteration %d  %s",
-                iteration,
+                "%s %d  %s",
+                "pass" if algorithm == "stepwise" else "iteration",
+                round_,
                 "  ".join(f"K={r['n_components']}: {r['objective']:.4f}" for r in records),
             )
             if callback is not None:
-                callback({"iteration": iteration, "candidates": records})
+                callback({"iteration": round_, "candidates": records})
             for i in active:
                 runs[i][2].check()
-        finals = [(run.means, run.weights) for _, _, run in runs]
+        for i, (_, _, run) in enumerate(runs):
+            if i not in results:
+                result = run.result()
+                result.history[:0] = stepwise[i]
+                result.n_iter = len(result.history)
+                results[i] = result
+        finals = [(results[i].means, results[i].weights) for i in range(len(runs))]
         # in the fit's arithmetic, as its iterations: float64 would cost a pass three times
         scored_train = estep_stacked(train, finals, dtype=arithmetic, entropy=True)
         scored_heldout = estep_stacked(heldout, finals, dtype=arithmetic)
     table = []
-    for (k, start, run), took, tr, ho in zip(
-        runs, seconds, scored_train, scored_heldout, strict=True
+    for i, ((k, start, _), took, tr, ho) in enumerate(
+        zip(runs, seconds, scored_train, scored_heldout, strict=True)
     ):
+        result = results[i]
         p = parameter_count(k, train.n_features)
         bic = -2 * tr["loglik"] + p * math.log(tr["n_samples"])
         table.append(
             {
                 "n_components": k,
                 "start": start,
-                "objective": run.objective,
+                "objective": result.lower_bound,
                 "train_loglik": tr["loglik"] / tr["n_samples"],
                 "heldout_loglik": ho["loglik"] / ho["n_samples"],
                 "bic": bic,
                 "aic": -2 * tr["loglik"] + 2 * p,
                 "icl": bic + 2 * tr["entropy"],
-                "n_iter": len(run.history),
+                "n_iter": result.n_iter,
                 "seconds": took,
-                "converged": run.converged,
+                "converged": result.converged,
             }
         )
     best_rows: dict[int, int] = {}
@@ -530,7 +573,7 @@ def select_n_components(
     models = {}
     for k, i in best_rows.items():
         model = BernoulliMixture(k, random_state=None, **settings)
-        model._set_fitted(runs[i][2].result(), train.n_features)
+        model._set_fitted(results[i], train.n_features)
         models[k] = model
     if criterion == "heldout":
         chosen = max(best_rows, key=lambda k: table[best_rows[k]]["heldout_loglik"])

@@ -100,8 +100,9 @@ def parse_k_list(text: str) -> list[int]:
     "--algorithm",
     default="batch",
     show_default=True,
-    type=click.Choice(["batch", "stepwise"]),
-    help="batch: EM to --tol; stepwise: --passes passes, the same mini-batches for every K.",
+    type=click.Choice(["batch", "stepwise", "auto"]),
+    help="batch: EM to --tol; stepwise: --passes passes, the same mini-batches for every K; "
+    "auto: stepwise passes, each K leaving them when a fit of its own would, then batch EM.",
 )
 @click.option("--passes", default=10, show_default=True, type=click.IntRange(min=1))
 @click.option(
