@@ -525,7 +525,11 @@ def select_n_components(
                 "%s %d  %s",
                 "pass" if algorithm == "stepwise" else "iteration",
                 round_,
-                "  ".join(f"K={r['n_components']}: {r['objective']:.4f}" for r in records),
+                "  ".join(
+                    f"K={r['n_components']}{' (pass)' if 'pass' in r and algorithm == 'auto' else ''}"
+                    f": {r['objective']:.4f}"
+                    for r in records
+                ),
             )
             if callback is not None:
                 callback({"iteration": round_, "candidates": records})
