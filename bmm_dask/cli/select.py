@@ -83,18 +83,41 @@ def parse_k_list(text: str) -> list[int]:
     type=click.IntRange(min=1),
     help="Starts per K; each K keeps its start of the best training objective.",
 )
-@click.option("--max-iter", default=100, show_default=True, type=click.IntRange(min=1))
-@click.option("--tol", default=1e-4, show_default=True, type=click.FloatRange(min=0))
+@click.option(
+    "--max-iter",
+    default=100,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Most iterations (and passes) of each K.",
+)
+@click.option(
+    "--tol",
+    default=1e-4,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="A K stops when its objective changes by less (nats per row).",
+)
 @click.option(
     "--init",
     default="kmeans++",
     show_default=True,
     type=click.Choice(["kmeans++", "random", "random_from_data"]),
+    help="How each start's means are chosen, from the training rows.",
 )
 @seed_option("every random draw (the held-out rows and the starts)")
-@click.option("--alpha", default=0.1, show_default=True, type=click.FloatRange(min=0))
 @click.option(
-    "--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float64"])
+    "--alpha",
+    default=0.1,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Additive smoothing of the means.",
+)
+@click.option(
+    "--dtype",
+    default="float32",
+    show_default=True,
+    type=click.Choice(["float32", "float64"]),
+    help="Arithmetic of the E-step.",
 )
 @click.option(
     "--algorithm",
@@ -104,7 +127,13 @@ def parse_k_list(text: str) -> list[int]:
     help="batch: EM to --tol; stepwise: --passes passes, the same mini-batches for every K; "
     "auto: stepwise passes, each K leaving them when a fit of its own would, then batch EM.",
 )
-@click.option("--passes", default=10, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--passes",
+    default=10,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Passes of stepwise EM (at most, with auto).",
+)
 @click.option(
     "--batch-size",
     type=click.IntRange(min=1),
@@ -116,8 +145,15 @@ def parse_k_list(text: str) -> list[int]:
     default=0.55,
     show_default=True,
     type=click.FloatRange(0.5, 1, min_open=True),
+    help="kappa of the step sizes (t + 2)^-kappa of stepwise EM.",
 )
-@click.option("--steps-in-flight", default=2, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--steps-in-flight",
+    default=2,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Stepwise steps submitted before the oldest one's statistics are in.",
+)
 @click.option(
     "--persist/--no-persist",
     default=None,
