@@ -312,17 +312,12 @@ def estep_stats(
             resp_x += block @ rows
     if not sparse:
         resp_sum = resp.sum(axis=1, dtype=np.float64)
-    if n_worst and len(packed):
-        keep = np.argpartition(row_ll, min(n_worst, len(packed)) - 1)[:n_worst]
-        worst = (row_ll[keep], keep + offset, packed[keep])
-    else:
-        worst = (np.empty(0), np.empty(0, dtype=np.intp), np.empty((0, packed.shape[1]), np.uint8))
     return {
         "resp_sum": resp_sum,
         "resp_x": resp_x,
         "loglik": float(row_ll.sum(dtype=np.float64)),
         "n_samples": len(packed),
-        "worst": _lowest(*worst, n_worst),
+        "worst": _worst_rows(row_ll, packed, n_worst, offset),
     }
 
 
@@ -410,26 +405,28 @@ def stacked_stats(
             resp_x += block @ rows
     out = []
     for m, (lo, hi) in enumerate(itertools.pairwise(bounds)):
-        if n_worst and n_samples:
-            keep = np.argpartition(row_ll[m], min(n_worst, n_samples) - 1)[:n_worst]
-            worst = (row_ll[m][keep], keep + offset, packed[keep])
-        else:
-            worst = (
-                np.empty(0),
-                np.empty(0, dtype=np.intp),
-                np.empty((0, packed.shape[1]), np.uint8),
-            )
         stats = {
             "resp_sum": resp_sum[lo:hi].copy(),
             "resp_x": resp_x[lo:hi].copy(),
             "loglik": float(row_ll[m].sum(dtype=np.float64)),
             "n_samples": n_samples,
-            "worst": _lowest(*worst, n_worst),
+            "worst": _worst_rows(row_ll[m], packed, n_worst, offset),
         }
         if entropy:
             stats["entropy"] = float(entropies[m])
         out.append(stats)
     return out
+
+
+def _worst_rows(
+    row_ll: NDArray[np.floating], packed: NDArray[np.uint8], n_worst: int, offset: int
+) -> tuple[NDArray[np.float64], NDArray[np.intp], NDArray[np.uint8]]:
+    """The block's ``n_worst`` rows of lowest log-likelihood (see :func:`_lowest`)."""
+    if n_worst and len(packed):
+        keep = np.argpartition(row_ll, min(n_worst, len(packed)) - 1)[:n_worst]
+        return _lowest(row_ll[keep], keep + offset, packed[keep], n_worst)
+    empty = (np.empty(0), np.empty(0, dtype=np.intp), np.empty((0, packed.shape[1]), np.uint8))
+    return _lowest(*empty, n_worst)
 
 
 def _lowest(

@@ -544,6 +544,66 @@ def with_last(items: Iterator[Batch]) -> Iterator[tuple[Batch, bool]]:
         yield item, ahead is None
 
 
+def pass_steps(
+    data: PackedData,
+    batches: Iterator[Batch],
+    given: Callable[[], tuple[Any, Any]],
+    *,
+    dtype: np.typing.DTypeLike,
+    persisted: bool,
+    threads: int,
+    steps_in_flight: int,
+    client: Any,
+    skip: int = 0,
+) -> Iterator[tuple[Any, int, list[Step]]]:
+    """Take one pass's steps: hold each window, submit each mini-batch's step with the
+    parameters ``given()`` returns at that moment, and yield each step's statistics as they
+    come in, ``steps_in_flight`` submitted ahead.
+
+    Parameters
+    ----------
+    data : PackedData
+        Packed rows.
+    batches : iterator of Batch
+        The pass's mini-batches (:func:`pass_batches`).
+    given : callable
+        Returns the (means, weights) to submit the next step with (lists of them for
+        several models): the caller updates them between the statistics it is given.
+    dtype, persisted, threads, steps_in_flight :
+        As for :func:`run_stepwise`.
+    client : distributed.Client or None
+        From :func:`distributed_client`.
+    skip : int, default=0
+        Mini-batches drawn but not taken (those before a checkpoint being resumed from).
+
+    Yields
+    ------
+    stats : dict or list of dict
+        The step's statistics (:meth:`Step.result`).
+    position : int
+        The step's mini-batch, counted from 1 in the pass.
+    in_flight : list of Step
+        The steps submitted after it and not yet collected.
+    """
+    slots = None if persisted else worker_slots(client)  # once a pass: workers come and go
+    held: Window | None = None
+    in_flight: deque[Step] = deque()
+    for position, (batch, last) in enumerate(with_last(batches), start=1):
+        if position <= skip:
+            continue
+        if held is None or held.chunks != batch.window:
+            groups = step_groups(threads, len(batch.window))
+            held = hold_window(data, batch.window, groups, persisted, slots)
+        means, weights = given()
+        token = uuid.uuid4().hex
+        in_flight.append(
+            submit_step(held, batch, data.n_features, means, weights, dtype, token, client)
+        )
+        while in_flight and (len(in_flight) >= steps_in_flight or last):
+            stats = in_flight.popleft().result()
+            yield stats, position - len(in_flight), list(in_flight)
+
+
 def run_stepwise(
     data: PackedData,
     means: NDArray[np.float64],
@@ -628,10 +688,6 @@ def run_stepwise(
     chunk_sizes = tuple(int(c) for c in data.bits.chunks[0])
     window = window_chunks(batch_size, chunk_sizes[0])
 
-    def hold(chunks: list[int]) -> Window:
-        groups = step_groups(threads, len(chunks))
-        return hold_window(data, chunks, groups, persisted, None if persisted else slots)
-
     if resume is None:
         state = StepwiseState.start(means, weights)
         means, weights = np.array(means, dtype=np.float64), np.array(weights, dtype=np.float64)
@@ -682,6 +738,11 @@ def run_stepwise(
             "in_flight_weights": np.array([s.weights for s in in_flight]).reshape(shape[:2]),
         }
 
+    def given() -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        # the steps in flight at the checkpoint resumed from take the parameters they had;
+        # every other step the latest
+        return carried.pop(0) if carried else (means, weights)
+
     client = distributed_client()
     for pass_ in range(first_pass, passes + 1):
         started = time.perf_counter()
@@ -689,41 +750,35 @@ def run_stepwise(
             pass_rng_state = rng.bit_generator.state  # where this pass's draws begin
         else:
             pass_rng_state = resume["pass_rng_state"]
-        slots = worker_slots(client)  # once a pass: workers may come and go
-        held: Window | None = None
-        in_flight: deque[Step] = deque()
-        for position, (batch, last) in enumerate(
-            with_last(pass_batches(chunk_sizes, batch_size, window, rng)), start=1
-        ):
-            if position <= skip:  # taken before the checkpoint this fit resumes from
-                continue
-            if held is None or held.chunks != batch.window:
-                held = hold(batch.window)
-            given = carried.pop(0) if carried else (means, weights)
-            token = uuid.uuid4().hex
-            step = submit_step(held, batch, data.n_features, *given, dtype, token, client)
-            in_flight.append(step)
-            while in_flight and (len(in_flight) >= steps_in_flight or last):
-                stats = in_flight.popleft().result()
-                loglik += stats["loglik"]
-                rows += stats["n_samples"]
-                state.update(stats, step_exponent)
-                means, weights = state.parameters(n_samples, alpha)
-                publish(
-                    {
-                        "pass": pass_,
-                        "step": state.step,
-                        "objective": loglik / rows,
-                        "change": None,
-                        "mean_shift": None,
-                        "seconds": time.perf_counter() - started,
-                        "reseeded": 0,
-                    }
-                )
-                if on_step is not None:
-                    done = position - len(in_flight)
-                    on_step(snapshot(pass_, done, pass_rng_state, list(in_flight)))
-        held = None
+        steps = pass_steps(
+            data,
+            pass_batches(chunk_sizes, batch_size, window, rng),
+            given,
+            dtype=dtype,
+            persisted=persisted,
+            threads=threads,
+            steps_in_flight=steps_in_flight,
+            client=client,
+            skip=skip,
+        )
+        for stats, done, in_flight in steps:
+            loglik += stats["loglik"]
+            rows += stats["n_samples"]
+            state.update(stats, step_exponent)
+            means, weights = state.parameters(n_samples, alpha)
+            publish(
+                {
+                    "pass": pass_,
+                    "step": state.step,
+                    "objective": loglik / rows,
+                    "change": None,
+                    "mean_shift": None,
+                    "seconds": time.perf_counter() - started,
+                    "reseeded": 0,
+                }
+            )
+            if on_step is not None:
+                on_step(snapshot(pass_, done, pass_rng_state, in_flight))
         skip = 0
         objective = loglik / rows + log_prior(means, alpha) / n_samples
         record = {
@@ -823,40 +878,25 @@ class StepwiseMany:
         window = window_chunks(self.batch_size, chunk_sizes[0])
         self.passes += 1
         started = time.perf_counter()
-        slots = worker_slots(self.client)
         loglik = dict.fromkeys(which, 0.0)
         rows = 0.0
         pass_start = {m: self.current[m][0] for m in which}
-        held: Window | None = None
-        in_flight: deque[Step] = deque()
-        batches = pass_batches(chunk_sizes, self.batch_size, window, self.rng)
-        for batch, last in with_last(batches):
-            if held is None or held.chunks != batch.window:
-                groups = step_groups(self.threads, len(batch.window))
-                held = hold_window(
-                    data, batch.window, groups, self.persisted, None if self.persisted else slots
-                )
-            means = [self.current[m][0] for m in which]
-            weights = [self.current[m][1] for m in which]
-            step = submit_step(
-                held,
-                batch,
-                data.n_features,
-                means,
-                weights,
-                self.dtype,
-                uuid.uuid4().hex,
-                self.client,
-            )
-            in_flight.append(step)
-            while in_flight and (len(in_flight) >= self.steps_in_flight or last):
-                stats = in_flight.popleft().result()
-                rows += stats[0]["n_samples"]
-                for m, part in zip(which, stats, strict=True):
-                    loglik[m] += part["loglik"]
-                    self.states[m].update(part, self.step_exponent)
-                    self.current[m] = self.states[m].parameters(n_samples, self.alpha)
-        held = None
+        steps = pass_steps(
+            data,
+            pass_batches(chunk_sizes, self.batch_size, window, self.rng),
+            lambda: ([self.current[m][0] for m in which], [self.current[m][1] for m in which]),
+            dtype=self.dtype,
+            persisted=self.persisted,
+            threads=self.threads,
+            steps_in_flight=self.steps_in_flight,
+            client=self.client,
+        )
+        for stats, _, _ in steps:
+            rows += stats[0]["n_samples"]
+            for m, part in zip(which, stats, strict=True):
+                loglik[m] += part["loglik"]
+                self.states[m].update(part, self.step_exponent)
+                self.current[m] = self.states[m].parameters(n_samples, self.alpha)
         records = []
         for m in which:
             means = self.current[m][0]
@@ -881,55 +921,3 @@ class StepwiseMany:
                     "likelihood"
                 )
         return records
-
-
-def run_stepwise_many(
-    data: PackedData,
-    starts: list[tuple[NDArray[np.float64], NDArray[np.float64]]],
-    rng: np.random.Generator,
-    *,
-    alpha: float,
-    passes: int,
-    batch_size: int,
-    step_exponent: float,
-    dtype: np.typing.DTypeLike = np.float32,
-    persisted: bool = False,
-    threads: int = 1,
-    steps_in_flight: int = STEPS_IN_FLIGHT,
-    callback: Callable[[int, list[dict[str, Any]]], None] | None = None,
-) -> list[tuple[NDArray[np.float64], NDArray[np.float64], list[dict[str, Any]]]]:
-    """``passes`` passes of :class:`StepwiseMany` for every model.
-
-    Parameters
-    ----------
-    data, starts, rng, alpha, batch_size, step_exponent, dtype, persisted, threads,
-    steps_in_flight :
-        As for :class:`StepwiseMany`.
-    passes : int
-        Passes over the data.
-    callback : callable, default=None
-        Called after every pass as ``callback(pass, records)``, one record per model.
-
-    Returns
-    -------
-    list of (means, weights, history)
-        Per model, as :func:`run_stepwise` returns them.
-    """
-    many = StepwiseMany(
-        data,
-        starts,
-        rng,
-        alpha=alpha,
-        batch_size=batch_size,
-        step_exponent=step_exponent,
-        dtype=dtype,
-        persisted=persisted,
-        threads=threads,
-        steps_in_flight=steps_in_flight,
-    )
-    everyone = list(range(len(starts)))
-    for pass_ in range(1, passes + 1):
-        records = many.run_pass(everyone)
-        if callback is not None:
-            callback(pass_, records)
-    return [(m, w, h) for (m, w), h in zip(many.current, many.histories, strict=True)]

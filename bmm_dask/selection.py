@@ -512,6 +512,7 @@ def select_n_components(
                     [(runs[i][2].means, runs[i][2].weights) for i in active],
                     dtype=arithmetic,
                     n_worst=max(runs[i][0] for i in active),
+                    threads=threads,  # asked once, not every iteration
                 )
                 took = time.perf_counter() - begun
                 for i, part in zip(active, stats, strict=True):
@@ -543,8 +544,8 @@ def select_n_components(
                 results[i] = result
         finals = [(results[i].means, results[i].weights) for i in range(len(runs))]
         # in the fit's arithmetic, as its iterations: float64 would cost a pass three times
-        scored_train = estep_stacked(train, finals, dtype=arithmetic, entropy=True)
-        scored_heldout = estep_stacked(heldout, finals, dtype=arithmetic)
+        scored_train = estep_stacked(train, finals, dtype=arithmetic, threads=threads, entropy=True)
+        scored_heldout = estep_stacked(heldout, finals, dtype=arithmetic, threads=threads)
     table = []
     for i, ((k, start, _), took, tr, ho) in enumerate(
         zip(runs, seconds, scored_train, scored_heldout, strict=True)

@@ -37,6 +37,59 @@ CHUNK_ROWS_OPTION = click.option(
 )
 
 
+# The EM settings that fit and select share.
+INIT_OPTION = click.option(
+    "--init",
+    default="kmeans++",
+    show_default=True,
+    type=click.Choice(["kmeans++", "random", "random_from_data"]),
+    help="How each start's means are chosen.",
+)
+ALPHA_OPTION = click.option(
+    "--alpha",
+    default=0.1,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Additive smoothing of the means (0: maximum likelihood).",
+)
+DTYPE_OPTION = click.option(
+    "--dtype",
+    default="float32",
+    show_default=True,
+    type=click.Choice(["float32", "float64"]),
+    help="Arithmetic of the E-step.",
+)
+PASSES_OPTION = click.option(
+    "--passes",
+    default=10,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Passes over the data of stepwise EM (at most, with --algorithm auto).",
+)
+STEP_EXPONENT_OPTION = click.option(
+    "--step-exponent",
+    default=0.55,
+    show_default=True,
+    type=click.FloatRange(0.5, 1, min_open=True),
+    help="kappa of the step sizes (t + 2)^-kappa of stepwise EM.",
+)
+STEPS_IN_FLIGHT_OPTION = click.option(
+    "--steps-in-flight",
+    default=2,
+    show_default=True,
+    type=click.IntRange(min=1),
+    metavar="S",
+    help="Stepwise steps submitted before the oldest one's statistics are in: each mini-batch "
+    "is computed with the parameters from S steps before (1: stepwise EM as published).",
+)
+PERSIST_OPTION = click.option(
+    "--persist/--no-persist",
+    default=None,
+    help="Hold the data in the cluster's memory, or read it from the store every iteration "
+    "[default: held when it takes at most half the cluster's memory].",
+)
+
+
 def scheduler_options(instead: str) -> list[Any]:
     """The --scheduler and --scheduler-file options.
 

@@ -14,6 +14,13 @@ import click
 from bmm_dask.cli._display import print_metrics, progress_bar
 from bmm_dask.cli._group import CONTEXT, cli
 from bmm_dask.cli._options import (
+    ALPHA_OPTION,
+    DTYPE_OPTION,
+    INIT_OPTION,
+    PASSES_OPTION,
+    PERSIST_OPTION,
+    STEP_EXPONENT_OPTION,
+    STEPS_IN_FLIGHT_OPTION,
     check_report_path,
     cluster_client,
     cluster_options,
@@ -101,27 +108,10 @@ def fit_summary(model: Any) -> str:
     type=click.IntRange(min=1),
     help="Starts; the best is kept.",
 )
-@click.option(
-    "--init",
-    default="kmeans++",
-    show_default=True,
-    type=click.Choice(["kmeans++", "random", "random_from_data"]),
-)
+@INIT_OPTION
 @seed_option("every random draw")
-@click.option(
-    "--alpha",
-    default=0.1,
-    show_default=True,
-    type=click.FloatRange(min=0),
-    help="Additive smoothing of the means (0: maximum likelihood).",
-)
-@click.option(
-    "--dtype",
-    default="float32",
-    show_default=True,
-    type=click.Choice(["float32", "float64"]),
-    help="Arithmetic of the E-step.",
-)
+@ALPHA_OPTION
+@DTYPE_OPTION
 @click.option(
     "--algorithm",
     default="auto",
@@ -130,13 +120,7 @@ def fit_summary(model: Any) -> str:
     help="auto: stepwise passes, then batch EM to --tol (batch EM alone below 7,680 rows); "
     "batch: every row each iteration; stepwise: the parameters move after each mini-batch.",
 )
-@click.option(
-    "--passes",
-    default=10,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Passes over the data of stepwise EM (at most, with --algorithm auto).",
-)
+@PASSES_OPTION
 @click.option(
     "--batch-size",
     type=click.IntRange(min=1),
@@ -144,22 +128,8 @@ def fit_summary(model: Any) -> str:
     help="Rows per mini-batch of stepwise EM [default: enough to keep every worker thread "
     "busy for about 60 ms a step, at most a 30th of the rows, at least 256].",
 )
-@click.option(
-    "--step-exponent",
-    default=0.55,
-    show_default=True,
-    type=click.FloatRange(0.5, 1, min_open=True),
-    help="kappa of the step sizes (t + 2)^-kappa of stepwise EM.",
-)
-@click.option(
-    "--steps-in-flight",
-    default=2,
-    show_default=True,
-    type=click.IntRange(min=1),
-    metavar="S",
-    help="Stepwise steps submitted before the oldest one's statistics are in: each mini-batch "
-    "is computed with the parameters from S steps before (1: stepwise EM as published).",
-)
+@STEP_EXPONENT_OPTION
+@STEPS_IN_FLIGHT_OPTION
 @overwrite_option()
 @click.option(
     "--checkpoint-every",
@@ -172,12 +142,7 @@ def fit_summary(model: Any) -> str:
 @click.option(
     "--resume", is_flag=True, help="Continue the unfinished fit whose checkpoint is in OUT."
 )
-@click.option(
-    "--persist/--no-persist",
-    default=None,
-    help="Hold the data in the cluster's memory, or read it from the store every iteration "
-    "[default: held when it takes at most half the cluster's memory].",
-)
+@PERSIST_OPTION
 @cluster_options
 def fit(
     data: str,

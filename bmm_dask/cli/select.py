@@ -11,6 +11,13 @@ import click
 
 from bmm_dask.cli._group import CONTEXT, cli
 from bmm_dask.cli._options import (
+    ALPHA_OPTION,
+    DTYPE_OPTION,
+    INIT_OPTION,
+    PASSES_OPTION,
+    PERSIST_OPTION,
+    STEP_EXPONENT_OPTION,
+    STEPS_IN_FLIGHT_OPTION,
     check_report_path,
     cluster_client,
     cluster_options,
@@ -97,28 +104,10 @@ def parse_k_list(text: str) -> list[int]:
     type=click.FloatRange(min=0),
     help="A K stops when its objective changes by less (nats per row).",
 )
-@click.option(
-    "--init",
-    default="kmeans++",
-    show_default=True,
-    type=click.Choice(["kmeans++", "random", "random_from_data"]),
-    help="How each start's means are chosen, from the training rows.",
-)
+@INIT_OPTION
 @seed_option("every random draw (the held-out rows and the starts)")
-@click.option(
-    "--alpha",
-    default=0.1,
-    show_default=True,
-    type=click.FloatRange(min=0),
-    help="Additive smoothing of the means.",
-)
-@click.option(
-    "--dtype",
-    default="float32",
-    show_default=True,
-    type=click.Choice(["float32", "float64"]),
-    help="Arithmetic of the E-step.",
-)
+@ALPHA_OPTION
+@DTYPE_OPTION
 @click.option(
     "--algorithm",
     default="batch",
@@ -127,39 +116,16 @@ def parse_k_list(text: str) -> list[int]:
     help="batch: EM to --tol; stepwise: --passes passes, the same mini-batches for every K; "
     "auto: stepwise passes, each K leaving them when a fit of its own would, then batch EM.",
 )
-@click.option(
-    "--passes",
-    default=10,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Passes of stepwise EM (at most, with auto).",
-)
+@PASSES_OPTION
 @click.option(
     "--batch-size",
     type=click.IntRange(min=1),
     metavar="ROWS",
     help="Rows per mini-batch of stepwise EM [default: sized for all the candidates together].",
 )
-@click.option(
-    "--step-exponent",
-    default=0.55,
-    show_default=True,
-    type=click.FloatRange(0.5, 1, min_open=True),
-    help="kappa of the step sizes (t + 2)^-kappa of stepwise EM.",
-)
-@click.option(
-    "--steps-in-flight",
-    default=2,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Stepwise steps submitted before the oldest one's statistics are in.",
-)
-@click.option(
-    "--persist/--no-persist",
-    default=None,
-    help="Hold the rows in the cluster's memory, or read them from the store every iteration "
-    "[default: held when they take at most half the cluster's memory].",
-)
+@STEP_EXPONENT_OPTION
+@STEPS_IN_FLIGHT_OPTION
+@PERSIST_OPTION
 @overwrite_option("the folder")
 @cluster_options
 def select(
