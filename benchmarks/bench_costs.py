@@ -328,7 +328,6 @@ def _stats(K: int, rng: np.random.Generator) -> dict[str, Any]:
         "resp_x": rng.random((K, D)) * 500,
         "loglik": -1e6,
         "n_samples": 10_000,
-        "worst": (np.empty(0), np.empty(0, dtype=np.intp), np.empty((0, 98), np.uint8)),
     }
 
 

@@ -24,11 +24,8 @@ from bmm_dask._estep import (
     task_blocks,
 )
 from bmm_dask._events import publish
-from bmm_dask._init import count_distinct_rows, soft_rows, starting_values
-from bmm_dask._kernels import (
-    log_prior,
-    mstep,
-)
+from bmm_dask._init import count_distinct_rows, starting_values
+from bmm_dask._kernels import log_prior, mstep, split_components
 from bmm_dask._stepwise import (
     MIN_BATCH_SIZE,
     MIN_STEPS_PER_PASS,
@@ -75,24 +72,12 @@ def single_threaded_blas() -> Iterator[None]:
         yield
 
 
-def _reseed(
-    means: NDArray[np.float64],
-    weights: NDArray[np.float64],
-    resp_sum: NDArray[np.float64],
-    worst: tuple[NDArray[np.float64], NDArray[np.intp], NDArray[np.uint8]],
-    n_features: int,
-    n_samples: int,
-) -> int:
-    """Move components that lost their mass onto the worst-explained rows; return how many."""
+def _reseed(resp_sum: NDArray[np.float64], resp_x: NDArray[np.float64]) -> int:
+    """Re-seed the components that lost their mass by splitting others
+    (:func:`~bmm_dask._kernels.split_components`), in the statistics; return how many."""
     empty = np.flatnonzero(resp_sum < EMPTY_MASS)
-    if len(empty) == 0:
-        return 0
-    rows = worst[2]
-    for i, k in enumerate(empty):
-        if len(rows):
-            means[k] = soft_rows(rows[i % len(rows)][None, :], n_features)[0]
-        weights[k] = 1.0 / n_samples
-    weights /= weights.sum()
+    if len(empty):
+        split_components(resp_sum, resp_x, empty)
     return len(empty)
 
 
@@ -187,7 +172,6 @@ def run_em(
             run.means,
             run.weights,
             dtype=dtype,
-            n_worst=len(run.weights),
             split_every=split_every,
             threads=threads,
         )
@@ -251,17 +235,9 @@ class BatchRun:
         means, n_components = self.means, len(self.weights)
         previous = self.objective
         objective = (stats["loglik"] + log_prior(means, self.alpha)) / stats["n_samples"]
-        new_means, new_weights = mstep(
-            stats["resp_sum"], stats["resp_x"], stats["n_samples"], self.alpha
-        )
-        reseeded = _reseed(
-            new_means,
-            new_weights,
-            stats["resp_sum"],
-            stats["worst"],
-            data.n_features,
-            stats["n_samples"],
-        )
+        resp_sum, resp_x = stats["resp_sum"].copy(), stats["resp_x"].copy()
+        reseeded = _reseed(resp_sum, resp_x)
+        new_means, new_weights = mstep(resp_sum, resp_x, stats["n_samples"], self.alpha)
         if reseeded and not self._distinct_checked:
             # Re-seeding never ends when the data has fewer distinct rows than components.
             self._distinct_checked = True

@@ -174,9 +174,7 @@ def fits_in_memory(data: PackedData) -> bool:
 # --------------------------------------------------------------------------- one E-step
 
 
-def _estep_task(
-    packed: NDArray[np.uint8], n_features: int, params: dict[str, Any], n_worst: int, offset: int
-) -> Any:
+def _estep_task(packed: NDArray[np.uint8], n_features: int, params: dict[str, Any]) -> Any:
     if "sizes" in params:  # several models at once: a list of statistics, one per model
         return stacked_stats(
             packed,
@@ -184,11 +182,9 @@ def _estep_task(
             params["W"],
             params["b"],
             params["sizes"],
-            n_worst,
-            offset,
             params["entropy"],
         )
-    return estep_stats(packed, n_features, params["W"], params["b"], n_worst, offset)
+    return estep_stats(packed, n_features, params["W"], params["b"])
 
 
 def _combine(parts: list[Any]) -> Any:
@@ -204,10 +200,9 @@ def _read_estep_task(
     stop: int,
     n_features: int,
     params: dict[str, Any],
-    n_worst: int,
     offset: int,
 ) -> dict[str, Any]:
-    return _estep_task(reader(offset, stop), n_features, params, n_worst, offset)
+    return _estep_task(reader(offset, stop), n_features, params)
 
 
 def _read_estep_group(
@@ -215,15 +210,12 @@ def _read_estep_group(
     bounds: list[int],
     n_features: int,
     params: dict[str, Any],
-    n_worst: int,
 ) -> dict[str, Any]:
     """Read consecutive chunks at once and return the sum of their statistics: exactly what a
     task per chunk followed by one ``combine_stats`` of the tree computes, in one task."""
     packed = reader(bounds[0], bounds[-1])
     parts = [
-        _estep_task(
-            packed[start - bounds[0] : stop - bounds[0]], n_features, params, n_worst, start
-        )
+        _estep_task(packed[start - bounds[0] : stop - bounds[0]], n_features, params)
         for start, stop in itertools.pairwise(bounds)
     ]
     return _combine(parts)
@@ -241,7 +233,6 @@ def _estep_graph(
     data: PackedData,
     W: NDArray[Any],
     b: NDArray[Any],
-    n_worst: int,
     split_every: int,
     threads: int | None = None,
     sizes: list[int] | None = None,
@@ -284,7 +275,6 @@ def _estep_graph(
                 bounds,
                 data.n_features,
                 params,
-                n_worst,
             )
     else:
         for i, key in enumerate(k for row in data.bits.__dask_keys__() for k in row):
@@ -296,11 +286,10 @@ def _estep_graph(
                     offsets[i + 1],
                     data.n_features,
                     params,
-                    n_worst,
                     offsets[i],
                 )
             else:
-                layer[level[-1]] = (_estep_task, key, data.n_features, params, n_worst, offsets[i])
+                layer[level[-1]] = (_estep_task, key, data.n_features, params)
     depth = 0
     while len(level) > split_every:
         parents = []
@@ -319,7 +308,6 @@ def estep(
     weights: NDArray[np.float64],
     *,
     dtype: np.typing.DTypeLike = np.float32,
-    n_worst: int = 0,
     split_every: int = SPLIT_EVERY,
     threads: int | None = None,
 ) -> dict[str, Any]:
@@ -336,8 +324,6 @@ def estep(
     dtype : dtype, default=np.float32
         Type of the arithmetic, float32 (for speed) or float64 (for exactness); the sums are
         in float64 either way.
-    n_worst : int, default=0
-        Also return this many rows with the lowest log-likelihood (to re-seed empty components).
     split_every : int, default=SPLIT_EVERY
         Statistics of at most this many blocks are added in one task of the tree of sums.
     threads : int, default=None
@@ -349,10 +335,10 @@ def estep(
     dict
         The statistics of :func:`~bmm_dask._kernels.estep_stats` summed over all rows:
         ``resp_sum`` of shape (n_components,), ``resp_x`` of shape (n_components, n_features),
-        ``loglik``, ``n_samples`` and ``worst``.
+        ``loglik`` and ``n_samples``.
     """
     W, b = log_parameters(means, weights, dtype)
-    parts = dask.compute(*_estep_graph(data, W, b, n_worst, split_every, threads))
+    parts = dask.compute(*_estep_graph(data, W, b, split_every, threads))
     return combine_stats(list(parts))
 
 
@@ -361,7 +347,6 @@ def estep_stacked(
     models: list[tuple[NDArray[np.float64], NDArray[np.float64]]],
     *,
     dtype: np.typing.DTypeLike = np.float32,
-    n_worst: int = 0,
     split_every: int = SPLIT_EVERY,
     threads: int | None = None,
     entropy: bool = False,
@@ -380,8 +365,6 @@ def estep_stacked(
         Each model's means, of shape (n_components, n_features), and weights.
     dtype : dtype, default=np.float32
         Type of the arithmetic.
-    n_worst : int, default=0
-        Also return, per model, this many rows with the lowest log-likelihood.
     split_every : int, default=SPLIT_EVERY
         Statistics of at most this many blocks are added in one task of the tree of sums.
     threads : int, default=None
@@ -398,7 +381,7 @@ def estep_stacked(
     W = np.vstack([W for W, _ in params])
     b = np.concatenate([b for _, b in params])
     sizes = [len(weights) for _, weights in models]
-    graph = _estep_graph(data, W, b, n_worst, split_every, threads, sizes, entropy)
+    graph = _estep_graph(data, W, b, split_every, threads, sizes, entropy)
     return _combine(list(dask.compute(*graph)))
 
 

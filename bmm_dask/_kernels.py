@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from typing import Any
 
@@ -10,6 +11,7 @@ from numpy.typing import NDArray
 
 __all__ = [
     "combine_stats",
+    "component_entropy",
     "estep_stats",
     "log_parameters",
     "log_prior",
@@ -17,6 +19,7 @@ __all__ = [
     "mstep",
     "n_packed_bytes",
     "pack_bits",
+    "split_components",
     "stacked_stats",
     "unpack_bits",
 ]
@@ -225,8 +228,6 @@ def estep_stats(
     n_features: int,
     W: NDArray[np.floating],
     b: NDArray[np.floating],
-    n_worst: int = 0,
-    offset: int = 0,
 ) -> dict[str, Any]:
     """The E-step on one block of packed rows: the sufficient statistics for the M-step.
 
@@ -241,11 +242,6 @@ def estep_stats(
         arithmetic.
     b : ndarray of shape (n_components,)
         From :func:`log_parameters`, of the same dtype as ``W``.
-    n_worst : int, default=0
-        Also return this many rows with the lowest log-likelihood (to re-seed empty components).
-    offset : int, default=0
-        Index of the block's first row in the whole data, to break ties between worst rows the
-        same way whatever the chunking.
 
     Returns
     -------
@@ -254,9 +250,7 @@ def estep_stats(
         ``resp_x`` : ndarray of shape (n_components, n_features), float64,
         responsibilities^T @ X;
         ``loglik`` : float, the sum of the rows' log-likelihoods;
-        ``n_samples`` : int;
-        ``worst`` : (log-likelihoods, row indices, packed rows) of the ``n_worst`` worst rows,
-        lowest first.
+        ``n_samples`` : int.
     """
     n_components = W.shape[0]
     n_samples = len(packed)
@@ -317,7 +311,6 @@ def estep_stats(
         "resp_x": resp_x,
         "loglik": float(row_ll.sum(dtype=np.float64)),
         "n_samples": len(packed),
-        "worst": _worst_rows(row_ll, packed, n_worst, offset),
     }
 
 
@@ -327,8 +320,6 @@ def stacked_stats(
     W: NDArray[np.floating],
     b: NDArray[np.floating],
     sizes: list[int],
-    n_worst: int = 0,
-    offset: int = 0,
     entropy: bool = False,
 ) -> list[dict[str, Any]]:
     """The E-step of several models at once on one block of packed rows.
@@ -351,10 +342,6 @@ def stacked_stats(
         The models' ``b``, in the same order.
     sizes : list of int
         Components of each model.
-    n_worst : int, default=0
-        Also return, per model, this many rows with the lowest log-likelihood.
-    offset : int, default=0
-        Index of the block's first row in the whole data (see :func:`estep_stats`).
     entropy : bool, default=False
         Also return, per model, the sum over rows of the entropy of the responsibilities,
         ``-sum_k r_k log r_k`` (for ICL).
@@ -410,32 +397,11 @@ def stacked_stats(
             "resp_x": resp_x[lo:hi].copy(),
             "loglik": float(row_ll[m].sum(dtype=np.float64)),
             "n_samples": n_samples,
-            "worst": _worst_rows(row_ll[m], packed, n_worst, offset),
         }
         if entropy:
             stats["entropy"] = float(entropies[m])
         out.append(stats)
     return out
-
-
-def _worst_rows(
-    row_ll: NDArray[np.floating], packed: NDArray[np.uint8], n_worst: int, offset: int
-) -> tuple[NDArray[np.float64], NDArray[np.intp], NDArray[np.uint8]]:
-    """The block's ``n_worst`` rows of lowest log-likelihood (see :func:`_lowest`)."""
-    if n_worst and len(packed):
-        keep = np.argpartition(row_ll, min(n_worst, len(packed)) - 1)[:n_worst]
-        return _lowest(row_ll[keep], keep + offset, packed[keep], n_worst)
-    empty = (np.empty(0), np.empty(0, dtype=np.intp), np.empty((0, packed.shape[1]), np.uint8))
-    return _lowest(*empty, n_worst)
-
-
-def _lowest(
-    loglik: NDArray[np.float64], index: NDArray[np.intp], rows: NDArray[np.uint8], n: int
-) -> tuple[NDArray[np.float64], NDArray[np.intp], NDArray[np.uint8]]:
-    """The n rows of lowest log-likelihood, lowest first, ties by row index: the same rows
-    whatever the chunking."""
-    order = np.lexsort((index, loglik))[:n]
-    return loglik[order], index[order], rows[order]
 
 
 def combine_stats(parts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -450,17 +416,13 @@ def combine_stats(parts: list[dict[str, Any]]) -> dict[str, Any]:
     -------
     dict
         The same keys as :func:`estep_stats`: the sums of ``resp_sum``, ``resp_x``, ``loglik``
-        and ``n_samples``, and the ``worst`` rows of all the parts, as many as the longest
-        part has.
+        and ``n_samples``.
     """
-    n_worst = max(len(p["worst"][0]) for p in parts)
-    worst = [np.concatenate([p["worst"][i] for p in parts]) for i in range(3)]
     total = {
         "resp_sum": _ordered_sum([p["resp_sum"] for p in parts]),
         "resp_x": _ordered_sum([p["resp_x"] for p in parts]),
         "loglik": float(sum(p["loglik"] for p in parts)),
         "n_samples": sum(p["n_samples"] for p in parts),
-        "worst": _lowest(*worst, n_worst),
     }
     if "entropy" in parts[0]:
         total["entropy"] = float(sum(p["entropy"] for p in parts))
@@ -506,6 +468,85 @@ def mstep(
     np.clip(means, CLIP, 1 - CLIP, out=means)
     weights = resp_sum / n_samples
     return means, weights
+
+
+#: A split moves each mean of the donor by up to this share of its distance to the nearer of 0
+#: and 1, up in one half and down in the other: ``mu +- SPLIT_SPREAD * u * min(mu, 1 - mu)``,
+#: u uniform in [-1, 1]. For a sparse feature that is ``mu`` times a factor in [0.5, 1.5], the
+#: start from which a plain EM keeps every component alive on sparse rows.
+SPLIT_SPREAD = 0.5
+
+
+def component_entropy(
+    resp_sum: NDArray[np.float64], resp_x: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """What each component leaves unexplained: its mass times the entropy of its means (nats).
+
+    For the means of the M-step (alpha 0) it is minus the log-likelihood of the component's
+    own rows, ``-sum_i r_ik log p(x_i | k)``, so the largest is the component whose rows are
+    worst explained in all.
+
+    Parameters
+    ----------
+    resp_sum : ndarray of shape (n_components,)
+        The sums of responsibilities N_k (or those sums per row).
+    resp_x : ndarray of shape (n_components, n_features)
+        responsibilities^T @ X (on the same scale).
+
+    Returns
+    -------
+    ndarray of shape (n_components,)
+    """
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = np.clip(resp_x / resp_sum[:, None], CLIP, 1 - CLIP)
+    entropy = -(means * np.log(means) + (1 - means) * np.log1p(-means)).sum(axis=1)
+    return np.where(resp_sum > 0, resp_sum * entropy, 0.0)
+
+
+def split_components(
+    resp_sum: NDArray[np.float64], resp_x: NDArray[np.float64], lost: NDArray[np.intp]
+) -> None:
+    """Re-seed the components ``lost`` by splitting others, in the statistics, in place.
+
+    Each lost component takes half of the donor that leaves most unexplained
+    (:func:`component_entropy`, the lost ones left out), and the two halves' means are pushed
+    apart: ``mu +- SPLIT_SPREAD * u * min(mu, 1 - mu)`` per feature. A half of a component
+    that many rows prefer is one that many rows can prefer: on dense and sparse rows alike
+    its means are the data's own, where a component started from one row is, on sparse
+    rows, one that no row prefers to the others (its background costs every row more than
+    the feature rates of the live components), and it dies again at once. The statistics'
+    totals, and so the data's feature rates, are kept.
+
+    The draws u come from a generator seeded with the donor's statistics: the same statistics
+    are split the same way on every scheduler, with no random state to carry in checkpoints.
+
+    Parameters
+    ----------
+    resp_sum : ndarray of shape (n_components,)
+        The sums of responsibilities N_k (or those sums per row, as stepwise EM keeps them).
+    resp_x : ndarray of shape (n_components, n_features)
+        responsibilities^T @ X, on the same scale.
+    lost : ndarray of int
+        The components to re-seed, in order.
+    """
+    score = component_entropy(resp_sum, resp_x)
+    score[lost] = -np.inf
+    for k in lost:
+        donor = int(np.argmax(score))
+        if not np.isfinite(score[donor]) or resp_sum[donor] <= 0:
+            return  # nothing left to split
+        seed = hashlib.blake2b(resp_x[donor].tobytes(), digest_size=8, key=b"bmm-split")
+        u = np.random.default_rng(int.from_bytes(seed.digest(), "little")).uniform(
+            -1, 1, resp_x.shape[1]
+        )
+        mass = resp_sum[donor] / 2
+        means = np.clip(resp_x[donor] / resp_sum[donor], 0, 1)
+        push = SPLIT_SPREAD * u * np.minimum(means, 1 - means)
+        resp_sum[k] = resp_sum[donor] = mass
+        resp_x[k] = mass * (means + push)
+        resp_x[donor] = mass * (means - push)
+        score[donor] = score[donor] / 2
+        score[k] = -np.inf  # a half is not split again in the same call
 
 
 def log_prior(means: NDArray[np.float64], alpha: float) -> float:

@@ -84,9 +84,10 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
     n_init : int, default=1
         Starts to run; the one with the highest objective is kept.
     init : {"kmeans++", "random", "random_from_data"}, default="kmeans++"
-        How to start: k-means on a sample of rows (greedy k-means++ seeding by Hamming distance,
-        then 10 k-means steps), uniform random means, or randomly chosen rows (softened to
-        0.25 / 0.75).
+        How to start, from a sample of rows and its feature rates p: k-means on the sample
+        (greedy k-means++ seeding, then 10 k-means steps, both measuring rows by their
+        likelihood), p times a random factor in [0.5, 1.5] per component and feature, or
+        randomly chosen rows x, each as ``(x + p) / 2``.
     means_init : array-like of shape (n_components, n_features), default=None
         Starting means in (0, 1); then ``init`` and ``n_init`` are not used.
     weights_init : array-like of shape (n_components,), default=None

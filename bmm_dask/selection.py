@@ -511,13 +511,11 @@ def select_n_components(
                     train,
                     [(runs[i][2].means, runs[i][2].weights) for i in active],
                     dtype=arithmetic,
-                    n_worst=max(runs[i][0] for i in active),
                     threads=threads,  # asked once, not every iteration
                 )
                 took = time.perf_counter() - begun
                 for i, part in zip(active, stats, strict=True):
                     k, start, run = runs[i]
-                    part = dict(part, worst=tuple(w[:k] for w in part["worst"]))
                     seconds[i] += took / len(active)
                     record = run.advance(part, train, took)
                     records.append({"n_components": k, "start": start, **record})

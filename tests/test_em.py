@@ -156,7 +156,7 @@ def test_one_graph_an_iteration_with_bmm_task_names(
     X, means_init, weights_init = data
     packed = as_packed(da.from_array(X, chunks=(100, 45)))
     W, b = log_parameters(means_init, weights_init)
-    parts = _estep_graph(packed, W, b, 4, 8)
+    parts = _estep_graph(packed, W, b, 8)
     assert len(parts) == 4  # 30 blocks -> 4 partial sums (of 8, 8, 8 and 6) for the driver
     graph = dict(parts[0].__dask_graph__())
     names = {k[0] if isinstance(k, tuple) else k for k in graph}
@@ -183,7 +183,7 @@ def test_streamed_groups_of_chunks_equal_persisting(
     data = task_blocks(as_packed(open_dataset(out)))
     assert data.reader is not None and len(data.bits.chunks[0]) == 21
     W, b = log_parameters(np.full((3, 30), 0.5), np.full(3, 1 / 3))
-    graph = dict(_estep_graph(data, W, b, 3, 8)[0].__dask_graph__())
+    graph = dict(_estep_graph(data, W, b, 8)[0].__dask_graph__())
     groups = [task for task in graph.values() if task[0] is _read_estep_group]
     assert [task[2] for task in groups] == [
         list(range(0, 900, 100)),
@@ -233,6 +233,6 @@ def test_streamed_blocks_read_their_own_chunk(tmp_path: Path) -> None:
     data = task_blocks(as_packed(open_dataset(out)))
     assert data.reader is not None and data.bits.chunks[0] == (10240, 10240, 4520)
     W, b = log_parameters(np.full((3, 784), 0.5), np.full(3, 1 / 3))
-    graph = dict(_estep_graph(data, W, b, 3, 8)[0].__dask_graph__())
+    graph = dict(_estep_graph(data, W, b, 8)[0].__dask_graph__())
     assert not any(str(k).startswith(("bmm-read", "('bmm-read")) for k in graph)  # no read tasks
     assert_streaming_equals_persisting(data, max_iter=6)
