@@ -17,7 +17,6 @@ from numpy.typing import NDArray
 
 from bmm_dask import _estep as _estep_module
 from bmm_dask._estep import (
-    SPLIT_EVERY,
     PackedData,
     estep,
     fits_in_memory,
@@ -30,18 +29,35 @@ from bmm_dask._stepwise import (
     MIN_BATCH_SIZE,
     MIN_STEPS_PER_PASS,
     STEPS_IN_FLIGHT,
+    StepwiseRun,
     auto_batch_size,
-    run_stepwise,
+    pass_cost,
+    stepwise_pass,
 )
 from bmm_dask.errors import DataError
 
 logger = logging.getLogger(__name__)
 
-#: "auto" leaves its stepwise passes for batch EM after a pass that raised the objective by less
-#: than this many times ``tol``: a pass then gains little more than a batch iteration would at
-#: convergence. On MNIST a stepwise pass still gains 0.02-0.05 nats per row after 10 passes
-#: (it goes on); on millions of rows drawn from a fitted model, far less after 2 or 3.
+#: "auto" runs this many batch iterations before it chooses: the first iteration's change is
+#: from nothing, the second's includes the climb from the start; the third's is the first that
+#: says how far batch EM is from converging.
+PROBE_ITERATIONS = 3
+
+#: "auto" goes from batch iterations to stepwise passes when the last of its
+#: ``PROBE_ITERATIONS`` still raised the objective by at least this many times ``tol``: at that
+#: pace batch EM has far to go, and a stepwise pass, which moves the parameters after every
+#: mini-batch, gains more than an iteration. It leaves the passes, for batch iterations to
+#: ``tol``, after a pass that gained less than this: then an iteration costs less than a pass
+#: and, near an optimum, gains as much. Where batch EM is within this of converging after its
+#: probe (data drawn from a model, an easy fit), auto is batch EM, iteration for iteration.
 SWITCH_GAIN = 100
+
+#: "auto" runs at most this many stepwise passes.
+AUTO_PASSES = 3
+
+#: "auto" runs stepwise passes only where one costs at most this many batch iterations
+#: (:func:`~bmm_dask._stepwise.pass_cost`).
+MAX_PASS_COST = 3.0
 
 #: A component whose responsibilities sum to less than this (a thousandth of a row) has lost
 #: its mass and is re-seeded.
@@ -81,42 +97,21 @@ def _reseed(resp_sum: NDArray[np.float64], resp_x: NDArray[np.float64]) -> int:
     return len(empty)
 
 
-def run_em(
-    data: PackedData,
-    means: NDArray[np.float64],
-    weights: NDArray[np.float64],
-    *,
-    alpha: float,
-    max_iter: int,
-    tol: float,
-    mean_tol: float | None = None,
-    dtype: np.typing.DTypeLike = np.float32,
-    split_every: int = SPLIT_EVERY,
-    callback: Callable[[dict[str, Any]], None] | None = None,
-    history: list[dict[str, Any]] | None = None,
-    on_iteration: Callable[[NDArray[np.float64], NDArray[np.float64], list[dict[str, Any]]], None]
-    | None = None,
-    iteration_offset: int = 0,
-    threads: int | None = None,
-) -> EMResult:
-    """EM from the given start: one graph and one ``compute`` per iteration.
+class BatchRun:
+    """Batch EM from one start, advanced one iteration at a time by the E-step's statistics:
+    the M-step, the re-seeding of empty components, the record, the stopping test. The E-step
+    is the caller's (:class:`EMRun`'s, for one model or several in one pass), so that every
+    way of running EM stops and records alike.
 
     Stops when the objective (mean log-likelihood per sample, plus the log of the smoothing
     prior) changes by less than ``tol``, or the means move less than ``mean_tol`` (L2), or after
-    ``max_iter`` iterations. ``tol = 0`` runs exactly ``max_iter`` iterations.
-
-    ``history`` continues a run from a checkpoint: ``means`` and ``weights`` are then the
-    parameters after its last iteration. ``on_iteration(means, weights, history)`` is called
-    after every iteration with the new parameters (for checkpoints).
+    ``max_iter`` iterations; never after an iteration that re-seeded. ``tol = 0`` runs exactly
+    ``max_iter`` iterations.
 
     Parameters
     ----------
-    data : PackedData
-        Packed rows.
-    means : ndarray of shape (n_components, n_features)
-        Starting Bernoulli means.
-    weights : ndarray of shape (n_components,)
-        Starting mixing weights.
+    means, weights : ndarray
+        The start (or the parameters after the last iteration of ``history``).
     alpha : float
         Additive smoothing of the means; 0 for maximum likelihood.
     max_iter : int
@@ -125,73 +120,12 @@ def run_em(
         Stop when the objective changes by less than this.
     mean_tol : float, default=None
         Also stop when the means move less than this (L2); None means no such test.
-    dtype : dtype, default=np.float32
-        Type of the E-step's arithmetic.
-    split_every : int, default=SPLIT_EVERY
-        Statistics of at most this many blocks are added in one task of the tree of sums.
-    callback : callable, default=None
-        Called with each iteration's record (a dict of ``iteration``, ``objective``,
-        ``change``, ``mean_shift``, ``seconds`` and ``reseeded``).
     history : list of dict, default=None
         Records of the iterations already run, when continuing from a checkpoint.
-    on_iteration : callable, default=None
-        Called as ``on_iteration(means, weights, history)`` after every iteration.
     iteration_offset : int, default=0
-        Added to the iteration numbers in the records (the passes of stepwise EM before).
-    threads : int, default=None
-        Worker threads of the cluster in use (asked once here when None).
-
-    Returns
-    -------
-    EMResult
-        The final parameters, whether the run converged, the number of iterations, the last
-        objective and the history.
-
-    Raises
-    ------
-    DataError
-        If the data has fewer distinct rows than components (found when a component is
-        re-seeded), or the objective stops being finite.
-    """
-    run = BatchRun(
-        means,
-        weights,
-        alpha=alpha,
-        max_iter=max_iter,
-        tol=tol,
-        mean_tol=mean_tol,
-        history=history,
-        iteration_offset=iteration_offset,
-    )
-    if threads is None:
-        threads = _estep_module._cluster_threads()
-    while not run.done:
-        start = time.perf_counter()
-        stats = estep(
-            data,
-            run.means,
-            run.weights,
-            dtype=dtype,
-            split_every=split_every,
-            threads=threads,
-        )
-        record = run.advance(stats, data, time.perf_counter() - start)
-        publish(record)
-        if callback is not None:
-            callback(record)
-        run.check()
-        if on_iteration is not None:
-            on_iteration(run.means, run.weights, run.history)
-    return run.result()
-
-
-class BatchRun:
-    """Batch EM from one start, advanced one iteration at a time by the E-step's statistics:
-    the M-step, the re-seeding of empty components, the record, the stopping test. The E-step
-    is the caller's (one model's in :func:`run_em`, several models' in one pass when choosing
-    the number of components), so that every way of running EM stops and records alike.
-
-    Parameters are those of :func:`run_em`.
+        Added to the iteration numbers in the records (the iterations and passes before).
+    label : str, default=""
+        Put before the lines it logs (one of several runs).
     """
 
     def __init__(
@@ -303,6 +237,235 @@ def _finished(record: dict[str, Any], tol: float, mean_tol: float | None) -> boo
     return abs(change) < tol or (mean_tol is not None and record["mean_shift"] < mean_tol)
 
 
+class EMRun:
+    """EM from one start with any algorithm: the batch iterations (:class:`BatchRun`) and the
+    stepwise passes (:class:`~bmm_dask._stepwise.StepwiseRun`) it runs, when it goes from one
+    to the other, and the history of both. The caller runs the E-steps and the passes that
+    :attr:`next` asks for, for one run (:func:`fit_em`) or several at once (``select``), and
+    hands the results back: every way of fitting follows the one rule.
+
+    "auto": batch iterations; after the ``PROBE_ITERATIONS``-th, if it
+    still gained at least ``SWITCH_GAIN * tol`` (batch EM is far from converged), stepwise
+    passes until one gains less than that (the first is judged against the last batch
+    iteration, so no pass is run to learn what the climb from the start was), at most
+    ``passes`` of them; then batch iterations to ``tol``. On fewer than
+    ``MIN_STEPS_PER_PASS * MIN_BATCH_SIZE`` rows it is batch EM alone.
+
+    Parameters
+    ----------
+    means, weights : ndarray
+        The start.
+    algorithm : {"batch", "stepwise", "auto"}
+        As for :func:`fit_em`.
+    n_samples : int
+        Rows of the data.
+    alpha, max_iter, tol, mean_tol, passes, batch_size, step_exponent :
+        As for :func:`fit_em` (``batch_size`` None only for batch EM).
+    label : str, default=""
+        Put before the lines it logs (one of several runs).
+    """
+
+    def __init__(
+        self,
+        means: NDArray[np.float64],
+        weights: NDArray[np.float64],
+        *,
+        algorithm: str,
+        n_samples: int,
+        alpha: float,
+        max_iter: int,
+        tol: float,
+        mean_tol: float | None,
+        passes: int,
+        batch_size: int | None,
+        step_exponent: float,
+        threads: int = 1,
+        label: str = "",
+    ) -> None:
+        self.threads = threads
+        if algorithm == "auto" and n_samples < MIN_STEPS_PER_PASS * MIN_BATCH_SIZE:
+            algorithm = "batch"  # too few rows for a pass of many steps of useful size
+        self.algorithm, self.n_samples, self.alpha = algorithm, n_samples, alpha
+        self.max_iter, self.tol, self.mean_tol = max_iter, tol, mean_tol
+        self.passes, self.batch_size, self.step_exponent = passes, batch_size, step_exponent
+        self.label = label
+        self.history: list[dict[str, Any]] = []  # the records of the phases finished
+        self.batch: BatchRun | None = None
+        self.stepwise: StepwiseRun | None = None
+        self.finished = False
+        if algorithm == "stepwise":
+            self._begin_stepwise(means, weights, -math.inf)
+        else:
+            self._begin_batch(means, weights)
+
+    def _begin_batch(
+        self,
+        means: NDArray[np.float64],
+        weights: NDArray[np.float64],
+        history: list[dict[str, Any]] | None = None,
+    ) -> None:
+        self.stepwise = None
+        self.batch = BatchRun(
+            means,
+            weights,
+            alpha=self.alpha,
+            max_iter=self.max_iter - len(self.history),
+            tol=self.tol,
+            mean_tol=self.mean_tol,
+            history=history,
+            iteration_offset=len(self.history),
+            label=self.label,
+        )
+
+    def _begin_stepwise(
+        self, means: NDArray[np.float64], weights: NDArray[np.float64], previous: float
+    ) -> None:
+        assert self.batch_size is not None
+        self.batch = None
+        auto = self.algorithm == "auto"
+        self.stepwise = StepwiseRun(
+            means,
+            weights,
+            n_samples=self.n_samples,
+            alpha=self.alpha,
+            step_exponent=self.step_exponent,
+            batch_size=self.batch_size,
+            passes=min(self.passes, AUTO_PASSES, self.max_iter - len(self.history))
+            if auto
+            else self.passes,
+            min_gain=SWITCH_GAIN * self.tol if auto and self.tol > 0 else None,
+            previous=previous,
+            iteration_offset=len(self.history),
+            label=self.label,
+        )
+
+    @property
+    def next(self) -> str | None:
+        """What the run needs next: "batch" (an E-step over all rows), "stepwise" (a pass),
+        or None (it is done)."""
+        if self.finished:
+            return None
+        if self.stepwise is not None:
+            return "stepwise"
+        assert self.batch is not None
+        return None if self.batch.done else "batch"
+
+    @property
+    def full_history(self) -> list[dict[str, Any]]:
+        """The records of every iteration and pass so far."""
+        current = self.batch or self.stepwise
+        return self.history + (current.history if current is not None else [])
+
+    @property
+    def means(self) -> NDArray[np.float64]:
+        current = self.batch or self.stepwise
+        assert current is not None
+        return current.means
+
+    @property
+    def weights(self) -> NDArray[np.float64]:
+        current = self.batch or self.stepwise
+        assert current is not None
+        return current.weights
+
+    def advance(self, stats: dict[str, Any], data: PackedData, seconds: float) -> dict[str, Any]:
+        """One batch iteration from the E-step's statistics (:meth:`BatchRun.advance`); then,
+        for "auto", the switch to stepwise passes if batch EM is still far from converged."""
+        assert self.batch is not None
+        record = self.batch.advance(stats, data, seconds)
+        if (
+            self.algorithm == "auto"
+            and not self.batch.done
+            and len(self.full_history) == PROBE_ITERATIONS
+            and (PROBE_ITERATIONS < 3 or record["change"] >= SWITCH_GAIN * self.tol)
+            and self.passes > 0
+            and self.pass_cost() <= MAX_PASS_COST
+        ):
+            self.history += self.batch.history
+            self._begin_stepwise(self.batch.means, self.batch.weights, record["objective"])
+        return record
+
+    def pass_cost(self) -> float:
+        """A stepwise pass's modelled cost in batch iterations
+        (:func:`~bmm_dask._stepwise.pass_cost`)."""
+        assert self.batch_size is not None
+        n_components, n_features = np.shape(self.means)
+        return pass_cost(self.n_samples, n_components, n_features, self.threads, self.batch_size)
+
+    def after_pass(self) -> None:
+        """After a pass (:func:`~bmm_dask._stepwise.stepwise_pass`): once the passes are
+        done, batch iterations follow (for "auto"), or the run is done."""
+        assert self.stepwise is not None
+        if not self.stepwise.done:
+            return
+        self.history += self.stepwise.history
+        if self.algorithm == "stepwise" or len(self.history) >= self.max_iter:
+            self.finished = True
+            self.result_ = EMResult(
+                self.stepwise.means,
+                self.stepwise.weights,
+                False,
+                len(self.history),
+                self.history[-1]["objective"],
+                self.history,
+            )
+            return
+        self._begin_batch(self.stepwise.means, self.stepwise.weights)
+
+    def check(self) -> None:
+        """Raise DataError if the last batch iteration's objective is not finite."""
+        if self.batch is not None and self.batch.history:
+            self.batch.check()
+
+    def result(self) -> EMResult:
+        """Where the run stands, as an :class:`EMResult`, with the history of every phase."""
+        if self.finished:
+            return self.result_
+        if self.stepwise is not None:  # stopped in the passes
+            history = self.full_history
+            return EMResult(
+                self.stepwise.means,
+                self.stepwise.weights,
+                False,
+                len(history),
+                history[-1]["objective"] if history else -math.inf,
+                history,
+            )
+        assert self.batch is not None
+        result = self.batch.result()
+        result.history = self.history + result.history
+        result.n_iter = len(result.history)
+        return result
+
+    def state(self) -> tuple[Any, Any, list[dict[str, Any]], dict[str, Any] | None]:
+        """What a checkpoint holds of the run: the batch phase's parameters (None in the
+        passes), the history of the phases finished and the batch phase's, and the passes'
+        snapshot (None in a batch phase)."""
+        if self.stepwise is not None:
+            return None, None, list(self.history), self.stepwise.snapshot()
+        assert self.batch is not None
+        return self.batch.means, self.batch.weights, self.full_history, None
+
+    def restore(
+        self,
+        means: NDArray[np.float64] | None,
+        weights: NDArray[np.float64] | None,
+        history: list[dict[str, Any]],
+        stepwise: dict[str, Any] | None,
+    ) -> None:
+        """Go on from what :meth:`state` returned (the run made afresh with the same settings)."""
+        if stepwise is not None:
+            self.history = [dict(r) for r in history]
+            self._begin_stepwise(np.zeros((1, 1)), np.ones(1), -math.inf)
+            assert self.stepwise is not None
+            self.stepwise.restore(stepwise)
+            return
+        assert means is not None and weights is not None
+        last_pass = max((i + 1 for i, r in enumerate(history) if "pass" in r), default=0)
+        self.history = [dict(r) for r in history[:last_pass]]
+        self._begin_batch(means, weights, [dict(r) for r in history[last_pass:]])
+
+
 def fit_em(
     data: PackedData,
     *,
@@ -403,9 +566,6 @@ def fit_em(
     """
     data = task_blocks(data)
     threads = _estep_module._cluster_threads()  # once per fit: asking is a round trip
-    if algorithm == "auto" and data.n_samples < MIN_STEPS_PER_PASS * MIN_BATCH_SIZE:
-        # too few rows for a pass of many steps of useful size; batch iterations cost little
-        algorithm = "batch"
     if algorithm != "batch" and batch_size is None:
         batch_size = auto_batch_size(data.n_samples, n_components, data.n_features, threads)
     if persist is None:
@@ -418,113 +578,123 @@ def fit_em(
         logger.info(
             "data streamed from its store each iteration (%.1f MB packed)", data.bits.nbytes / 1e6
         )
+    settings = {
+        "algorithm": algorithm,
+        "n_samples": data.n_samples,
+        "alpha": alpha,
+        "max_iter": max_iter,
+        "tol": tol,
+        "mean_tol": mean_tol,
+        "passes": passes,
+        "batch_size": batch_size,
+        "step_exponent": step_exponent,
+        "threads": threads,
+    }
     best: EMResult | None = resume.best if resume is not None else None
     runs = 1 if means_init is not None else n_init
     first = resume.run if resume is not None else 0
     with single_threaded_blas():
-        for run in range(first, runs):
-            history: list[dict[str, Any]] = []
-            stepwise: list[dict[str, Any]] = []
-            resuming = resume is not None and run == resume.run
-            snapshot = None  # where the stepwise passes resume, if they do
-            stepwise_done = algorithm == "batch"
+        for start in range(first, runs):
+            resuming = resume is not None and start == resume.run
             if resuming:
                 assert resume is not None
                 rng.bit_generator.state = resume.rng_state
-            if resuming and resume.means is not None:  # in the batch iterations
-                means, weights, history = resume.means, resume.weights, resume.history
-                stepwise = list((resume.stepwise or {}).get("history", []))
-                stepwise_done = True
-            elif resuming and resume.stepwise is not None:  # in the stepwise passes
-                snapshot = resume.stepwise
-                means = weights = np.empty(0)  # the snapshot's statistics give them
+            begun = resuming and (resume.means is not None or resume.stepwise is not None)
+            if begun:
+                assert resume is not None
+                run = EMRun(np.zeros((1, 1)), np.ones(1), **settings)
+                run.restore(resume.means, resume.weights, resume.history, resume.stepwise)
             else:
                 means, weights = starting_values(
                     data, n_components, init, rng, means_init, weights_init
                 )
+                run = EMRun(means, weights, **settings)
             if runs > 1:
-                logger.info("start %d of %d", run + 1, runs)
-            rng_state = rng.bit_generator.state  # after this start's draws: for the next starts
-
-            if not stepwise_done:
-                assert batch_size is not None
-
-                def save_step(
-                    snap: dict[str, Any],
-                    run: int = run,
-                    rng_state: dict[str, Any] = rng_state,
-                    best: EMResult | None = best,
-                ) -> None:
-                    if checkpoint is None or not checkpoint_every:
-                        return
-                    if snap["position"] == 0 or snap["step"] % checkpoint_every == 0:
-                        checkpoint(FitState(run, None, None, [], rng_state, best, snap))
-
-                logger.info("stepwise EM: %d passes, mini-batches of %d rows", passes, batch_size)
-                means, weights, stepwise = run_stepwise(
-                    data,
-                    means,
-                    weights,
-                    rng,
-                    alpha=alpha,
-                    passes=passes if algorithm == "stepwise" else min(passes, max_iter),
-                    batch_size=batch_size,
-                    step_exponent=step_exponent,
-                    steps_in_flight=steps_in_flight,
-                    dtype=dtype,
-                    persisted=persist,
-                    threads=threads,
-                    callback=callback,
-                    on_step=save_step,
-                    resume=snapshot,
-                    min_gain=SWITCH_GAIN * tol if algorithm == "auto" else None,
-                )
-                rng_state = rng.bit_generator.state  # after the passes' draws
+                logger.info("start %d of %d", start + 1, runs)
+            pending = resume.stepwise if begun and resume is not None else None
 
             def save(
-                means: NDArray[np.float64],
-                weights: NDArray[np.float64],
-                history: list[dict[str, Any]],
-                run: int = run,
-                rng_state: dict[str, Any] = rng_state,
+                snapshot: dict[str, Any] | None = None,
+                run: EMRun = run,
+                start: int = start,
                 best: EMResult | None = best,
-                done: dict[str, Any] | None = {"history": stepwise} if stepwise else None,
             ) -> None:
-                if (
-                    checkpoint is not None
-                    and checkpoint_every
-                    and len(history) % checkpoint_every == 0
-                ):
-                    checkpoint(FitState(run, means, weights, history, rng_state, best, done))
+                if checkpoint is None:
+                    return
+                means, weights, history, stepwise = run.state()
+                if snapshot is not None:
+                    stepwise = snapshot
+                elif stepwise is not None:  # between passes: the next from its beginning
+                    stepwise = {**stepwise, **pass_start(rng, stepwise)}
+                state = rng.bit_generator.state  # mid-pass, the snapshot has the pass's
+                checkpoint(FitState(start, means, weights, history, state, best, stepwise))
 
-            if algorithm == "stepwise" or len(stepwise) >= max_iter:
-                last = stepwise[-1]
-                result = EMResult(means, weights, False, len(stepwise), last["objective"], stepwise)
-            else:
-                result = run_em(
-                    data,
-                    means,
-                    weights,
-                    alpha=alpha,
-                    max_iter=max_iter - len(stepwise),
-                    tol=tol,
-                    mean_tol=mean_tol,
-                    dtype=dtype,
-                    callback=callback,
-                    history=history,
-                    on_iteration=save,
-                    iteration_offset=len(stepwise),
-                    threads=threads,
-                )
-                if stepwise:
-                    result.history[:0] = stepwise
-                    result.n_iter = len(result.history)
+            def save_step(snapshot: dict[str, Any], save: Callable[..., None] = save) -> None:
+                if checkpoint_every and snapshot["step"] % checkpoint_every == 0:
+                    save(snapshot)
+
+            if run.next == "stepwise":
+                logger.info("stepwise EM: %d passes, mini-batches of %d rows", passes, batch_size)
+            while run.next is not None:
+                if run.next == "stepwise":
+                    assert run.stepwise is not None and batch_size is not None
+                    (record,) = stepwise_pass(
+                        data,
+                        [run.stepwise],
+                        rng,
+                        batch_size=batch_size,
+                        dtype=dtype,
+                        persisted=persist,
+                        threads=threads,
+                        steps_in_flight=steps_in_flight,
+                        on_step=save_step if checkpoint_every else None,
+                        resume=pending,
+                    )
+                    pending = None
+                    run.after_pass()
+                else:
+                    began = time.perf_counter()
+                    stats = estep(
+                        data,
+                        run.means,
+                        run.weights,
+                        dtype=dtype,
+                        threads=threads,
+                    )
+                    record = run.advance(stats, data, time.perf_counter() - began)
+                    publish(record)
+                    if run.next == "stepwise":  # auto: batch EM is far from converged
+                        logger.info(
+                            "stepwise EM: at most %d passes, mini-batches of %d rows",
+                            run.stepwise.passes,
+                            batch_size,
+                        )
+                if callback is not None:
+                    callback(record)
+                run.check()
+                if checkpoint_every and (
+                    len(run.full_history) % checkpoint_every == 0 or run.next == "stepwise"
+                ):
+                    save()
+            result = run.result()
             if best is None or result.lower_bound > best.lower_bound:
                 best = result
-            if checkpoint is not None and checkpoint_every and run + 1 < runs:
-                checkpoint(FitState(run + 1, None, None, [], rng.bit_generator.state, best))
+            if checkpoint is not None and checkpoint_every and start + 1 < runs:
+                checkpoint(FitState(start + 1, None, None, [], rng.bit_generator.state, best))
     assert best is not None
     return best
+
+
+def pass_start(rng: np.random.Generator, snapshot: dict[str, Any]) -> dict[str, Any]:
+    """What a stepwise snapshot between passes adds: the next pass, from its beginning."""
+    shape = (0, *np.shape(snapshot["resp_x"]))
+    return {
+        "pass": len(snapshot["history"]) + 1,
+        "position": 0,
+        "pass_rng_state": rng.bit_generator.state,
+        "in_flight_means": np.empty(shape),
+        "in_flight_weights": np.empty(shape[:2]),
+    }
 
 
 @dataclass

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 from typing import Any
 
@@ -476,6 +475,9 @@ def mstep(
 #: start from which a plain EM keeps every component alive on sparse rows.
 SPLIT_SPREAD = 0.5
 
+#: Seeds the draws of a split, with the numbers of the two components.
+SPLIT_SEED = 0x5B117
+
 
 def component_entropy(
     resp_sum: NDArray[np.float64], resp_x: NDArray[np.float64]
@@ -517,8 +519,9 @@ def split_components(
     the feature rates of the live components), and it dies again at once. The statistics'
     totals, and so the data's feature rates, are kept.
 
-    The draws u come from a generator seeded with the donor's statistics: the same statistics
-    are split the same way on every scheduler, with no random state to carry in checkpoints.
+    The draws u come from a generator seeded with the two components' numbers alone: the same
+    split on every scheduler (and for statistics equal to rounding, as a NumPy reference has
+    them), with no random state to carry in checkpoints.
 
     Parameters
     ----------
@@ -535,10 +538,9 @@ def split_components(
         donor = int(np.argmax(score))
         if not np.isfinite(score[donor]) or resp_sum[donor] <= 0:
             return  # nothing left to split
-        seed = hashlib.blake2b(resp_x[donor].tobytes(), digest_size=8, key=b"bmm-split")
-        u = np.random.default_rng(int.from_bytes(seed.digest(), "little")).uniform(
-            -1, 1, resp_x.shape[1]
-        )
+        u = np.random.default_rng([SPLIT_SEED, int(k), donor]).uniform(-1, 1, resp_x.shape[1])
+        resp_sum[donor] += resp_sum[k]  # what little the lost one had: the totals are kept
+        resp_x[donor] += resp_x[k]
         mass = resp_sum[donor] / 2
         means = np.clip(resp_x[donor] / resp_sum[donor], 0, 1)
         push = SPLIT_SPREAD * u * np.minimum(means, 1 - means)

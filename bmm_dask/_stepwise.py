@@ -25,8 +25,9 @@ parameters after its step j - s (the pass's starting ones for j <= s); s = 1 is 
 published, and as ``partial_fit`` runs it. s is a setting of the model, never of the cluster:
 the same s gives the same model on every scheduler.
 
-Components that lose their mass are not re-seeded during stepwise passes (a step sees too few
-rows to tell); the "auto" algorithm follows the passes with batch iterations, which do.
+A component whose running weight starves is re-seeded at once, between steps, by splitting
+the component that leaves its rows worst explained (:meth:`StepwiseState.reseed`): left to die
+in the passes, it would come back only in batch EM, after the others had settled.
 """
 
 from __future__ import annotations
@@ -49,7 +50,14 @@ from numpy.typing import NDArray
 
 from bmm_dask._estep import PackedData
 from bmm_dask._events import publish
-from bmm_dask._kernels import estep_stats, log_parameters, log_prior, mstep, stacked_stats
+from bmm_dask._kernels import (
+    estep_stats,
+    log_parameters,
+    log_prior,
+    mstep,
+    split_components,
+    stacked_stats,
+)
 from bmm_dask.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -81,6 +89,13 @@ MIN_STEPS_PER_PASS = 30
 
 #: ... but at least this many rows (or all of them): a step on fewer is mostly noise.
 MIN_BATCH_SIZE = 256
+
+#: A component whose running weight falls below this share of an equal one (1 / K) is
+#: starving, and re-seeded at once during stepwise passes: left alone it dies, and batch EM
+#: re-seeds it only after the others have settled, on their way to a worse optimum. On the
+#: measured sparse corpus and on MNIST a component re-seeded at this level lived (a split
+#: starts with half of a large component's mass), and no live component came near it.
+STARVING = 0.01
 
 #: Steps submitted before the oldest is collected (see the module's docstring). Two hide the
 #: round trip behind the next step's arithmetic; on 4 million rows stepwise EM got as close to
@@ -121,6 +136,47 @@ def auto_batch_size(n_samples: int, n_components: int, n_features: int, threads:
     per_thread = STEP_SECONDS * kernel_rows_per_second(n_components, n_features)
     rows = min(int(threads * per_thread), n_samples // MIN_STEPS_PER_PASS)
     return max(1, min(max(rows, MIN_BATCH_SIZE), n_samples))
+
+
+#: Seconds a stepwise step costs beyond its arithmetic: Dask's round trip and the driver's
+#: work between steps, 20-30 ms on the local cluster here (benchmarks/bench_costs.py).
+STEP_ROUND_TRIP = 0.025
+
+#: A stepwise pass's arithmetic, in batch passes: it reads the same rows, in more, smaller
+#: tasks (a pass's throughput was 0.74-0.82 of a batch pass's, benchmarks/bench_stepwise_scale.py).
+PASS_ARITHMETIC = 1.35
+
+#: Seconds a batch iteration costs beyond its arithmetic (its graph, its tasks' scheduling, the
+#: driver's M-step): with it the model gave a pass 7.6 and 5.0 iterations on MNIST with K = 10
+#: and 100, where 7 and 4.5 were measured (2 workers, streamed).
+ITERATION_OVERHEAD = 0.1
+
+
+def pass_cost(
+    n_samples: int, n_components: int, n_features: int, threads: int, batch_size: int
+) -> float:
+    """A stepwise pass's modelled cost in batch iterations: ``PASS_ARITHMETIC`` plus a round
+    trip per step, against a batch iteration (its arithmetic, :func:`kernel_rows_per_second`
+    on every thread, and ``ITERATION_OVERHEAD``). A model, not a measurement, so that the choice it makes is the same on every
+    run with the same settings and cluster size.
+
+    Parameters
+    ----------
+    n_samples, n_components, n_features : int
+        Rows, components and features.
+    threads : int
+        Worker threads of the cluster.
+    batch_size : int
+        Rows per mini-batch.
+
+    Returns
+    -------
+    float
+    """
+    arithmetic = n_samples / (threads * kernel_rows_per_second(n_components, n_features))
+    iteration = arithmetic + ITERATION_OVERHEAD
+    steps = math.ceil(n_samples / batch_size)
+    return PASS_ARITHMETIC + steps * STEP_ROUND_TRIP / iteration
 
 
 def window_chunks(batch_size: int, chunk_rows: int) -> int:
@@ -235,6 +291,15 @@ class StepwiseState:
         self.resp_sum = (1 - eta) * self.resp_sum + eta * (stats["resp_sum"] / m)
         self.resp_x = (1 - eta) * self.resp_x + eta * (stats["resp_x"] / m)
         return eta
+
+    def reseed(self) -> int:
+        """Re-seed the starving components, those whose running weight is below
+        ``STARVING / K``, by splitting others (:func:`~bmm_dask._kernels.split_components`);
+        return how many."""
+        starving = np.flatnonzero(self.resp_sum < STARVING / len(self.resp_sum))
+        if len(starving):
+            split_components(self.resp_sum, self.resp_x, starving)
+        return len(starving)
 
     def parameters(
         self, n_samples: int, alpha: float
@@ -570,7 +635,7 @@ def pass_steps(
         Returns the (means, weights) to submit the next step with (lists of them for
         several models): the caller updates them between the statistics it is given.
     dtype, persisted, threads, steps_in_flight :
-        As for :func:`run_stepwise`.
+        As for :func:`stepwise_pass`.
     client : distributed.Client or None
         From :func:`distributed_client`.
     skip : int, default=0
@@ -604,45 +669,212 @@ def pass_steps(
             yield stats, position - len(in_flight), list(in_flight)
 
 
-def run_stepwise(
+class StepwiseRun:
+    """Stepwise EM of one model, advanced one mini-batch at a time by the statistics of its
+    steps: the blend into the running statistics, the re-seeding of starving components, the
+    record of each pass, the stopping test. The steps are the caller's (:func:`stepwise_pass`,
+    for one model or several taking the same mini-batches), so that a fit and ``select``'s
+    candidates step, re-seed and record alike: the twin of :class:`~bmm_dask._em.BatchRun`.
+
+    Parameters
+    ----------
+    means : ndarray of shape (n_components, n_features)
+        Starting means.
+    weights : ndarray of shape (n_components,)
+        Starting weights.
+    n_samples : int
+        Rows of the data: the running statistics are scaled back to as many for the M-step.
+    alpha : float
+        Additive smoothing of the means.
+    step_exponent : float
+        kappa in ``eta_t = (t + t0) ** -kappa``, in (0.5, 1].
+    batch_size : int
+        Rows per mini-batch (recorded with each pass).
+    passes : int
+        Passes to run at most.
+    min_gain : float, default=None
+        Stop after a pass whose objective is less than this above the one before (for the first
+        pass, ``previous``): the "auto" algorithm then goes on with batch EM.
+    previous : float, default=-inf
+        The objective before the first pass (batch EM's, when the passes follow its iterations).
+    iteration_offset : int, default=0
+        Added to the pass numbers to give the records' ``iteration`` (the iterations before).
+    label : str, default=""
+        Put before the lines it logs (one of several models).
+    """
+
+    def __init__(
+        self,
+        means: NDArray[np.float64],
+        weights: NDArray[np.float64],
+        *,
+        n_samples: int,
+        alpha: float,
+        step_exponent: float,
+        batch_size: int,
+        passes: int,
+        min_gain: float | None = None,
+        previous: float = -math.inf,
+        iteration_offset: int = 0,
+        label: str = "",
+    ) -> None:
+        self.state = StepwiseState.start(means, weights)
+        self.means = np.array(means, dtype=np.float64)
+        self.weights = np.array(weights, dtype=np.float64)
+        self.n_samples, self.alpha, self.step_exponent = n_samples, alpha, step_exponent
+        self.batch_size, self.passes, self.min_gain = batch_size, passes, min_gain
+        self.previous = previous
+        self.iteration_offset, self.label = iteration_offset, label
+        self.history: list[dict[str, Any]] = []
+        self.left = False  # left before its passes were run: a pass gained too little
+        self.begin_pass()
+
+    @property
+    def done(self) -> bool:
+        """Whether the run has taken its passes, or left them."""
+        return self.left or len(self.history) >= self.passes
+
+    @property
+    def objective(self) -> float:
+        """The objective of the last pass (or the one before the first)."""
+        return self.history[-1]["objective"] if self.history else self.previous
+
+    def begin_pass(self) -> None:
+        """Begin a pass: its sums start at nothing, its mean shift from the current means."""
+        self.loglik = self.rows = 0.0
+        self.reseeded = 0
+        self.pass_start = self.means
+        self.started = time.perf_counter()
+
+    def advance(self, stats: dict[str, Any]) -> dict[str, Any]:
+        """One step from a mini-batch's statistics; return the step's event (for the
+        dashboard: the running objective of the pass so far)."""
+        self.loglik += stats["loglik"]
+        self.rows += stats["n_samples"]
+        self.state.update(stats, self.step_exponent)
+        reseeded = self.state.reseed()
+        self.reseeded += reseeded
+        self.means, self.weights = self.state.parameters(self.n_samples, self.alpha)
+        return {
+            "pass": len(self.history) + 1,
+            "step": self.state.step,
+            "objective": self.loglik / self.rows,
+            "change": None,
+            "mean_shift": None,
+            "seconds": time.perf_counter() - self.started,
+            "reseeded": reseeded,
+        }
+
+    def end_pass(self) -> dict[str, Any]:
+        """End a pass: its record (and the next pass begun).
+
+        Raises
+        ------
+        DataError
+            If the objective stops being finite.
+        """
+        objective = self.loglik / self.rows + log_prior(self.means, self.alpha) / self.n_samples
+        pass_ = len(self.history) + 1
+        record = {
+            "pass": pass_,
+            "iteration": self.iteration_offset + pass_,
+            "steps": self.state.step,
+            "batch_size": self.batch_size,
+            "objective": objective,
+            "change": objective - self.objective,
+            "mean_shift": float(np.linalg.norm(self.means - self.pass_start)),
+            "seconds": time.perf_counter() - self.started,
+            "reseeded": self.reseeded,
+        }
+        self.history.append(record)
+        logger.log(
+            logging.DEBUG if self.label else logging.INFO,
+            "%spass %d  steps %d  running objective %.6f  mean shift %.3e  %.3f s%s",
+            self.label,
+            pass_,
+            self.state.step,
+            objective,
+            record["mean_shift"],
+            record["seconds"],
+            f"  re-seeded {self.reseeded}" if self.reseeded else "",
+        )
+        if not math.isfinite(objective):
+            raise DataError(
+                f"the objective became {objective}; the data or settings give no finite likelihood"
+            )
+        if self.min_gain is not None and record["change"] < self.min_gain:
+            self.left = True
+        self.begin_pass()
+        return record
+
+    def snapshot(self) -> dict[str, Any]:
+        """Where the run stands, mid-pass or between passes: :meth:`restore` goes on from it
+        exactly (the pass's position in its mini-batches is the caller's)."""
+        return {
+            "resp_sum": self.state.resp_sum,
+            "resp_x": self.state.resp_x,
+            "step": self.state.step,
+            "n_seen": self.state.n_seen,
+            "loglik": self.loglik,
+            "rows": self.rows,
+            "pass_reseeded": self.reseeded,
+            "pass_start": self.pass_start,
+            "means": self.means,  # those of the next step (at the start, not the M-step's)
+            "weights": self.weights,
+            "previous": None if self.previous == -math.inf else self.previous,
+            "history": [dict(record) for record in self.history],
+            "left": self.left,
+        }
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        """Go on from a :meth:`snapshot`."""
+        self.state = StepwiseState(
+            np.array(snapshot["resp_sum"]),
+            np.array(snapshot["resp_x"]),
+            snapshot["step"],
+            snapshot["n_seen"],
+        )
+        self.means = np.array(snapshot["means"])
+        self.weights = np.array(snapshot["weights"])
+        self.loglik, self.rows = snapshot["loglik"], snapshot["rows"]
+        self.reseeded = snapshot.get("pass_reseeded", 0)
+        self.pass_start = np.array(snapshot["pass_start"])
+        previous = snapshot["previous"]
+        self.previous = -math.inf if previous is None else previous
+        self.history = [dict(record) for record in snapshot["history"]]
+        self.left = snapshot.get("left", False)
+
+
+def stepwise_pass(
     data: PackedData,
-    means: NDArray[np.float64],
-    weights: NDArray[np.float64],
+    runs: list[StepwiseRun],
     rng: np.random.Generator,
     *,
-    alpha: float,
-    passes: int,
     batch_size: int,
-    step_exponent: float,
     dtype: np.typing.DTypeLike = np.float32,
     persisted: bool = False,
     threads: int = 1,
     steps_in_flight: int = STEPS_IN_FLIGHT,
-    callback: Callable[[dict[str, Any]], None] | None = None,
     on_step: Callable[[dict[str, Any]], None] | None = None,
     resume: dict[str, Any] | None = None,
-    min_gain: float | None = None,
-) -> tuple[NDArray[np.float64], NDArray[np.float64], list[dict[str, Any]]]:
-    """Stepwise EM over ``passes`` passes of the data, from the given start.
+) -> list[dict[str, Any]]:
+    """One pass of stepwise EM for one model or several, all taking the same mini-batches
+    (several: each step one product of the rows with their parameters stacked); return the
+    pass's record of each.
+
+    Each model ends where a pass of its own from the same ``rng`` state ends: its statistics
+    come from the same kernel, a model's columns apart.
 
     Parameters
     ----------
     data : PackedData
         Packed rows, in chunks (those of the store, or of :func:`~bmm_dask._estep.task_blocks`).
-    means : ndarray of shape (n_components, n_features)
-        Starting means.
-    weights : ndarray of shape (n_components,)
-        Starting weights.
+    runs : list of StepwiseRun
+        The models.
     rng : numpy.random.Generator
         Draws the order of the chunks and the mini-batches.
-    alpha : float
-        Additive smoothing of the means.
-    passes : int
-        Passes over the data.
     batch_size : int
         Rows per mini-batch.
-    step_exponent : float
-        kappa in ``eta_t = (t + t0) ** -kappa``, in (0.5, 1].
     dtype : dtype, default=np.float32
         Type of the E-step's arithmetic.
     persisted : bool, default=False
@@ -655,269 +887,70 @@ def run_stepwise(
         Steps submitted before the oldest is collected: the j-th mini-batch of a pass is
         computed with the parameters after step j - ``steps_in_flight`` of the pass (its
         starting ones for the first). 1 is stepwise EM as published.
-    callback : callable, default=None
-        Called with the record of each pass.
     on_step : callable, default=None
-        Called after every step, and at the start of every pass but the first, with a
-        snapshot (a dict: the running statistics, the step count, the pass and the mini-batches
-        taken in it, the random generator's state at the pass's start, the pass's sums so far,
-        the history, the parameters of the steps in flight) from which ``resume`` continues
-        exactly.
+        For one model: called after every step with a snapshot (the run's
+        :meth:`StepwiseRun.snapshot`, with ``position``, the mini-batches taken in the pass,
+        ``pass_rng_state``, the generator's state at the pass's start, and the parameters of
+        the steps in flight) from which ``resume`` continues exactly.
     resume : dict, default=None
-        Such a snapshot: the run goes on from it (``means`` and ``weights`` are then not used)
-        and ends with the same model, bit for bit, as a run never interrupted.
-    min_gain : float, default=None
-        Stop before ``passes`` after a pass whose objective is less than this above the pass
-        before's (the "auto" algorithm then goes on with batch EM).
+        Such a snapshot, already restored into the run: the pass goes on from it and ends as
+        a pass never interrupted, bit for bit.
 
     Returns
     -------
-    means : ndarray of shape (n_components, n_features)
-    weights : ndarray of shape (n_components,)
-    history : list of dict
-        One record per pass: ``pass``, ``steps``, ``objective`` (the mean log-likelihood of
-        the pass's mini-batches, each under the parameters of its step, plus the prior's term),
-        ``change``, ``mean_shift``, ``seconds``.
-
-    Raises
-    ------
-    DataError
-        If the objective stops being finite.
+    list of dict
+        Each run's record of the pass (:meth:`StepwiseRun.end_pass`).
     """
-    n_samples = data.n_samples
     chunk_sizes = tuple(int(c) for c in data.bits.chunks[0])
     window = window_chunks(batch_size, chunk_sizes[0])
-
-    if resume is None:
-        state = StepwiseState.start(means, weights)
-        means, weights = np.array(means, dtype=np.float64), np.array(weights, dtype=np.float64)
-        history: list[dict[str, Any]] = []
-        first_pass, skip, previous = 1, 0, -math.inf
-        loglik = rows = 0.0
-        pass_start = means
-        carried = []
-    else:
-        state = StepwiseState(
-            np.array(resume["resp_sum"]),
-            np.array(resume["resp_x"]),
-            resume["step"],
-            resume["n_seen"],
-        )
-        means, weights = state.parameters(n_samples, alpha)
-        history = [dict(record) for record in resume["history"]]
-        first_pass, skip = resume["pass"], resume["position"]
-        previous = -math.inf if resume["previous"] is None else resume["previous"]
-        loglik, rows = resume["loglik"], resume["rows"]
-        pass_start = np.array(resume["pass_start"])
+    skip, carried = 0, []
+    if resume is not None:
         rng.bit_generator.state = resume["pass_rng_state"]
+        skip = resume["position"]
         carried = [  # the parameters of the steps in flight at the snapshot, in order
             (np.array(m), np.array(w))
-            for m, w in zip(
-                resume.get("in_flight_means", []), resume.get("in_flight_weights", []), strict=True
-            )
+            for m, w in zip(resume["in_flight_means"], resume["in_flight_weights"], strict=True)
         ]
+    pass_rng_state = rng.bit_generator.state  # where this pass's draws begin
+    single = len(runs) == 1
 
-    def snapshot(
-        pass_: int, position: int, pass_rng_state: dict[str, Any], in_flight: list[Step]
-    ) -> dict[str, Any]:
-        shape = (len(in_flight), *state.resp_x.shape)
-        return {
-            "resp_sum": state.resp_sum,
-            "resp_x": state.resp_x,
-            "step": state.step,
-            "n_seen": state.n_seen,
-            "pass": pass_,
-            "position": position,
-            "pass_rng_state": pass_rng_state,
-            "loglik": loglik,
-            "rows": rows,
-            "pass_start": pass_start,
-            "previous": None if previous == -math.inf else previous,
-            "history": list(history),
-            "in_flight_means": np.array([s.means for s in in_flight]).reshape(shape),
-            "in_flight_weights": np.array([s.weights for s in in_flight]).reshape(shape[:2]),
-        }
-
-    def given() -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    def given() -> tuple[Any, Any]:
         # the steps in flight at the checkpoint resumed from take the parameters they had;
         # every other step the latest
-        return carried.pop(0) if carried else (means, weights)
+        if carried:
+            return carried.pop(0)
+        if single:
+            return runs[0].means, runs[0].weights
+        return [run.means for run in runs], [run.weights for run in runs]
 
-    client = distributed_client()
-    for pass_ in range(first_pass, passes + 1):
-        started = time.perf_counter()
-        if pass_ > first_pass or resume is None:
-            pass_rng_state = rng.bit_generator.state  # where this pass's draws begin
-        else:
-            pass_rng_state = resume["pass_rng_state"]
-        steps = pass_steps(
-            data,
-            pass_batches(chunk_sizes, batch_size, window, rng),
-            given,
-            dtype=dtype,
-            persisted=persisted,
-            threads=threads,
-            steps_in_flight=steps_in_flight,
-            client=client,
-            skip=skip,
-        )
-        for stats, done, in_flight in steps:
-            loglik += stats["loglik"]
-            rows += stats["n_samples"]
-            state.update(stats, step_exponent)
-            means, weights = state.parameters(n_samples, alpha)
-            publish(
-                {
-                    "pass": pass_,
-                    "step": state.step,
-                    "objective": loglik / rows,
-                    "change": None,
-                    "mean_shift": None,
-                    "seconds": time.perf_counter() - started,
-                    "reseeded": 0,
-                }
-            )
+    steps = pass_steps(
+        data,
+        pass_batches(chunk_sizes, batch_size, window, rng),
+        given,
+        dtype=dtype,
+        persisted=persisted,
+        threads=threads,
+        steps_in_flight=steps_in_flight,
+        client=distributed_client(),
+        skip=skip,
+    )
+    for stats, position, in_flight in steps:
+        for run, part in zip(runs, [stats] if single else stats, strict=True):
+            event = run.advance(part)
+        if single:
+            publish(event)
             if on_step is not None:
-                on_step(snapshot(pass_, done, pass_rng_state, in_flight))
-        skip = 0
-        objective = loglik / rows + log_prior(means, alpha) / n_samples
-        record = {
-            "pass": pass_,
-            "iteration": pass_,
-            "steps": state.step,
-            "batch_size": batch_size,
-            "objective": objective,
-            "change": objective - previous,
-            "mean_shift": float(np.linalg.norm(means - pass_start)),
-            "seconds": time.perf_counter() - started,
-            "reseeded": 0,
-        }
-        previous = objective
-        history.append(record)
-        logger.info(
-            "pass %d  steps %d  running objective %.6f  mean shift %.3e  %.3f s",
-            pass_,
-            state.step,
-            objective,
-            record["mean_shift"],
-            record["seconds"],
-        )
-        if callback is not None:
-            callback(record)
-        if not math.isfinite(objective):
-            raise DataError(
-                f"the objective became {objective}; the data or settings give no finite likelihood"
-            )
-        loglik = rows = 0.0
-        pass_start = means
-        if min_gain is not None and record["change"] < min_gain:
-            break
-        if on_step is not None and pass_ < passes:  # the next pass, from its beginning
-            on_step(snapshot(pass_ + 1, 0, rng.bit_generator.state, []))
-    return means, weights, history
-
-
-class StepwiseMany:
-    """Stepwise EM of several models together: the same mini-batches, each step one pass over
-    its rows for all of them (their parameters stacked in one product).
-
-    :meth:`run_pass` takes the models named through one more pass. Each model ends where
-    :func:`run_stepwise` from its start, with the same ``rng`` state and settings, ends after
-    as many passes (its statistics come from the same kernel, a model's columns apart, and its
-    pass p takes the generator's p-th pass of mini-batches).
-
-    Parameters
-    ----------
-    data : PackedData
-        Packed rows.
-    starts : list of (means, weights)
-        Each model's starting parameters.
-    rng : numpy.random.Generator
-        Draws the order of the chunks and the mini-batches, for all the models.
-    alpha, batch_size, step_exponent, dtype, persisted, threads, steps_in_flight :
-        As for :func:`run_stepwise`.
-    """
-
-    def __init__(
-        self,
-        data: PackedData,
-        starts: list[tuple[NDArray[np.float64], NDArray[np.float64]]],
-        rng: np.random.Generator,
-        *,
-        alpha: float,
-        batch_size: int,
-        step_exponent: float,
-        dtype: np.typing.DTypeLike = np.float32,
-        persisted: bool = False,
-        threads: int = 1,
-        steps_in_flight: int = STEPS_IN_FLIGHT,
-    ) -> None:
-        self.data, self.rng, self.alpha = data, rng, alpha
-        self.batch_size, self.step_exponent, self.dtype = batch_size, step_exponent, dtype
-        self.persisted, self.threads, self.steps_in_flight = persisted, threads, steps_in_flight
-        self.states = [StepwiseState.start(means, weights) for means, weights in starts]
-        self.current = [
-            (np.array(m, dtype=np.float64), np.array(w, dtype=np.float64)) for m, w in starts
-        ]
-        self.histories: list[list[dict[str, Any]]] = [[] for _ in starts]
-        self.previous = [-math.inf] * len(starts)
-        self.passes = 0
-        self.client = distributed_client()
-
-    def run_pass(self, which: list[int]) -> list[dict[str, Any]]:
-        """One more pass for the models at positions ``which``; return their records.
-
-        Raises
-        ------
-        DataError
-            If a model's objective stops being finite.
-        """
-        data = self.data
-        n_samples = data.n_samples
-        chunk_sizes = tuple(int(c) for c in data.bits.chunks[0])
-        window = window_chunks(self.batch_size, chunk_sizes[0])
-        self.passes += 1
-        started = time.perf_counter()
-        loglik = dict.fromkeys(which, 0.0)
-        rows = 0.0
-        pass_start = {m: self.current[m][0] for m in which}
-        steps = pass_steps(
-            data,
-            pass_batches(chunk_sizes, self.batch_size, window, self.rng),
-            lambda: ([self.current[m][0] for m in which], [self.current[m][1] for m in which]),
-            dtype=self.dtype,
-            persisted=self.persisted,
-            threads=self.threads,
-            steps_in_flight=self.steps_in_flight,
-            client=self.client,
-        )
-        for stats, _, _ in steps:
-            rows += stats[0]["n_samples"]
-            for m, part in zip(which, stats, strict=True):
-                loglik[m] += part["loglik"]
-                self.states[m].update(part, self.step_exponent)
-                self.current[m] = self.states[m].parameters(n_samples, self.alpha)
-        records = []
-        for m in which:
-            means = self.current[m][0]
-            objective = loglik[m] / rows + log_prior(means, self.alpha) / n_samples
-            record = {
-                "pass": self.passes,
-                "iteration": len(self.histories[m]) + 1,
-                "steps": self.states[m].step,
-                "batch_size": self.batch_size,
-                "objective": objective,
-                "change": objective - self.previous[m],
-                "mean_shift": float(np.linalg.norm(means - pass_start[m])),
-                "seconds": time.perf_counter() - started,
-                "reseeded": 0,
-            }
-            self.previous[m] = objective
-            self.histories[m].append(record)
-            records.append(record)
-            if not math.isfinite(objective):
-                raise DataError(
-                    f"the objective became {objective}; the data or settings give no finite "
-                    "likelihood"
+                shape = (len(in_flight), *runs[0].state.resp_x.shape)
+                on_step(
+                    {
+                        **runs[0].snapshot(),
+                        "pass": len(runs[0].history) + 1,
+                        "position": position,
+                        "pass_rng_state": pass_rng_state,
+                        "in_flight_means": np.array([s.means for s in in_flight]).reshape(shape),
+                        "in_flight_weights": np.array([s.weights for s in in_flight]).reshape(
+                            shape[:2]
+                        ),
+                    }
                 )
-        return records
+    return [run.end_pass() for run in runs]

@@ -52,7 +52,15 @@ _SAVED_SETTINGS = (
 )
 
 #: The arrays of a stepwise fit's checkpoint (the rest of it is JSON).
-STEPWISE_ARRAYS = ("resp_sum", "resp_x", "pass_start", "in_flight_means", "in_flight_weights")
+STEPWISE_ARRAYS = (
+    "resp_sum",
+    "resp_x",
+    "means",
+    "weights",
+    "pass_start",
+    "in_flight_means",
+    "in_flight_weights",
+)
 
 
 class InvalidSettingError(SettingsError, InvalidParameterError):
@@ -475,6 +483,7 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
         started = time.perf_counter()
         stats = estep(data, means, weights, dtype=np.dtype(self.dtype))
         state.update(stats, float(self.step_exponent))
+        reseeded = state.reseed()
         self.means_, self.weights_ = state.parameters(state.n_seen, float(self.alpha))
         objective = (stats["loglik"] + log_prior(means, float(self.alpha))) / stats["n_samples"]
         self.history_.append(
@@ -485,7 +494,7 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
                 "change": None,
                 "mean_shift": float(np.linalg.norm(self.means_ - means)),
                 "seconds": time.perf_counter() - started,
-                "reseeded": 0,
+                "reseeded": reseeded,
             }
         )
         self.n_iter_ = state.step

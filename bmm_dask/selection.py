@@ -31,7 +31,7 @@ import numpy as np
 from dask.base import tokenize
 from numpy.typing import NDArray
 
-from bmm_dask._em import SWITCH_GAIN, BatchRun, EMResult, single_threaded_blas
+from bmm_dask._em import EMRun, single_threaded_blas
 from bmm_dask._estep import (
     PackedData,
     _cluster_threads,
@@ -42,13 +42,7 @@ from bmm_dask._estep import (
 )
 from bmm_dask._events import jsonable, publish
 from bmm_dask._init import starting_values
-from bmm_dask._stepwise import (
-    MIN_BATCH_SIZE,
-    MIN_STEPS_PER_PASS,
-    STEPS_IN_FLIGHT,
-    StepwiseMany,
-    auto_batch_size,
-)
+from bmm_dask._stepwise import STEPS_IN_FLIGHT, auto_batch_size, stepwise_pass
 from bmm_dask.errors import SettingsError
 
 logger = logging.getLogger(__name__)
@@ -414,97 +408,63 @@ def select_n_components(
     arithmetic = np.dtype(dtype)
     threads = _cluster_threads()
     with single_threaded_blas():
-        runs: list[tuple[int, int, BatchRun]] = []
+        size = None
+        if algorithm != "batch":
+            size = batch_size or auto_batch_size(
+                train.n_samples, sum(ks) * n_init, train.n_features, threads
+            )
+        runs: list[tuple[int, int, EMRun]] = []
         starts = {}
         for k in ks:
             for start in range(n_init):
                 means, weights = starting_values(train, k, init, rng)
                 starts[k, start] = (means, weights)
                 label = f"K = {k}{f' start {start + 1}' if n_init > 1 else ''}: "
-                run = BatchRun(
+                run = EMRun(
                     means,
                     weights,
+                    algorithm=algorithm,
+                    n_samples=train.n_samples,
                     alpha=alpha,
                     max_iter=max_iter,
                     tol=tol,
                     mean_tol=mean_tol,
+                    passes=passes,
+                    batch_size=size,
+                    step_exponent=step_exponent,
+                    threads=threads,
                     label=label,
                 )
                 runs.append((k, start, run))
         seconds = [0.0] * len(runs)
-        results: dict[int, EMResult] = {}  # the candidates that have finished
-        stepwise: list[list[dict[str, Any]]] = [[] for _ in runs]  # their passes
-        in_passes: list[int] = []
-        stepwise_state = None
-        if algorithm == "auto" and train.n_samples < MIN_STEPS_PER_PASS * MIN_BATCH_SIZE:
-            algorithm = "batch"  # as a fit does: too few rows for a pass of many steps
-        if algorithm != "batch":
-            stepwise_state = rng.bit_generator.state  # where the shared mini-batches begin
-            size = batch_size or auto_batch_size(
-                train.n_samples, sum(k for k, _, _ in runs), train.n_features, threads
-            )
-            logger.info("stepwise EM: at most %d passes, mini-batches of %d rows", passes, size)
-            many = StepwiseMany(
-                train,
-                [(run.means, run.weights) for _, _, run in runs],
-                rng,
-                alpha=alpha,
-                batch_size=size,
-                step_exponent=step_exponent,
-                dtype=arithmetic,
-                persisted=persist,
-                threads=threads,
-                steps_in_flight=steps_in_flight,
-            )
-            in_passes = list(range(len(runs)))
-        # what a fit of each candidate does: its passes (for auto, until one gains less than
-        # SWITCH_GAIN x tol; at most max_iter), then batch iterations from where they ended
-        limit = passes if algorithm == "stepwise" else min(passes, max_iter)
+        # where the shared mini-batches begin: every candidate in the passes takes the same
+        # ones, as a fit of its own from this generator state would
+        stepwise_state = rng.bit_generator.state if algorithm != "batch" else None
         round_ = 0
-        while in_passes or any(not runs[i][2].done for i in range(len(runs)) if i not in results):
+        while any(run.next is not None for _, _, run in runs):
             round_ += 1
             records = []
+            in_passes = [i for i, (_, _, run) in enumerate(runs) if run.next == "stepwise"]
             if in_passes:
+                assert size is not None
                 begun = time.perf_counter()
-                done = many.run_pass(in_passes)
+                done = stepwise_pass(
+                    train,
+                    [runs[i][2].stepwise for i in in_passes],  # type: ignore[misc]
+                    rng,
+                    batch_size=size,
+                    dtype=arithmetic,
+                    persisted=persist,
+                    threads=threads,
+                    steps_in_flight=steps_in_flight,
+                )
                 took = time.perf_counter() - begun
-                for i, record in zip(list(in_passes), done, strict=True):
+                for i, record in zip(in_passes, done, strict=True):
                     k, start, run = runs[i]
                     seconds[i] += took / len(done)
-                    stepwise[i].append(record)
                     records.append({"n_components": k, "start": start, **record})
-                    leaves = len(stepwise[i]) >= limit or (
-                        algorithm == "auto" and record["change"] < SWITCH_GAIN * tol
-                    )
-                    if not leaves:
-                        continue
-                    in_passes.remove(i)
-                    means, weights = many.current[i]
-                    history = stepwise[i]
-                    if algorithm == "stepwise" or len(history) >= max_iter:
-                        results[i] = EMResult(
-                            means, weights, False, len(history), record["objective"], history
-                        )
-                    else:
-                        runs[i] = (
-                            k,
-                            start,
-                            BatchRun(
-                                means,
-                                weights,
-                                alpha=alpha,
-                                max_iter=max_iter - len(history),
-                                tol=tol,
-                                mean_tol=mean_tol,
-                                iteration_offset=len(history),
-                                label=run.label,
-                            ),
-                        )
-            active = [
-                i
-                for i, (_, _, run) in enumerate(runs)
-                if i not in results and i not in in_passes and not run.done
-            ]
+                    run.after_pass()
+            active = [i for i, (_, _, run) in enumerate(runs) if run.next == "batch"]
             if active:
                 begun = time.perf_counter()
                 stats = estep_stacked(
@@ -527,6 +487,7 @@ def select_n_components(
                 "  ".join(
                     f"K={r['n_components']}{' (pass)' if 'pass' in r and algorithm == 'auto' else ''}"
                     f": {r['objective']:.4f}"
+                    + (f" re-seeded {r['reseeded']}" if r["reseeded"] else "")
                     for r in records
                 ),
             )
@@ -534,12 +495,7 @@ def select_n_components(
                 callback({"iteration": round_, "candidates": records})
             for i in active:
                 runs[i][2].check()
-        for i, (_, _, run) in enumerate(runs):
-            if i not in results:
-                result = run.result()
-                result.history[:0] = stepwise[i]
-                result.n_iter = len(result.history)
-                results[i] = result
+        results = {i: run.result() for i, (_, _, run) in enumerate(runs)}
         finals = [(results[i].means, results[i].weights) for i in range(len(runs))]
         # in the fit's arithmetic, as its iterations: float64 would cost a pass three times
         scored_train = estep_stacked(train, finals, dtype=arithmetic, threads=threads, entropy=True)

@@ -45,3 +45,13 @@ def bmm(capsys: pytest.CaptureFixture[str]) -> Callable[..., Result]:
         return Result(code, captured.out, captured.err)
 
     return run
+
+
+@pytest.fixture
+def passes_pay(monkeypatch: pytest.MonkeyPatch) -> None:
+    """auto's stepwise passes on data too small for them to pay (so that tests can run them)."""
+    import math
+
+    import bmm_dask._em
+
+    monkeypatch.setattr(bmm_dask._em, "MAX_PASS_COST", math.inf)

@@ -51,14 +51,15 @@ def store(cluster: dict) -> Path:
 def test_a_fit_on_separate_processes_equals_the_local_fit(
     cluster: dict, store: Path, tmp_path: Path, bmm
 ) -> None:
-    args = ("--k", "4", "--seed", "3", "--dtype", "float64", "--max-iter", "12", "--tol", "0")
+    # stepwise EM: its windows and steps cross the processes (auto is batch EM on so few rows)
+    args = ("--k", "4", "--seed", "3", "--dtype", "float64", "--algorithm", "stepwise")
     result = bmm(
         "fit", store, *args, "--out", tmp_path / "remote.zarr", "--scheduler-file", cluster["file"]
     )
     assert result.code == 0, result.err
     assert f"Dask dashboard: http://127.0.0.1:{cluster['dashboard']}/status" in result.err
     remote = BernoulliMixture.load(tmp_path / "remote.zarr")
-    local = BernoulliMixture(4, random_state=3, dtype="float64", max_iter=12, tol=0).fit(
+    local = BernoulliMixture(4, random_state=3, dtype="float64", algorithm="stepwise").fit(
         open_dataset(store)
     )
     assert np.array_equal(remote.means_, local.means_)
@@ -69,19 +70,18 @@ def test_a_fit_on_separate_processes_equals_the_local_fit(
             lambda dask_scheduler: list(dask_scheduler.task_prefixes)
         )
         events = client.get_events("bmm-dask")
-    # the default algorithm: 10 stepwise passes (windows read, then steps), 2 batch iterations
-    assert {"bmm-window", "bmm-step", "bmm-estep", "bmm-read-bits"} <= set(prefixes), prefixes
+    # 10 stepwise passes: windows read, then steps
+    assert {"bmm-window", "bmm-step", "bmm-read-bits"} <= set(prefixes), prefixes
     records = [event for _, event in events if event.get("kind") == "iteration"]
     steps = [e for e in records if "step" in e]
     assert sorted({e["pass"] for e in steps}) == list(range(1, 11))
     assert [e["step"] for e in steps] == list(range(1, len(steps) + 1))
-    assert [e["iteration"] for e in records if "iteration" in e][-2:] == [11, 12]
 
     with urllib.request.urlopen(
         f"http://127.0.0.1:{cluster['dashboard']}/bmm-dask", timeout=10
     ) as page:
         text = page.read().decode()
-    assert "EM progress" in text and "<svg" in text and "iteration 12" in text
+    assert "EM progress" in text and "<svg" in text and "pass 10" in text
 
     by_address = bmm(
         "evaluate",

@@ -202,13 +202,13 @@ def test_a_selection_streamed_from_its_store_equals_one_held_in_memory(tmp_path)
     "settings",
     [
         {"algorithm": "stepwise", "passes": 2, "batch_size": 1_000},
-        # each candidate leaves the shared passes when its own fit would (after 2 to 10)
+        # each candidate goes to the shared passes and leaves them when its own fit would
         {"algorithm": "auto", "batch_size": 1_000, "tol": 1e-5, "max_iter": 40},
     ],
     ids=["stepwise", "auto"],
 )
 def test_stepwise_candidates_are_the_models_of_separate_fits(
-    rows: np.ndarray, settings: dict
+    rows: np.ndarray, settings: dict, passes_pay: None
 ) -> None:
     with dask.config.set(scheduler="threads"):
         selection = select(rows, **settings)
@@ -225,11 +225,11 @@ def test_stepwise_candidates_are_the_models_of_separate_fits(
         model = selection.models[k]
         np.testing.assert_allclose(model.means_, alone.means_, rtol=0, atol=1e-9)
         np.testing.assert_allclose(model.weights_, alone.weights_, rtol=0, atol=1e-9)
-        assert row["n_iter"] == alone.n_iter_ and model.batch_size_ == 1_000
+        assert row["n_iter"] == alone.n_iter_ and model.batch_size_ == alone.batch_size_
         assert row["converged"] == alone.converged_
         assert row["objective"] == pytest.approx(alone.lower_bound_, abs=1e-9)
         assert [r.get("pass") for r in model.history_] == [r.get("pass") for r in alone.history_]
     if settings["algorithm"] == "auto":
         passes = [sum("pass" in r for r in m.history_) for m in selection.models.values()]
-        assert all(1 < p < 10 for p in passes)  # every candidate left the passes early
+        assert all(p <= 3 for p in passes) and any(passes)  # auto's passes, at most 3
         assert any(m.n_iter_ > p for m, p in zip(selection.models.values(), passes, strict=True))

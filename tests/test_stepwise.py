@@ -9,7 +9,7 @@ import pytest
 
 from bmm_dask import BernoulliMixture, SettingsError
 from bmm_dask._estep import as_packed, task_blocks
-from bmm_dask._kernels import estep_stats, log_parameters
+from bmm_dask._kernels import estep_stats, log_parameters, split_components
 from bmm_dask._stepwise import (
     Batch,
     StepwiseState,
@@ -59,13 +59,17 @@ def numpy_stepwise(
     n_rows: int,
     lag: int = 0,
     pass_steps: int | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Stepwise EM as the papers write it, in float64: running statistics per row, blended.
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Stepwise EM as the papers write it, in float64: running statistics per row, blended,
+    and a component whose running weight falls below 0.01 / K re-seeded by the package's
+    split (:func:`~bmm_dask._kernels.split_components`) after the step. Returns the means,
+    the weights and the number of re-seeds.
 
     With ``lag`` > 0, the j-th mini-batch of a pass (of ``pass_steps``) is computed with the
     parameters after step j - 1 - lag of the pass, the pass's first ones before that: what
     ``steps_in_flight = lag + 1`` does.
     """
+    reseeded = 0
     s_w, s_x = weights.copy(), weights[:, None] * means
     seen: list[tuple[np.ndarray, np.ndarray]] = []  # the parameters after each step of the pass
     for t, batch in enumerate(batches, start=1):
@@ -81,12 +85,15 @@ def numpy_stepwise(
         eta = (t + 2) ** -kappa
         s_w = (1 - eta) * s_w + eta * r.sum(axis=0) / len(batch)
         s_x = (1 - eta) * s_x + eta * (r.T @ x) / len(batch)
+        starving = np.flatnonzero(s_w < 0.01 / len(s_w))
+        split_components(s_w, s_x, starving)
+        reseeded += len(starving)
         means = np.clip(
             (n_rows * s_x + alpha) / (n_rows * s_w[:, None] + 2 * alpha), 1e-10, 1 - 1e-10
         )
         weights = s_w / s_w.sum()
         seen.append((means, weights))
-    return means, weights
+    return means, weights, reseeded
 
 
 def the_batches(X: np.ndarray, batch_size: int, seed: int, passes: int) -> list[np.ndarray]:
@@ -106,9 +113,15 @@ def the_batches(X: np.ndarray, batch_size: int, seed: int, passes: int) -> list[
     return out
 
 
-@pytest.mark.parametrize("steps_in_flight", [1, 2, 3])
-def test_stepwise_em_is_the_papers_arithmetic(rows: np.ndarray, steps_in_flight: int) -> None:
+@pytest.mark.parametrize(
+    ("steps_in_flight", "starved"), [(1, False), (2, False), (3, False), (2, True)]
+)
+def test_stepwise_em_is_the_papers_arithmetic(
+    rows: np.ndarray, steps_in_flight: int, starved: bool
+) -> None:
     means, weights = start()
+    if starved:  # a component that explains no row: it starves in the first steps
+        means[2] = 1e-6
     model = BernoulliMixture(
         K,
         algorithm="stepwise",
@@ -127,7 +140,7 @@ def test_stepwise_em_is_the_papers_arithmetic(rows: np.ndarray, steps_in_flight:
     assert task_blocks(as_packed(rows)).bits.numblocks[0] == 3  # mini-batches across chunks
     batches = the_batches(rows, 1_500, seed=11, passes=2)
     assert len(batches) == 40 and sorted(np.concatenate(batches[:20])) == list(range(30_000))
-    expected_means, expected_weights = numpy_stepwise(
+    expected_means, expected_weights, reseeded = numpy_stepwise(
         rows,
         means,
         weights,
@@ -142,6 +155,40 @@ def test_stepwise_em_is_the_papers_arithmetic(rows: np.ndarray, steps_in_flight:
     np.testing.assert_allclose(model.weights_, expected_weights, rtol=0, atol=1e-9)
     assert [r["pass"] for r in model.history_] == [1, 2]
     assert model.history_[-1]["steps"] == 40 and model.batch_size_ == 1_500
+    assert sum(r["reseeded"] for r in model.history_) == reseeded
+    assert (reseeded > 0) == starved
+
+
+@pytest.mark.parametrize("how", ["fit", "partial_fit", "select"])
+def test_a_component_starved_in_stepwise_passes_is_reseeded(
+    rows: np.ndarray, how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A start with a component that explains no row (weight 0 at the first step): stepwise
+    EM re-seeds it during the passes, and it ends with rows of its own."""
+    from bmm_dask.selection import select_n_components
+
+    X = rows[:12_000]
+    means, weights = start()
+    means[2] = 1e-6
+    settings = {"batch_size": 500, "means_init": means, "weights_init": weights}
+    if how == "fit":
+        model = BernoulliMixture(K, algorithm="stepwise", passes=2, random_state=0, **settings)
+        model.fit(X)
+    elif how == "partial_fit":
+        model = BernoulliMixture(K, **settings)
+        for batch in np.array_split(np.random.default_rng(0).permutation(len(X)), 24):
+            model.partial_fit(X[np.sort(batch)])
+    else:
+        import bmm_dask.selection
+
+        monkeypatch.setattr(bmm_dask.selection, "starting_values", lambda *args: (means, weights))
+        with dask.config.set(scheduler="threads"):
+            chosen = select_n_components(
+                X, n_components=[K], algorithm="stepwise", passes=2, batch_size=500
+            )
+        model = chosen.models[K]
+    assert sum(r["reseeded"] for r in model.history_) >= 1
+    assert np.all(model.weights_ > 0.1)  # the true weights are 0.5, 0.3 and 0.2
 
 
 @pytest.mark.parametrize("persisted", [False, True])
@@ -186,19 +233,45 @@ def test_running_statistics_are_blended_not_replaced() -> None:
     assert 0 < e2 < e1 < 1 and state.step == 2 and state.n_seen == 30
 
 
-def test_stepwise_improves_on_its_start_and_the_auto_algorithm_ends_as_batch_em(
-    rows: np.ndarray,
-) -> None:
+def test_stepwise_improves_on_its_start(rows: np.ndarray) -> None:
     train, test = rows[:24_000], rows[24_000:]
     means, weights = start()
     settings = {"means_init": means, "weights_init": weights, "random_state": 0, "tol": 1e-6}
-    batch = BernoulliMixture(K, **settings).fit(train)
+    batch = BernoulliMixture(K, algorithm="batch", **settings).fit(train)
     stepwise = BernoulliMixture(K, algorithm="stepwise", passes=1, **settings).fit(train)
-    auto = BernoulliMixture(K, algorithm="auto", passes=1, **settings).fit(train)
     assert stepwise.n_iter_ == 1 and stepwise.score(test) > batch.score(test) - 0.5
-    assert abs(auto.score(test) - batch.score(test)) < 0.01
-    assert "pass" in auto.history_[0] and "pass" not in auto.history_[-1]
-    assert auto.history_[-1]["iteration"] == auto.n_iter_
+
+
+def test_auto_is_batch_em_where_a_pass_costs_too_much(soft_rows: np.ndarray) -> None:
+    """12,000 rows, K = 3: a pass of 12 steps would cost many batch iterations (the round
+    trips), so auto is batch EM, iteration for iteration."""
+    from bmm_dask._stepwise import pass_cost
+
+    assert pass_cost(12_000, K, D, 1, 1_000) > 3
+    settings = {"random_state": 0, "tol": 1e-6, "batch_size": 1_000, "dtype": "float64"}
+    batch = BernoulliMixture(K, algorithm="batch", **settings).fit(soft_rows)
+    auto = BernoulliMixture(K, algorithm="auto", **settings).fit(soft_rows)
+    np.testing.assert_array_equal(auto.means_, batch.means_)
+    assert [r["objective"] for r in auto.history_] == [r["objective"] for r in batch.history_]
+
+
+def test_auto_switches_to_passes_while_batch_em_is_far_from_converged(
+    soft_rows: np.ndarray, passes_pay: None
+) -> None:
+    """Where passes pay: 3 batch iterations; then, as the third still gained more than
+    100 x tol, at most 3 stepwise passes; then batch iterations to tol, ending where batch EM
+    ends."""
+    train, test = soft_rows[:10_000], soft_rows[10_000:]
+    settings = {"random_state": 0, "tol": 1e-6, "batch_size": 500, "max_iter": 300}
+    batch = BernoulliMixture(K, algorithm="batch", **settings).fit(train)
+    auto = BernoulliMixture(K, algorithm="auto", **settings).fit(train)
+    kinds = ["pass" if "pass" in r else "iteration" for r in auto.history_]
+    passes = kinds.count("pass")
+    assert batch.history_[2]["change"] >= 100 * 1e-6
+    assert kinds[:3] == ["iteration"] * 3 and 1 <= passes <= 3
+    assert kinds[3 : 3 + passes] == ["pass"] * passes and "pass" not in kinds[3 + passes :]
+    assert [r["iteration"] for r in auto.history_] == list(range(1, auto.n_iter_ + 1))
+    assert auto.converged_ and abs(auto.score(test) - batch.score(test)) < 0.02
 
 
 @pytest.mark.parametrize("scheduler", ["synchronous", "threads"])
@@ -260,16 +333,16 @@ def test_partial_fit_over_the_mini_batches_equals_fit(rows: np.ndarray) -> None:
     assert online.n_iter_ == 12
 
 
-@pytest.mark.parametrize(("max_iter", "passes", "iterations"), [(3, 3, 0), (12, 10, 2)])
+@pytest.mark.parametrize(("max_iter", "passes"), [(3, 0), (5, 2), (12, 3)])
 def test_max_iter_counts_the_passes_and_iterations_of_auto(
-    rows: np.ndarray, max_iter: int, passes: int, iterations: int
+    rows: np.ndarray, passes_pay: None, max_iter: int, passes: int
 ) -> None:
-    model = BernoulliMixture(K, max_iter=max_iter, tol=0, random_state=0).fit(rows[:10_000])
-    assert model.n_iter_ == len(model.history_) == max_iter
-    assert sum("pass" in r for r in model.history_) == passes
-    assert [r["iteration"] for r in model.history_ if "pass" not in r] == list(
-        range(passes + 1, passes + iterations + 1)
+    model = BernoulliMixture(K, max_iter=max_iter, tol=0, random_state=0, passes=passes or 3).fit(
+        rows[:10_000]
     )
+    assert model.n_iter_ == len(model.history_) == max_iter
+    assert [r["iteration"] for r in model.history_] == list(range(1, max_iter + 1))
+    assert [i for i, r in enumerate(model.history_) if "pass" in r] == list(range(3, 3 + passes))
 
 
 def test_a_saved_model_keeps_the_mini_batch_size_it_used(rows: np.ndarray, tmp_path) -> None:
@@ -355,30 +428,55 @@ def killed_then_resumed(
     )
 
 
+def checkpoint_phases(
+    X: np.ndarray, settings: dict, every: int, out, monkeypatch: pytest.MonkeyPatch
+) -> tuple[BernoulliMixture, list[str]]:
+    """A fit with checkpoints, and what each checkpoint was written in: "batch" (iterations
+    before any pass), "pass" (in or between passes), "after" (iterations after the passes) or
+    "start" (between starts)."""
+    import bmm_dask.model
+
+    write = bmm_dask.model.write_checkpoint
+    phases: list[str] = []
+
+    def write_and_note(path, arrays, meta, *args, **kwargs) -> None:
+        if "means" in arrays:
+            after = any("pass" in r for r in meta["history"])
+            phases.append("after" if after else "batch")
+        else:
+            phases.append("pass" if "stepwise_resp_sum" in arrays else "start")
+        write(path, arrays, meta, *args, **kwargs)
+
+    monkeypatch.setattr(bmm_dask.model, "write_checkpoint", write_and_note)
+    model = BernoulliMixture(K, **settings).fit(X, checkpoint=out, checkpoint_every=every)
+    monkeypatch.setattr(bmm_dask.model, "write_checkpoint", write)
+    return model, phases
+
+
 @pytest.mark.parametrize(
-    ("algorithm", "stop_at", "n_init"),
+    ("algorithm", "where", "n_init"),
     [
-        # 12 steps per pass, a checkpoint every 4 steps and at the start of each pass but
-        # the first: steps 4, 8, 12, pass 2, steps 16, 20, 24; then for "auto" batch
-        # iteration 4, then the next start.
         # One start where the resumed start must be the model (the best of several would hide
         # a difference in the others).
-        ("stepwise", 2, 1),  # in the first pass
-        ("stepwise", 4, 1),  # at the start of the second pass
-        ("stepwise", 6, 1),  # in the second pass
-        ("auto", 8, 1),  # in the batch iterations after the passes
-        ("auto", 11, 2),  # in the second start's passes, with the first start's result kept
+        ("stepwise", ("pass", 0), 1),  # in the first pass
+        ("stepwise", ("pass", 3), 1),  # at the start of the second pass
+        ("stepwise", ("pass", 4), 1),  # in the second pass
+        ("auto", ("pass", 0), 1),  # at the switch from batch iterations to passes
+        ("auto", ("pass", 2), 1),  # in the passes
+        ("auto", ("after", 0), 1),  # in the batch iterations after the passes
+        ("auto", ("pass", -2), 2),  # in the second start's passes, the first start's kept
     ],
+    ids=str,
 )
 def test_an_interrupted_stepwise_fit_resumes_to_the_same_model(
     soft_rows: np.ndarray,
     tmp_path,
     monkeypatch: pytest.MonkeyPatch,
+    passes_pay: None,
     algorithm: str,
-    stop_at: int,
+    where: tuple[str, int],
     n_init: int,
 ) -> None:
-
     X = soft_rows
     settings = {
         "algorithm": algorithm,
@@ -386,46 +484,18 @@ def test_an_interrupted_stepwise_fit_resumes_to_the_same_model(
         "batch_size": 1_000,
         "dtype": "float64",
         "random_state": 4,
-        "max_iter": 8,
+        "max_iter": 12,
         "tol": 0,
         "n_init": n_init,
     }
-    reference = BernoulliMixture(K, **settings).fit(X)
+    # 12 steps per pass, a checkpoint every 4 steps, between passes and at the switch
+    reference, phases = checkpoint_phases(X, settings, 4, tmp_path / "ref.zarr", monkeypatch)
+    phase, nth = where  # killed at the checkpoint after this one: resumed from this one
+    stop_at = [i for i, p in enumerate(phases, start=1) if p == phase][nth] + 1
     resumed = killed_then_resumed(X, settings, stop_at, 4, tmp_path / "m.zarr", monkeypatch)
     np.testing.assert_array_equal(resumed.means_, reference.means_)
     np.testing.assert_array_equal(resumed.weights_, reference.weights_)
     assert resumed.n_iter_ == reference.n_iter_
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("where", ["last stepwise checkpoint", "first batch checkpoint"])
-def test_auto_resumed_across_its_switch_to_batch_em_ends_the_same(
-    rows: np.ndarray, tmp_path, monkeypatch: pytest.MonkeyPatch, where: str
-) -> None:
-    import bmm_dask.model
-
-    X = rows[:12_000]
-    # tol > 0: auto leaves its stepwise passes early, by a rule a resumed fit must follow alike
-    settings = {"batch_size": 1_000, "dtype": "float64", "random_state": 4, "max_iter": 30}
-    write = bmm_dask.model.write_checkpoint
-    phases: list[bool] = []  # per checkpoint written: is it in the batch iterations?
-
-    def write_and_note(path, arrays, *args, **kwargs) -> None:
-        phases.append("means" in arrays)
-        write(path, arrays, *args, **kwargs)
-
-    monkeypatch.setattr(bmm_dask.model, "write_checkpoint", write_and_note)
-    reference = BernoulliMixture(K, **settings).fit(
-        X, checkpoint=tmp_path / "ref.zarr", checkpoint_every=3
-    )
-    passes = sum("pass" in r for r in reference.history_)
-    assert 2 <= passes < 10 and reference.n_iter_ > passes  # it did switch, and went on
-    first_batch = phases.index(True) + 1
-    stop_at = first_batch - 1 if where == "last stepwise checkpoint" else first_batch
-    monkeypatch.setattr(bmm_dask.model, "write_checkpoint", write)
-    resumed = killed_then_resumed(X, settings, stop_at, 3, tmp_path / "m.zarr", monkeypatch)
-    np.testing.assert_array_equal(resumed.means_, reference.means_)
-    np.testing.assert_array_equal(resumed.weights_, reference.weights_)
     assert [r["objective"] for r in resumed.history_] == [
         r["objective"] for r in reference.history_
     ]
