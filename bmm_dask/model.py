@@ -118,12 +118,14 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
     algorithm : {"auto", "batch", "stepwise"}, default="auto"
         Batch EM reads every row once per iteration. Stepwise (online) EM moves the parameters
         after every mini-batch of rows, and gets near batch EM's optimum in a few passes over
-        the data (``passes``). "auto" runs stepwise passes, fewer than ``passes`` once a pass
-        gains less than 100 x ``tol``, then batch iterations until ``tol`` (``max_iter``
-        counts both); on data of fewer than 7,680 rows it is batch EM. Which is best where:
-        see "Stepwise EM" in the README.
+        the data (``passes``), but each step costs a round trip to the cluster. "auto" runs 3
+        batch iterations; if the third still gained at least 100 x ``tol`` and a stepwise pass
+        costs at most 3 batch iterations by the cost model, at most 3 stepwise passes (fewer
+        once a pass gains less than 100 x ``tol``); then batch iterations until ``tol``
+        (``max_iter`` counts them all). Elsewhere, and on fewer than 7,680 rows, it is batch
+        EM. The rule and why: "Stepwise EM" in the README.
     passes : int, default=10
-        Passes over the data of stepwise EM (at most, for "auto").
+        Passes over the data of stepwise EM (at most, and at most 3, for "auto").
     batch_size : int or "auto", default="auto"
         Rows per mini-batch of stepwise EM. "auto": enough for every worker thread to work
         about 60 ms per step, at most a 30th of the rows and at least 256. It follows the
@@ -448,7 +450,9 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
         ``init`` on ``X``); every call then blends the statistics of ``X`` into the running
         ones with the step size ``(t + 2) ** -step_exponent`` and updates the means and
         weights, as :meth:`fit` does with ``algorithm="stepwise"`` for each mini-batch. After
-        :meth:`fit`, the steps start from the fitted model. The smoothing ``alpha`` counts
+        :meth:`fit`, the steps start from the fitted model. A component whose running weight
+        falls below 0.01 / K is re-seeded, as in :meth:`fit`'s stepwise passes (counted in the
+        step's record of ``history_``). The smoothing ``alpha`` counts
         against all the rows seen so far.
 
         Parameters

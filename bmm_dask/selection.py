@@ -1,11 +1,12 @@
 """Choosing the number of components: fit several K in shared passes, score held-out rows.
 
-Every candidate (a K and a start) advances by batch EM, and each iteration reads and unpacks
-each chunk once for all the candidates still running: one product of the rows with their
-parameters stacked (:func:`~bmm_dask._estep.estep_stacked`). A candidate that has converged
-drops out of the product. Each candidate stops, records and re-seeds exactly as a fit of its
-own does (:class:`~bmm_dask._em.BatchRun`), so its model is the one a separate fit with the
-same settings and start gives.
+Every candidate (a K and a start) is an :class:`~bmm_dask._em.EMRun`, the object a fit
+drives: it stops, records, re-seeds and goes between batch iterations and stepwise passes
+exactly as a fit of its own does, so its model is the one a separate fit with the same
+settings and start gives. Each round, the candidates in batch iterations share one E-step that
+reads and unpacks each chunk once for all of them (one product of the rows with their
+parameters stacked, :func:`~bmm_dask._estep.estep_stacked`), and those in stepwise passes share
+one pass of the same mini-batches; a candidate that has converged drops out.
 
 The held-out rows are chosen by row number, never copied: row i is held out when a hash of i
 and a key drawn from ``random_state`` on the driver falls below ``validation_fraction``
@@ -292,7 +293,7 @@ def select_n_components(
     tol: float = 1e-4,
     mean_tol: float | None = None,
     dtype: str = "float32",
-    algorithm: str = "batch",
+    algorithm: str = "auto",
     passes: int = 10,
     batch_size: int | None = None,
     step_exponent: float = 0.55,
@@ -321,11 +322,11 @@ def select_n_components(
         Starts per K; each K keeps its start of the best training objective.
     init, random_state, alpha, max_iter, tol, mean_tol, dtype :
         As for :class:`~bmm_dask.BernoulliMixture`.
-    algorithm : {"batch", "stepwise", "auto"}, default="batch"
+    algorithm : {"batch", "stepwise", "auto"}, default="auto"
         Batch EM to ``tol``; ``passes`` passes of stepwise EM, every candidate taking the
-        same mini-batches; or, as a fit's default does, stepwise passes then batch iterations:
-        each candidate leaves the shared passes when a fit of its own would, and joins the
-        shared batch iterations.
+        same mini-batches; or fit's default: each candidate follows auto's rule
+        (:class:`~bmm_dask._em.EMRun`) as a fit of its own would, the candidates in batch
+        iterations sharing each E-step and those in stepwise passes each pass.
     passes, batch_size, step_exponent, steps_in_flight :
         Of stepwise EM, as for :class:`~bmm_dask.BernoulliMixture`; ``batch_size`` None
         sizes the mini-batches for all the candidates' components together.

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bmm_dask import open_dataset
+from bmm_dask import BernoulliMixture, open_dataset
 from bmm_dask.datasets import Binarization, ingest, write_idx
 from tests._helpers import Result, assert_one_line_error, random_images
 
@@ -98,6 +98,32 @@ def test_synth_command(tmp_path: Path, bmm) -> None:
     assert_one_line_error(
         bmm("synth", "--n", "10", "--d", "16", "--k", "0", "--out", tmp_path / "z.zarr"), "--k"
     )
+
+
+
+def test_synth_density_draws_sparse_rows_and_fit_keeps_every_component(
+    tmp_path: Path, bmm
+) -> None:
+    """synth --density: rows of about the asked share of ones (the grid's floor of 1/256
+    included), each component raising a few features; the default fit keeps all 8 alive."""
+    from bmm_dask._estep import as_packed
+
+    args = ("--n", "20000", "--d", "2000", "--k", "8", "--density", "0.002", "--seed", "3")
+    result = bmm("synth", *args, "--out", tmp_path / "s.zarr")
+    assert result.code == 0, result.err
+    data = open_dataset(tmp_path / "s.zarr")
+    X = np.unpackbits(np.asarray(as_packed(data).bits), axis=1, count=2000)
+    assert 0.004 < X.mean() < 0.01
+    means = data.read_array("true_means")
+    assert (means > 0.05).sum(axis=1).min() >= 5  # each component raises some features
+    result = bmm("fit", tmp_path / "s.zarr", "--k", "8", "--out", tmp_path / "m.zarr")
+    assert result.code == 0, result.err
+    assert np.all(BernoulliMixture.load(tmp_path / "m.zarr").weights_ > 0.01)
+    for bad in ("0", "0.6"):
+        assert_one_line_error(
+            bmm("synth", *args[:6], "--density", bad, "--out", tmp_path / "z.zarr"), "--density"
+        )
+    assert not (tmp_path / "z.zarr").exists()
 
 
 # --------------------------------------------------------------------------- bad input
@@ -326,3 +352,21 @@ def test_entry_points(tmp_path: Path, command: list[str]) -> None:
     assert_one_line_error(Result.of(run), "wrong magic number")
     run = subprocess.run([*command, "--version"], capture_output=True, text=True)
     assert run.returncode == 0 and "bmm-dask" in run.stdout
+
+
+def test_the_fit_summary_says_what_ran_in_order() -> None:
+    from types import SimpleNamespace
+
+    from bmm_dask.cli.fit import fit_summary
+
+    history = [{"iteration": i} for i in range(3)] + [{"pass": p} for p in (1, 2)]
+    history += [{"iteration": i} for i in range(4)]
+    model = SimpleNamespace(history_=history, batch_size_=2_000, converged_=True)
+    assert fit_summary(model) == (
+        "3 iterations then 2 stepwise passes (2,000 rows per mini-batch) then 4 iterations, "
+        "converged"
+    )
+    model = SimpleNamespace(history_=history[3:5], batch_size_=500, converged_=False)
+    assert fit_summary(model) == "2 stepwise passes (500 rows per mini-batch)"
+    model = SimpleNamespace(history_=history[:1], batch_size_=None, converged_=False)
+    assert fit_summary(model) == "1 iteration, not converged"

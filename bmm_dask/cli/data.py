@@ -155,6 +155,12 @@ def _parse_shape(
     callback=_parse_shape,
     help="Shape of a row as an image, e.g. 28x28 [default: with --like, the model's data's].",
 )
+@click.option(
+    "--density",
+    type=click.FloatRange(0, 0.5, min_open=True),
+    help="Draw a sparse mixture with about this share of ones (words in documents, say): "
+    "each feature's rate raised far above it in a few components (not with --like).",
+)
 @overwrite_option()
 def synth(
     n_samples: int,
@@ -165,6 +171,7 @@ def synth(
     out: str,
     chunk_rows: int | None,
     image_shape: tuple[int, ...] | None,
+    density: float | None,
     overwrite: bool,
 ) -> None:
     """Draw rows from a known Bernoulli mixture and write them, chunk by chunk in parallel.
@@ -193,6 +200,7 @@ def synth(
         like=like,
         chunk_rows=chunk_rows,
         image_shape=image_shape,
+        density=density,
         overwrite=overwrite,
     )
     click.echo(f"wrote {written}")

@@ -61,18 +61,27 @@ def log_resume_point(out: str, point: tuple[int, int, float | None], n_init: int
 
 
 def fit_summary(model: Any) -> str:
-    """What the fit did: passes of stepwise EM, iterations of batch EM, convergence."""
-    passes = sum(1 for record in model.history_ if "pass" in record)
-    iterations = model.n_iter_ - passes
+    """What the fit did, in order: iterations of batch EM, passes of stepwise EM, convergence."""
+    groups: list[list[bool]] = []  # runs of records: stepwise passes (True) or iterations
+    for record in model.history_:
+        is_pass = "pass" in record
+        if groups and groups[-1][0] == is_pass:
+            groups[-1].append(is_pass)
+        else:
+            groups.append([is_pass])
     done = []
-    if passes:
-        done.append(
-            f"{passes} stepwise pass{'es' if passes > 1 else ''} "
-            f"({model.batch_size_:,} rows per mini-batch)"
-        )
-    if iterations or not passes:
+    for group in groups:
+        n = len(group)
+        if group[0]:
+            done.append(
+                f"{n} stepwise pass{'es' if n > 1 else ''} "
+                f"({model.batch_size_:,} rows per mini-batch)"
+            )
+        else:
+            done.append(f"{n} iteration{'s' if n != 1 else ''}")
+    if not groups or not groups[-1][0]:
         converged = "converged" if model.converged_ else "not converged"
-        done.append(f"{iterations} iteration{'s' if iterations != 1 else ''}, {converged}")
+        done[-1:] = [f"{done[-1]}, {converged}" if done else f"0 iterations, {converged}"]
     return " then ".join(done)
 
 
@@ -117,8 +126,9 @@ def fit_summary(model: Any) -> str:
     default="auto",
     show_default=True,
     type=click.Choice(["auto", "batch", "stepwise"]),
-    help="auto: stepwise passes, then batch EM to --tol (batch EM alone below 7,680 rows); "
-    "batch: every row each iteration; stepwise: the parameters move after each mini-batch.",
+    help="auto: batch iterations, stepwise passes between them where batch EM is far from "
+    "converged and a pass costs at most 3 iterations, to --tol; batch: every row each "
+    "iteration; stepwise: the parameters move after each mini-batch.",
 )
 @PASSES_OPTION
 @click.option(

@@ -110,11 +110,12 @@ def parse_k_list(text: str) -> list[int]:
 @DTYPE_OPTION
 @click.option(
     "--algorithm",
-    default="batch",
+    default="auto",
     show_default=True,
     type=click.Choice(["batch", "stepwise", "auto"]),
-    help="batch: EM to --tol; stepwise: --passes passes, the same mini-batches for every K; "
-    "auto: stepwise passes, each K leaving them when a fit of its own would, then batch EM.",
+    help="auto: each K as fit's default runs it (batch iterations, stepwise passes where "
+    "they pay, batch iterations to --tol); batch: EM to --tol; stepwise: --passes passes, the "
+    "same mini-batches for every K.",
 )
 @PASSES_OPTION
 @click.option(

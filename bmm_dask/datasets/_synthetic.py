@@ -22,14 +22,24 @@ from bmm_dask.io import (
     parse_chunk_rows,
 )
 
+#: A sparse mixture's components each raise a few features far above their rates: the factor
+#: per component and feature is Gamma(SPARSE_SHAPE) with mean 1, most of them near 0.
+SPARSE_SHAPE = 0.2
+
 
 def synth_parameters(
-    n_features: int, n_components: int, seed: int
+    n_features: int, n_components: int, seed: int, density: float | None = None
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """The mixture that :func:`synth` draws from: means on a 1/256 grid, and weights.
 
     Means follow Beta(0.5, 0.5) (mostly near 0 or 1, like pen strokes), rounded to k / 256 with
     k in 1..255; weights follow a Dirichlet(5) so no component is vanishingly rare.
+
+    With ``density``, a sparse mixture, like words in documents: each feature has a rate
+    (Zipf-like: ``density * 2 / (1 + rank / 50)`` scaled to average ``density``), each component
+    multiplies it by a factor drawn from Gamma(``SPARSE_SHAPE``) with mean 1 (so it raises a
+    few features far above their rates), at most 0.5; on the grid no mean is below 1/256, so
+    the share of ones is about ``max(density, 1/256)`` plus the raised features'.
 
     Parameters
     ----------
@@ -39,6 +49,9 @@ def synth_parameters(
         Number of components K.
     seed : int
         Seed of the draws.
+    density : float, default=None
+        The mean of the features' rates, in (0, 0.5]: a sparse mixture; None for Beta(0.5, 0.5)
+        means.
 
     Returns
     -------
@@ -47,8 +60,13 @@ def synth_parameters(
     """
     rng = np.random.default_rng([seed, 0])
     weights = rng.dirichlet(np.full(n_components, 5.0))
-    means = rng.beta(0.5, 0.5, size=(n_components, n_features))
-    return _on_grid(means), weights
+    if density is None:
+        means = rng.beta(0.5, 0.5, size=(n_components, n_features))
+        return _on_grid(means), weights
+    rates = 1 / (1 + rng.permutation(n_features) / 50)
+    rates *= density / rates.mean()
+    factors = rng.gamma(SPARSE_SHAPE, 1 / SPARSE_SHAPE, size=(n_components, n_features))
+    return _on_grid(np.minimum(rates * factors, 0.5)), weights
 
 
 def _on_grid(means: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -164,6 +182,7 @@ def synth(
     weights: NDArray[np.float64] | None = None,
     chunk_rows: int | None = None,
     image_shape: Sequence[int] | None = None,
+    density: float | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Write rows drawn from a known Bernoulli mixture, chunk by chunk in parallel with Dask.
@@ -206,6 +225,9 @@ def synth(
     image_shape : sequence of int, default=None
         The shape of an image, recorded with the data; its product must be ``n_features``.
         None means the model's with ``like`` (if it records one), else no shape.
+    density : float, default=None
+        Draw a sparse mixture of about this share of ones (:func:`synth_parameters`), in
+        (0, 0.5]; not with ``like``, ``means`` or ``weights``.
     overwrite : bool, default=False
         Replace ``out`` if it exists.
 
@@ -241,6 +263,13 @@ def synth(
                 f"--{name} must be a whole number of at least {least}; got {value!r}"
             )
     mixture = None
+    if density is not None and (
+        like is not None or means is not None or isinstance(density, bool) or not 0 < density <= 0.5
+    ):
+        raise SettingsError(
+            f"{setting('--density')} must be in (0, 0.5], and draws a mixture of its own (not "
+            f"with {setting('--like')}); got {density!r}"
+        )
     if like is not None:
         if means is not None or weights is not None:
             raise SettingsError(
@@ -259,7 +288,7 @@ def synth(
         )
     _check_synth_memory(n_features, n_components, parse_chunk_rows(chunk_rows, n_features), mixture)
     if means is None or weights is None:
-        default_means, default_weights = synth_parameters(n_features, n_components, seed)
+        default_means, default_weights = synth_parameters(n_features, n_components, seed, density)
         means = default_means if means is None else means
         weights = default_weights if weights is None else weights
     means = _on_grid(means)
@@ -303,6 +332,8 @@ def synth(
         name=f"bmm-synth-labels-{token}",
     )
     source: dict[str, Any] = {"n_components": n_components, "seed": seed}
+    if density is not None:
+        source["density"] = density
     if like is not None:
         path = os.fspath(like)  # absolute, as a model records its data's path; a URL as it is
         source["like"] = path if "://" in path else os.path.abspath(path)
