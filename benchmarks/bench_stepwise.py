@@ -47,52 +47,37 @@ Point = dict[str, Any]  # passes, seconds, means, weights (then test)
 def recorded(n_samples: int, alpha: float) -> Iterator[list[Point]]:
     """Copy the parameters after every batch iteration and stepwise pass of the fits run
     inside, with the seconds since the block began."""
-    from bmm_dask import _em, _stepwise
+    from bmm_dask import _em
 
     points: list[Point] = []
     started = time.perf_counter()
-    latest: dict[str, Any] = {}
-    run_em, run_stepwise, update = _em.run_em, _em.run_stepwise, _stepwise.StepwiseState.update
+    advance, after_pass = _em.EMRun.advance, _em.EMRun.after_pass
 
-    def keep(means: Any, weights: Any) -> None:
+    def keep(run: Any) -> None:
         points.append(
             {
                 "passes": len(points) + 1,
                 "seconds": time.perf_counter() - started,
-                "means": np.array(means),
-                "weights": np.array(weights),
+                "means": np.array(run.means),
+                "weights": np.array(run.weights),
             }
         )
 
-    def em(*args: Any, on_iteration: Any = None, **kwargs: Any) -> Any:
-        def on(means: Any, weights: Any, history: Any) -> None:
-            keep(means, weights)
-            if on_iteration is not None:
-                on_iteration(means, weights, history)
+    def advance_and_keep(run: Any, *args: Any, **kwargs: Any) -> Any:
+        record = advance(run, *args, **kwargs)
+        keep(run)
+        return record
 
-        return run_em(*args, on_iteration=on, **kwargs)
+    def after_pass_and_keep(run: Any) -> None:
+        after_pass(run)
+        keep(run)
 
-    def stepwise(*args: Any, callback: Any = None, **kwargs: Any) -> Any:
-        def on(record: dict[str, Any]) -> None:
-            state = _stepwise.StepwiseState(latest["resp_sum"], latest["resp_x"])
-            keep(*state.parameters(n_samples, alpha))
-            if callback is not None:
-                callback(record)
-
-        return run_stepwise(*args, callback=on, **kwargs)
-
-    def keep_latest(state: Any, stats: dict[str, Any], kappa: float) -> float:
-        eta = update(state, stats, kappa)
-        latest["resp_sum"], latest["resp_x"] = state.resp_sum, state.resp_x
-        return eta
-
-    _em.run_em, _em.run_stepwise = em, stepwise  # type: ignore[assignment]
-    _stepwise.StepwiseState.update = keep_latest  # type: ignore[method-assign]
+    _em.EMRun.advance = advance_and_keep  # type: ignore[method-assign]
+    _em.EMRun.after_pass = after_pass_and_keep  # type: ignore[method-assign]
     try:
         yield points
     finally:
-        _em.run_em, _em.run_stepwise = run_em, run_stepwise  # type: ignore[assignment]
-        _stepwise.StepwiseState.update = update  # type: ignore[method-assign]
+        _em.EMRun.advance, _em.EMRun.after_pass = advance, after_pass  # type: ignore[method-assign]
 
 
 def run(model: BernoulliMixture, train: Any, test: Any) -> tuple[list[Point], float]:

@@ -541,12 +541,9 @@ def fit_em(
     resume : FitState, default=None
         A state to continue from.
     algorithm : {"batch", "stepwise", "auto"}, default="auto"
-        Batch EM; stepwise EM for ``passes`` passes; or stepwise passes (fewer once a pass
-        gains less than ``SWITCH_GAIN * tol``), then batch iterations until ``tol`` (at most
-        ``max_iter`` iterations and passes in all); "auto" is batch EM on data of fewer than
-        ``MIN_STEPS_PER_PASS * MIN_BATCH_SIZE`` rows.
+        Batch EM; stepwise EM for ``passes`` passes; or auto's rule (:class:`EMRun`).
     passes : int, default=10
-        Passes of stepwise EM (see :func:`~bmm_dask._stepwise.run_stepwise`).
+        Passes of stepwise EM (see :func:`~bmm_dask._stepwise.stepwise_pass`).
     batch_size : int, default=None
         Rows per mini-batch; None means :func:`~bmm_dask._stepwise.auto_batch_size`.
     step_exponent : float, default=0.55
@@ -701,10 +698,12 @@ def pass_start(rng: np.random.Generator, snapshot: dict[str, Any]) -> dict[str, 
 class FitState:
     """Where a fit stands: enough to continue it exactly.
 
-    ``run`` is the start in progress; ``means``, ``weights`` and ``history`` are its parameters
-    after its last iteration (None and [] when it has not begun); ``rng_state`` is the random
-    generator's state after its initialisation (and its stepwise passes); ``best`` the best
-    finished start so far.
+    ``run`` is the start in progress; ``history`` the records of its iterations and passes so
+    far (of the phases before, in stepwise passes); ``means`` and ``weights`` its parameters
+    after its last batch iteration (None in stepwise passes, and when it has not begun);
+    ``rng_state`` the random generator's state now (after the start's draws and its passes';
+    in a pass, its snapshot says where the pass's draws began); ``best`` the best finished
+    start so far (:meth:`EMRun.state`).
     """
 
     run: int
@@ -713,6 +712,6 @@ class FitState:
     history: list[dict[str, Any]]
     rng_state: dict[str, Any]
     best: EMResult | None
-    #: In stepwise passes, the snapshot of :func:`~bmm_dask._stepwise.run_stepwise` to resume
-    #: from; in the batch iterations after them, ``{"history": [the passes' records]}``.
+    #: In stepwise passes, the snapshot of :meth:`~bmm_dask._stepwise.StepwiseRun.snapshot`
+    #: and where the pass stands (:func:`~bmm_dask._stepwise.stepwise_pass`) to resume from.
     stepwise: dict[str, Any] | None = None

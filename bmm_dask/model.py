@@ -840,6 +840,10 @@ def _jsonable(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [jsonable(record) for record in history]
 
 
+#: The loggers of the EM loop's lines (verbose 2).
+_LOOP_LOGGERS = ("bmm_dask._em", "bmm_dask._stepwise")
+
+
 class _progress:
     """A progress bar (verbose 1) or a line an iteration (verbose 2) on stderr; nothing at 0."""
 
@@ -849,12 +853,14 @@ class _progress:
         self.handler: logging.Handler | None = None
 
     def __enter__(self) -> Any:
-        if self.verbose >= 2:
+        if self.verbose >= 2:  # the lines of the batch iterations and the stepwise passes
             self.handler = logging.StreamHandler(sys.stderr)
-            em_logger = logging.getLogger("bmm_dask._em")
-            em_logger.addHandler(self.handler)
-            self.level = em_logger.level
-            em_logger.setLevel(logging.INFO)
+            self.levels = {}
+            for name in _LOOP_LOGGERS:
+                loop_logger = logging.getLogger(name)
+                loop_logger.addHandler(self.handler)
+                self.levels[name] = loop_logger.level
+                loop_logger.setLevel(logging.INFO)
             return None
         if self.verbose >= 1:
             return self._update
@@ -867,13 +873,20 @@ class _progress:
             if self.bar is not None:
                 self.bar.close()
             self.bar = tqdm(total=self.max_iter, desc="EM", unit=" iterations", file=sys.stderr)
+            self.reseeded = 0
         self.bar.update(1)
-        self.bar.set_postfix_str(f"objective {record['objective']:.4f}")
+        self.reseeded += record.get("reseeded") or 0
+        postfix = [f"stepwise pass {record['pass']}"] if "pass" in record else []
+        postfix.append(f"objective {record['objective']:.4f}")
+        if self.reseeded:
+            postfix.append(f"re-seeded {self.reseeded}")
+        self.bar.set_postfix_str(", ".join(postfix))
 
     def __exit__(self, *exc: object) -> None:
         if self.bar is not None:
             self.bar.close()
         if self.handler is not None:
-            em_logger = logging.getLogger("bmm_dask._em")
-            em_logger.removeHandler(self.handler)
-            em_logger.setLevel(self.level)
+            for name, level in self.levels.items():
+                loop_logger = logging.getLogger(name)
+                loop_logger.removeHandler(self.handler)
+                loop_logger.setLevel(level)

@@ -100,10 +100,7 @@ def test_synth_command(tmp_path: Path, bmm) -> None:
     )
 
 
-
-def test_synth_density_draws_sparse_rows_and_fit_keeps_every_component(
-    tmp_path: Path, bmm
-) -> None:
+def test_synth_density_draws_sparse_rows_and_fit_keeps_every_component(tmp_path: Path, bmm) -> None:
     """synth --density: rows of about the asked share of ones (the grid's floor of 1/256
     included), each component raising a few features; the default fit keeps all 8 alive."""
     from bmm_dask._estep import as_packed

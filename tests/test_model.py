@@ -284,3 +284,12 @@ def test_verbose_shows_progress_on_stderr(
     assert "EM" in capsys.readouterr().err
     BernoulliMixture(3, random_state=0, max_iter=4, tol=0).fit(X)
     assert capsys.readouterr().err == ""
+    # stepwise passes, with a component starved from the start: re-seeded, and said so
+    means = np.full((3, X.shape[1]), 0.5)
+    means[2] = 1e-6
+    settings = {"algorithm": "stepwise", "passes": 2, "batch_size": 20, "means_init": means}
+    BernoulliMixture(3, verbose=2, **settings).fit(X)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("pass")]
+    assert len(lines) == 2 and "re-seeded" in lines[0]
+    BernoulliMixture(3, verbose=1, **settings).fit(X)
+    assert "stepwise pass 2" in capsys.readouterr().err

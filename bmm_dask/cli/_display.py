@@ -75,6 +75,7 @@ class ProgressBar:
     def __init__(self, label: str, *, max_iter: int | None = None, n_init: int = 1) -> None:
         self.label, self.max_iter, self.n_init = label, max_iter, n_init
         self.start = 0
+        self.reseeded = 0
         self.bar: Any = None
         self.enabled = sys.stderr.isatty() and logger.isEnabledFor(logging.INFO)
 
@@ -116,10 +117,16 @@ class ProgressBar:
             return
         if self.bar is None or record["iteration"] == 1:
             self.start += 1
+            self.reseeded = 0
             start = f" (start {self.start} of {self.n_init})" if self.n_init > 1 else ""
             self._new(self.max_iter, " iterations", self.label + start)
         self.bar.update(1)
-        self.bar.set_postfix_str(f"objective {record['objective']:.4f}", refresh=True)
+        self.reseeded += record.get("reseeded") or 0
+        postfix = [f"stepwise pass {record['pass']}"] if "pass" in record else []
+        postfix.append(f"objective {record['objective']:.4f}")
+        if self.reseeded:  # components re-seeded in this start so far
+            postfix.append(f"re-seeded {self.reseeded}")
+        self.bar.set_postfix_str(", ".join(postfix), refresh=True)
 
     def close(self) -> None:
         """Close the bar, if one is shown, and wipe it from the terminal."""
