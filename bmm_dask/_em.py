@@ -454,6 +454,10 @@ class EMRun:
         stepwise: dict[str, Any] | None,
     ) -> None:
         """Go on from what :meth:`state` returned (the run made afresh with the same settings)."""
+        if means is not None and stepwise is not None and "resp_sum" not in stepwise:
+            # a checkpoint of an earlier version, in the batch iterations after the passes:
+            # the passes' records were kept apart
+            history, stepwise = [*stepwise.get("history", []), *history], None
         if stepwise is not None:
             self.history = [dict(r) for r in history]
             self._begin_stepwise(np.zeros((1, 1)), np.ones(1), -math.inf)
