@@ -834,8 +834,11 @@ class StepwiseRun:
             snapshot["step"],
             snapshot["n_seen"],
         )
-        self.means = np.array(snapshot["means"])
-        self.weights = np.array(snapshot["weights"])
+        if "means" in snapshot:
+            self.means = np.array(snapshot["means"])
+            self.weights = np.array(snapshot["weights"])
+        else:  # a snapshot of an earlier version, always after a step: the M-step's
+            self.means, self.weights = self.state.parameters(self.n_samples, self.alpha)
         self.loglik, self.rows = snapshot["loglik"], snapshot["rows"]
         self.reseeded = snapshot.get("pass_reseeded", 0)
         self.pass_start = np.array(snapshot["pass_start"])
