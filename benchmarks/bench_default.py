@@ -162,22 +162,23 @@ def debian_corpus(work: Path) -> tuple[Path, Path]:
     return data, held
 
 
+#: The cases drawn like a model fitted to MNIST: its K, the rows, the K fitted.
+LIKE = {
+    "like100": (100, 1_000_000, 100),
+    "like30": (30, 1_000_000, 30),
+    "like50": (50, 4_000_000, 50),
+    "wrongk": (20, 1_000_000, 60),
+}
+
+
 def case_data(work: Path, case: str) -> tuple[Path, int, Path]:
     if case in ("mnist10", "mnist100"):
         folder = mnist(work)
         return folder / "train", int(case[5:]), folder / "test"
-    if case == "like100":
-        data, held = like(work, 100, 1_000_000)
-        return data, 100, held
-    if case == "like30":
-        data, held = like(work, 30, 1_000_000)
-        return data, 30, held
-    if case == "like50":
-        data, held = like(work, 50, 4_000_000)
-        return data, 50, held
-    if case == "wrongk":
-        data, held = like(work, 20, 1_000_000)
-        return data, 60, held
+    if case in LIKE:
+        model_k, n, k = LIKE[case]
+        data, held = like(work, model_k, n)
+        return data, k, held
     if case == "k20d500":
         data, held = synth_case(work, "k20d500", "--k", 20, "--d", 500, n=1_000_000)
         return data, 20, held

@@ -358,15 +358,13 @@ class EMRun:
 
     @property
     def means(self) -> NDArray[np.float64]:
-        current = self.batch or self.stepwise
-        assert current is not None
-        return current.means
+        """The current means (those the next E-step or step takes)."""
+        return (self.batch or self.stepwise).means  # type: ignore[union-attr]
 
     @property
     def weights(self) -> NDArray[np.float64]:
-        current = self.batch or self.stepwise
-        assert current is not None
-        return current.weights
+        """The current weights."""
+        return (self.batch or self.stepwise).weights  # type: ignore[union-attr]
 
     def advance(self, stats: dict[str, Any], data: PackedData, seconds: float) -> dict[str, Any]:
         """One batch iteration from the E-step's statistics (:meth:`BatchRun.advance`); then,
@@ -377,7 +375,7 @@ class EMRun:
             self.algorithm == "auto"
             and not self.batch.done
             and len(self.full_history) == PROBE_ITERATIONS
-            and (PROBE_ITERATIONS < 3 or record["change"] >= SWITCH_GAIN * self.tol)
+            and record["change"] >= SWITCH_GAIN * self.tol
             and self.passes > 0
             and self.pass_cost() <= MAX_PASS_COST
         ):
@@ -398,18 +396,10 @@ class EMRun:
         assert self.stepwise is not None
         if not self.stepwise.done:
             return
-        self.history += self.stepwise.history
-        if self.algorithm == "stepwise" or len(self.history) >= self.max_iter:
-            self.finished = True
-            self.result_ = EMResult(
-                self.stepwise.means,
-                self.stepwise.weights,
-                False,
-                len(self.history),
-                self.history[-1]["objective"],
-                self.history,
-            )
+        if self.algorithm == "stepwise" or len(self.full_history) >= self.max_iter:
+            self.finished = True  # ends in its passes: result() takes them as they are
             return
+        self.history += self.stepwise.history
         self._begin_batch(self.stepwise.means, self.stepwise.weights)
 
     def check(self) -> None:
@@ -419,9 +409,7 @@ class EMRun:
 
     def result(self) -> EMResult:
         """Where the run stands, as an :class:`EMResult`, with the history of every phase."""
-        if self.finished:
-            return self.result_
-        if self.stepwise is not None:  # stopped in the passes
+        if self.stepwise is not None:  # ended, or stopped, in the passes
             history = self.full_history
             return EMResult(
                 self.stepwise.means,
@@ -437,12 +425,15 @@ class EMRun:
         result.n_iter = len(result.history)
         return result
 
-    def state(self) -> tuple[Any, Any, list[dict[str, Any]], dict[str, Any] | None]:
-        """What a checkpoint holds of the run: the batch phase's parameters (None in the
-        passes), the history of the phases finished and the batch phase's, and the passes'
-        snapshot (None in a batch phase)."""
+    def state(
+        self, rng_state: dict[str, Any]
+    ) -> tuple[Any, Any, list[dict[str, Any]], dict[str, Any] | None]:
+        """What a checkpoint between iterations or passes holds of the run: the batch phase's
+        parameters (None in the passes), the history of the phases finished and the batch
+        phase's, and the passes' snapshot (None in a batch phase; the next pass's draws begin
+        at ``rng_state``)."""
         if self.stepwise is not None:
-            return None, None, list(self.history), self.stepwise.snapshot()
+            return None, None, list(self.history), self.stepwise.snapshot(0, rng_state, [])
         assert self.batch is not None
         return self.batch.means, self.batch.weights, self.full_history, None
 
@@ -622,12 +613,10 @@ def fit_em(
             ) -> None:
                 if checkpoint is None:
                     return
-                means, weights, history, stepwise = run.state()
+                state = rng.bit_generator.state  # mid-pass, the snapshot has the pass's
+                means, weights, history, stepwise = run.state(state)
                 if snapshot is not None:
                     stepwise = snapshot
-                elif stepwise is not None:  # between passes: the next from its beginning
-                    stepwise = {**stepwise, **pass_start(rng, stepwise)}
-                state = rng.bit_generator.state  # mid-pass, the snapshot has the pass's
                 checkpoint(FitState(start, means, weights, history, state, best, stepwise))
 
             def save_step(snapshot: dict[str, Any], save: Callable[..., None] = save) -> None:
@@ -684,18 +673,6 @@ def fit_em(
                 checkpoint(FitState(start + 1, None, None, [], rng.bit_generator.state, best))
     assert best is not None
     return best
-
-
-def pass_start(rng: np.random.Generator, snapshot: dict[str, Any]) -> dict[str, Any]:
-    """What a stepwise snapshot between passes adds: the next pass, from its beginning."""
-    shape = (0, *np.shape(snapshot["resp_x"]))
-    return {
-        "pass": len(snapshot["history"]) + 1,
-        "position": 0,
-        "pass_rng_state": rng.bit_generator.state,
-        "in_flight_means": np.empty(shape),
-        "in_flight_weights": np.empty(shape[:2]),
-    }
 
 
 @dataclass

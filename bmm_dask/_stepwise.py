@@ -807,10 +807,23 @@ class StepwiseRun:
         self.begin_pass()
         return record
 
-    def snapshot(self) -> dict[str, Any]:
-        """Where the run stands, mid-pass or between passes: :meth:`restore` goes on from it
-        exactly (the pass's position in its mini-batches is the caller's)."""
+    def snapshot(
+        self,
+        position: int,
+        pass_rng_state: dict[str, Any],
+        in_flight: list[tuple[NDArray[np.float64], NDArray[np.float64]]],
+    ) -> dict[str, Any]:
+        """Where the run stands, mid-pass or between passes, for :func:`stepwise_pass` to
+        resume from exactly: after ``position`` mini-batches of the pass (0: between passes,
+        the next from its beginning), whose draws began at ``pass_rng_state``, with the
+        parameters of the steps ``in_flight`` then."""
+        shape = (len(in_flight), *self.state.resp_x.shape)
         return {
+            "pass": len(self.history) + 1,
+            "position": position,
+            "pass_rng_state": pass_rng_state,
+            "in_flight_means": np.array([m for m, _ in in_flight]).reshape(shape),
+            "in_flight_weights": np.array([w for _, w in in_flight]).reshape(shape[:2]),
             "resp_sum": self.state.resp_sum,
             "resp_x": self.state.resp_x,
             "step": self.state.step,
@@ -891,10 +904,8 @@ def stepwise_pass(
         computed with the parameters after step j - ``steps_in_flight`` of the pass (its
         starting ones for the first). 1 is stepwise EM as published.
     on_step : callable, default=None
-        For one model: called after every step with a snapshot (the run's
-        :meth:`StepwiseRun.snapshot`, with ``position``, the mini-batches taken in the pass,
-        ``pass_rng_state``, the generator's state at the pass's start, and the parameters of
-        the steps in flight) from which ``resume`` continues exactly.
+        For one model: called after every step with the run's :meth:`StepwiseRun.snapshot`,
+        from which ``resume`` continues exactly.
     resume : dict, default=None
         Such a snapshot, already restored into the run: the pass goes on from it and ends as
         a pass never interrupted, bit for bit.
@@ -943,17 +954,6 @@ def stepwise_pass(
         if single:
             publish(event)
             if on_step is not None:
-                shape = (len(in_flight), *runs[0].state.resp_x.shape)
-                on_step(
-                    {
-                        **runs[0].snapshot(),
-                        "pass": len(runs[0].history) + 1,
-                        "position": position,
-                        "pass_rng_state": pass_rng_state,
-                        "in_flight_means": np.array([s.means for s in in_flight]).reshape(shape),
-                        "in_flight_weights": np.array([s.weights for s in in_flight]).reshape(
-                            shape[:2]
-                        ),
-                    }
-                )
+                parameters = [(step.means, step.weights) for step in in_flight]
+                on_step(runs[0].snapshot(position, pass_rng_state, parameters))
     return [run.end_pass() for run in runs]
