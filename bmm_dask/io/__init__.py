@@ -26,6 +26,7 @@ from bmm_dask.io._dataset import (
     CHUNK_BYTES,
     CHUNKS_STORED,
     DATASET_FORMAT,
+    FEATURE_NAMES,
     ZSTD_LEVEL,
     Dataset,
     DatasetWriter,
@@ -33,6 +34,7 @@ from bmm_dask.io._dataset import (
     describe_dataset,
     open_dataset,
     parse_chunk_rows,
+    read_feature_names,
 )
 from bmm_dask.io._describe import describe_path
 from bmm_dask.io._model import MODEL_FORMAT, describe_model, read_model, write_model
@@ -52,6 +54,7 @@ __all__ = [
     "CHUNKS_STORED",
     "CHUNK_BYTES",
     "DATASET_FORMAT",
+    "FEATURE_NAMES",
     "MODEL_FORMAT",
     "PREDICTIONS_FORMAT",
     "UNREADABLE_LOCK_SECONDS",
@@ -70,6 +73,7 @@ __all__ = [
     "output_lock",
     "parse_chunk_rows",
     "read_checkpoint",
+    "read_feature_names",
     "read_model",
     "store_predictions",
     "write_checkpoint",

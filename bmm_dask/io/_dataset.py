@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +33,10 @@ DATASET_FORMAT = {"name": "bmm_dask.dataset", "version": 1}
 #: from a store written that way reads as rows of zeros; the writer stores every chunk, and this
 #: record tells a reader that a missing one is damage.
 CHUNKS_STORED = "chunks_stored"
+
+#: The array of a dataset (and of a model) that holds one name per feature, when the source
+#: has them (column names, a vocabulary).
+FEATURE_NAMES = "feature_names"
 
 #: Uncompressed bytes of packed rows per chunk (1 MiB: about 10,000 MNIST images).
 CHUNK_BYTES = 1 << 20
@@ -216,6 +220,34 @@ class DatasetWriter:
             assert self.labels is not None
             self.labels[start:stop] = labels
 
+    def write_feature_names(self, names: Sequence[str]) -> None:
+        """Store the features' names (a word per column, a product, a species) beside the rows.
+
+        Parameters
+        ----------
+        names : sequence of str
+            One name per feature, in column order.
+
+        Raises
+        ------
+        DataError
+            If there are not ``n_features`` names, or a name is not a string.
+        """
+        names = np.asarray(list(names), dtype=object)
+        if names.shape != (self.n_features,):
+            raise DataError(f"{len(names)} feature names for {self.n_features} features")
+        if not all(isinstance(name, str) for name in names):
+            raise DataError("feature names must be strings")
+        array = self.group.create_array(
+            FEATURE_NAMES,
+            shape=(self.n_features,),
+            chunks=(self.n_features,),
+            dtype=str,
+            compressors=ZstdCodec(level=ZSTD_LEVEL),
+            dimension_names=("feature",),
+        )
+        array[:] = names.astype(str)
+
     def update_attrs(self, attrs: Mapping[str, Any]) -> None:
         """Add or replace attributes of the group.
 
@@ -267,6 +299,17 @@ class Dataset:
         """The shape of an image, as recorded when the dataset was written, or None."""
         shape = self.attrs.get("image_shape")
         return tuple(shape) if shape else None
+
+    @property
+    def feature_names(self) -> NDArray[np.str_] | None:
+        """The features' names, as stored with the rows, or None when the source had none.
+
+        Raises
+        ------
+        DataError
+            If the stored names cannot be read or are not one string per feature.
+        """
+        return read_feature_names(self.group, self.path, self.n_features)
 
     @property
     def binarization(self) -> dict[str, Any]:
@@ -364,6 +407,42 @@ class Dataset:
             return np.asarray(self.group[name][...])
         except KeyError as err:
             raise DataError(f"{self.path}: has no array {name!r}") from err
+
+
+def read_feature_names(group: zarr.Group, path: str, n_features: int) -> NDArray[np.str_] | None:
+    """The ``feature_names`` array of a dataset or model group, checked, or None if it has none.
+
+    Parameters
+    ----------
+    group : zarr.Group
+        The group.
+    path : str
+        Its path, for messages.
+    n_features : int
+        Number of features D the names must match.
+
+    Returns
+    -------
+    ndarray of str, of shape (n_features,), or None
+
+    Raises
+    ------
+    DataError
+        If the array cannot be read, or does not hold one string per feature.
+    """
+    if FEATURE_NAMES not in group:
+        return None
+    try:
+        node = group[FEATURE_NAMES]
+        names = np.asarray(node[...]) if isinstance(node, zarr.Array) else None
+    except Exception as err:
+        raise DataError(f"{path}/{FEATURE_NAMES}: cannot be read: {err}") from err
+    if names is None or names.shape != (n_features,) or names.dtype.kind not in "UTO":
+        found = "not an array" if names is None else f"{names.dtype} of shape {names.shape}"
+        raise DataError(
+            f"{path}/{FEATURE_NAMES}: expected one name per feature ({n_features}); found {found}"
+        )
+    return names.astype(str)
 
 
 def dataset_children(group: zarr.Group) -> list[str]:
