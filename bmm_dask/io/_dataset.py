@@ -301,8 +301,9 @@ class Dataset:
         return tuple(shape) if shape else None
 
     @property
-    def feature_names(self) -> NDArray[np.str_] | None:
-        """The features' names, as stored with the rows, or None when the source had none.
+    def feature_names(self) -> NDArray[np.object_] | None:
+        """The features' names (an array of str, dtype object), as stored with the rows, or None
+        when the source had none.
 
         Raises
         ------
@@ -409,7 +410,7 @@ class Dataset:
             raise DataError(f"{self.path}: has no array {name!r}") from err
 
 
-def read_feature_names(group: zarr.Group, path: str, n_features: int) -> NDArray[np.str_] | None:
+def read_feature_names(group: zarr.Group, path: str, n_features: int) -> NDArray[np.object_] | None:
     """The ``feature_names`` array of a dataset or model group, checked, or None if it has none.
 
     Parameters
@@ -423,7 +424,8 @@ def read_feature_names(group: zarr.Group, path: str, n_features: int) -> NDArray
 
     Returns
     -------
-    ndarray of str, of shape (n_features,), or None
+    ndarray of shape (n_features,), of Python strings (dtype object, as scikit-learn's
+    ``feature_names_in_``), or None
 
     Raises
     ------
@@ -442,7 +444,7 @@ def read_feature_names(group: zarr.Group, path: str, n_features: int) -> NDArray
         raise DataError(
             f"{path}/{FEATURE_NAMES}: expected one name per feature ({n_features}); found {found}"
         )
-    return names.astype(str)
+    return np.asarray(names.tolist(), dtype=object)
 
 
 def dataset_children(group: zarr.Group) -> list[str]:
