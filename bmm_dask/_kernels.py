@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 from typing import Any
 
 import numpy as np
@@ -18,9 +19,12 @@ __all__ = [
     "mstep",
     "n_packed_bytes",
     "pack_bits",
+    "sparse_block",
+    "sparse_threshold",
     "split_components",
     "stacked_stats",
     "unpack_bits",
+    "unpack_sparse",
 ]
 
 
@@ -85,6 +89,63 @@ def unpack_bits(
     if X.dtype != np.dtype(dtype):
         X = X.view(bool).astype(dtype)  # from bool: converts faster than from uint8
     return X
+
+
+#: The number of ones in each byte value.
+_ONES_IN_BYTE = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(axis=1)
+
+
+def unpack_sparse(
+    packed: NDArray[np.uint8], n_features: int, dtype: np.typing.DTypeLike = np.float64
+) -> Any:
+    """Unpack rows packed by :func:`pack_bits` to a sparse matrix of their ones.
+
+    Only the bytes that hold a one are expanded, so the work is one scan of the packed bytes
+    plus work in proportion to the ones, and no array of ``n_samples x n_features`` is made.
+
+    Parameters
+    ----------
+    packed : ndarray of shape (n_samples, ceil(n_features / 8)), dtype uint8
+        Packed rows.
+    n_features : int
+        Bits to keep from each row; the padding bits of the last byte are dropped.
+    dtype : dtype, default=np.float64
+        Type of the matrix's values (all 1).
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix of shape (n_samples, n_features)
+        The ones, with sorted column indices in each row.
+
+    >>> unpack_sparse(np.array([[0b10100000], [0]], dtype=np.uint8), 3).toarray().tolist()
+    [[1.0, 0.0, 1.0], [0.0, 0.0, 0.0]]
+    """
+    import scipy.sparse
+
+    n_samples, row_bytes = packed.shape
+    flat = np.ascontiguousarray(packed).reshape(-1)
+    # Found eight bytes at a time: most words of sparse rows are zero, and a scan for nonzero
+    # bools is many times faster than NumPy's scan of bytes.
+    whole = flat.size - flat.size % 8
+    words = flat[:whole].view(np.uint64)
+    hit = np.flatnonzero(words != 0)
+    # each hit word's bits in memory order, first feature in the highest bit of its byte, as
+    # np.unpackbits gives them
+    bits = np.flatnonzero(np.unpackbits(words[hit].view(np.uint8)).view(bool))
+    position = hit[bits >> 6] * 64 + (bits & 63)
+    if whole < flat.size:
+        tail = np.flatnonzero(np.unpackbits(flat[whole:]).view(bool))
+        position = np.concatenate([position, whole * 8 + tail])
+    rows, cols = np.divmod(position, row_bytes * 8)
+    if n_features < row_bytes * 8 and cols.size and (cols >= n_features).any():
+        keep = cols < n_features  # padding bits, set by hand in a damaged store
+        rows, cols = rows[keep], cols[keep]
+    index_type = np.int32 if max(n_features, len(cols)) < 2**31 else np.int64
+    indptr = np.searchsorted(rows, np.arange(n_samples + 1)).astype(index_type)
+    return scipy.sparse.csr_matrix(
+        (np.ones(len(cols), dtype=dtype), cols.astype(index_type), indptr),
+        shape=(n_samples, n_features),
+    )
 
 
 # --------------------------------------------------------------------------- EM on one block
@@ -222,6 +283,112 @@ def _piece_rows(n_components: int, n_features: int, step: int) -> int:
     return PIECE if PIECE * product <= SMALL_PRODUCT < step * product else 0
 
 
+#: The sparse E-step is used on a block whose share of ones is below
+#: ``SPARSE_DENSITY[dtype] * K / (K + SPARSE_HALF_K)``: its two products cost the ones times K,
+#: where the dense ones cost rows x features x K at the BLAS's higher rate per multiply-add;
+#: with few components the dense products are cheap and the sparse path's unpacking weighs
+#: more. Set a little below the measured crossovers (benchmarks/bench_sparse.py --crossover).
+SPARSE_DENSITY = {np.dtype(np.float32): 0.07, np.dtype(np.float64): 0.1}
+SPARSE_HALF_K = 6
+
+#: The environment variable that forces one E-step for every block, ``dense`` or ``sparse``
+#: (``auto``, or unset: by the block's share of ones). For comparisons and benchmarks: the
+#: model is the same either way, within rounding. Worker processes read their own environment.
+KERNEL_ENV = "BMM_DASK_KERNEL"
+
+
+def sparse_threshold(n_components: int, dtype: np.typing.DTypeLike) -> float:
+    """The share of ones below which a block's E-step takes the sparse products.
+
+    Parameters
+    ----------
+    n_components : int
+        Number of components K (summed over the models of a stacked E-step).
+    dtype : dtype
+        Type of the arithmetic, float32 or float64.
+
+    Returns
+    -------
+    float
+        A share of ones, in (0, 1).
+    """
+    return SPARSE_DENSITY[np.dtype(dtype)] * n_components / (n_components + SPARSE_HALF_K)
+
+
+def sparse_block(
+    packed: NDArray[np.uint8],
+    n_features: int,
+    n_components: int,
+    dtype: np.typing.DTypeLike,
+) -> Any:
+    """The block's rows as a sparse matrix when its E-step costs less that way, else None.
+
+    The choice depends on the block's ones and K alone, so every scheduler makes the same one
+    (the environment variable :data:`KERNEL_ENV` can force it).
+
+    Parameters
+    ----------
+    packed : ndarray of shape (n_samples, ceil(n_features / 8)), dtype uint8
+        Packed rows.
+    n_features : int
+        Number of features D.
+    n_components : int
+        Number of components K.
+    dtype : dtype
+        Type of the arithmetic.
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix of shape (n_samples, n_features), or None
+        The rows (:func:`unpack_sparse`) when their share of ones is below
+        :func:`sparse_threshold`.
+    """
+    cells = packed.shape[0] * n_features
+    forced = os.environ.get(KERNEL_ENV, "auto")
+    if cells == 0 or forced == "dense":
+        return None
+    if forced == "sparse":
+        return unpack_sparse(packed, n_features, dtype)
+    limit = sparse_threshold(n_components, dtype) * cells
+    # a nonzero byte holds at least one 1: one fast scan settles dense blocks
+    if np.count_nonzero(packed) >= limit:
+        return None
+    X = unpack_sparse(packed, n_features, dtype)
+    return X if X.nnz < limit else None
+
+
+def _sparse_estep(
+    X: Any,
+    W: NDArray[np.floating],
+    b: NDArray[np.floating],
+    sizes: list[int],
+    entropy: bool = False,
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.floating], NDArray[np.float64]]:
+    """The E-step's sums on sparse rows, for one model or several stacked.
+
+    Both products cost the ones times K: ``X @ W.T`` adds up, per row, the K-vectors of its
+    ones' features, and ``resp^T @ X``, computed as ``X^T @ resp``, adds each row's
+    responsibilities to the row of each of its features.
+
+    Returns the sums of responsibilities, responsibilities^T @ X, the rows' log-likelihoods
+    (one row per model) and, with ``entropy``, the sums of the entropies of the
+    responsibilities (per model).
+    """
+    L = np.asarray(X @ np.ascontiguousarray(W.T))
+    L += b
+    bounds = np.cumsum([0, *sizes])
+    row_ll = np.empty((len(sizes), X.shape[0]), dtype=W.dtype)
+    entropies = np.zeros(len(sizes))
+    for m, (lo, hi) in enumerate(itertools.pairwise(bounds)):
+        block = L[:, lo:hi]
+        row_ll[m] = _normalise(block, _floor(W.dtype, hi - lo), axis=1)
+        if entropy:
+            entropies[m] = -float(np.sum(block * np.log(block), dtype=np.float64))
+    resp_sum = L.sum(axis=0, dtype=np.float64)
+    resp_x = np.ascontiguousarray(np.asarray(X.T @ L, dtype=np.float64).T)
+    return resp_sum, resp_x, row_ll, entropies
+
+
 def estep_stats(
     packed: NDArray[np.uint8],
     n_features: int,
@@ -254,6 +421,15 @@ def estep_stats(
     n_components = W.shape[0]
     n_samples = len(packed)
     dtype = W.dtype
+    X_sparse = sparse_block(packed, n_features, n_components, dtype)
+    if X_sparse is not None:
+        resp_sum, resp_x, row_ll, _ = _sparse_estep(X_sparse, W, b, [n_components])
+        return {
+            "resp_sum": resp_sum,
+            "resp_x": resp_x,
+            "loglik": float(row_ll[0].sum(dtype=np.float64)),
+            "n_samples": n_samples,
+        }
     step = sub_block_rows(n_components, dtype)
     sparse = dtype == np.float32 and n_components >= SPARSE_FROM
     floor = _floor(dtype, n_components)
@@ -354,6 +530,10 @@ def stacked_stats(
     total = int(bounds[-1])
     n_samples = len(packed)
     dtype = W.dtype
+    X_sparse = sparse_block(packed, n_features, total, dtype)
+    if X_sparse is not None:
+        resp_sum, resp_x, row_ll, entropies = _sparse_estep(X_sparse, W, b, sizes, entropy)
+        return _per_model(bounds, resp_sum, resp_x, row_ll, entropies, n_samples, entropy)
     # Measured on 10,240 MNIST-like rows, one thread: sub-blocks of 512 rows ran the stacked
     # products fastest for K = 5 + 10 + 20 + 50 and for 10 + ... + 200 (2,048, the size for
     # one model of as many components, was 15-30 % slower), and the sparse product paid when a
@@ -389,6 +569,19 @@ def stacked_stats(
             resp_x += _sparse_resp_x(np.ascontiguousarray(block.T), rows)
         else:
             resp_x += block @ rows
+    return _per_model(bounds, resp_sum, resp_x, row_ll, entropies, n_samples, entropy)
+
+
+def _per_model(
+    bounds: NDArray[np.intp],
+    resp_sum: NDArray[np.float64],
+    resp_x: NDArray[np.float64],
+    row_ll: NDArray[np.floating],
+    entropies: NDArray[np.float64],
+    n_samples: int,
+    entropy: bool,
+) -> list[dict[str, Any]]:
+    """Stacked models' sums cut into one dict of statistics per model."""
     out = []
     for m, (lo, hi) in enumerate(itertools.pairwise(bounds)):
         stats = {
@@ -595,8 +788,12 @@ def log_resp(
     log_resp : ndarray of shape (n_samples, n_components)
         Each row's log-responsibilities, in float64.
     """
-    _, L = _log_joint(packed, n_features, W, b)
-    L = L.astype(np.float64)
+    X = sparse_block(packed, n_features, len(b), W.dtype)
+    if X is not None:
+        L = np.asarray(X @ W.T, dtype=np.float64) + b
+    else:
+        _, L = _log_joint(packed, n_features, W, b)
+        L = L.astype(np.float64)
     top = L.max(axis=1, keepdims=True)
     loglik = top[:, 0] + np.log(np.exp(L - top).sum(axis=1))
     return loglik, L - loglik[:, None]

@@ -175,3 +175,77 @@ def test_stacked_models_get_the_statistics_each_would_get_alone(dtype) -> None:
         _, log_r = log_resp(packed, 784, Wm.astype(np.float64), bm.astype(np.float64))
         entropy = -(np.exp(log_r) * log_r).sum()
         assert got["entropy"] == pytest.approx(entropy, rel=1e-3, abs=1e-3)
+
+
+# --------------------------------------------------------------------------- sparse rows
+
+from bmm_dask._kernels import (  # noqa: E402
+    KERNEL_ENV,
+    sparse_block,
+    sparse_threshold,
+    stacked_stats,
+    unpack_sparse,
+)
+
+
+@pytest.mark.parametrize("n_features", [1, 7, 8, 9, 63, 64, 65, 784, 1001])
+@pytest.mark.parametrize("n_rows", [1, 2, 17])
+def test_unpack_sparse_gives_the_ones_of_unpack_bits(n_features: int, n_rows: int) -> None:
+    rng = np.random.default_rng([n_features, n_rows])
+    X = rng.random((n_rows, n_features)) < 0.1
+    X[0] = False  # an empty row
+    S = unpack_sparse(pack_bits(X), n_features, np.float32)
+    assert S.shape == (n_rows, n_features) and S.dtype == np.float32
+    assert S.has_sorted_indices
+    np.testing.assert_array_equal(S.toarray(), X)
+
+
+def test_unpack_sparse_drops_padding_bits_as_unpack_bits_does() -> None:
+    packed = pack_bits(np.random.default_rng(0).random((5, 13)) < 0.5)
+    packed[:, -1] |= 0b111  # the three padding bits of the last byte, set by a damaged store
+    np.testing.assert_array_equal(unpack_sparse(packed, 13).toarray(), unpack_bits(packed, 13))
+
+
+def _sparse_case(
+    density: float, n_components: int = 6
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(7)
+    packed = pack_bits(rng.random((600, 500)) < density)
+    means = rng.uniform(0.001, 0.4, size=(n_components, 500))
+    weights = rng.dirichlet(np.ones(n_components))
+    return packed, means, weights
+
+
+def test_a_block_takes_the_sparse_path_by_its_share_of_ones() -> None:
+    sparse, means, _ = _sparse_case(0.01)
+    dense, _, _ = _sparse_case(0.3)
+    assert sparse_block(sparse, 500, len(means), np.float64) is not None
+    assert sparse_block(dense, 500, len(means), np.float64) is None
+    assert 0.005 < sparse_threshold(1, np.float32) < sparse_threshold(100, np.float32) < 0.2
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_the_sparse_estep_computes_the_dense_statistics(
+    dtype: type, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    packed, means, weights = _sparse_case(0.01)
+    W, b = log_parameters(means, weights, dtype)
+    stacked_W, stacked_b = np.vstack([W, W[:2]]), np.concatenate([b, b[:2]])
+    results = {}
+    for kernel in ("dense", "sparse"):
+        monkeypatch.setenv(KERNEL_ENV, kernel)
+        results[kernel] = (
+            estep_stats(packed, 500, W, b),
+            stacked_stats(packed, 500, stacked_W, stacked_b, [6, 2], entropy=True),
+            log_resp(packed, 500, W, b),
+        )
+    rtol = 1e-9 if dtype == np.float64 else 1e-5
+    (one, stacked, per_row), (one_s, stacked_s, per_row_s) = results["dense"], results["sparse"]
+    for dense_stats, sparse_stats in [(one, one_s), *zip(stacked, stacked_s, strict=True)]:
+        for key in ("resp_sum", "resp_x", "loglik", "entropy"):
+            if key in dense_stats:
+                scale = rtol * np.abs(dense_stats[key]).max()
+                np.testing.assert_allclose(sparse_stats[key], dense_stats[key], atol=scale)
+        assert sparse_stats["n_samples"] == dense_stats["n_samples"]
+    np.testing.assert_allclose(per_row_s[0], per_row[0], rtol=rtol)
+    np.testing.assert_allclose(per_row_s[1], per_row[1], rtol=rtol, atol=1e-9)
