@@ -21,7 +21,7 @@ from dask.base import tokenize
 from numpy.typing import NDArray
 
 from bmm_dask._estep import PackedData
-from bmm_dask._kernels import CLIP, unpack_bits
+from bmm_dask._kernels import CLIP, unpack_sparse
 from bmm_dask.errors import SettingsError
 
 Init = Literal["random", "random_from_data", "kmeans++"]
@@ -88,11 +88,15 @@ def _sample_rows(data: PackedData, n: int, rng: np.random.Generator) -> NDArray[
 
 
 def _unpack_sample(packed: NDArray[np.uint8], n_features: int) -> Any:
-    """The sample's rows as float64: a CSR matrix when they are sparse, else an array."""
-    X = unpack_bits(packed, n_features, np.float64)
-    if X.size and np.count_nonzero(X) < SPARSE_SAMPLE * X.size:
-        return scipy.sparse.csr_matrix(X)
-    return X
+    """The sample's rows as float64: a CSR matrix when they are sparse, else an array.
+
+    Sparse rows are unpacked to their ones directly: a dense array of 2,000 rows of 100,000
+    features would take 1.6 GB.
+    """
+    X = unpack_sparse(packed, n_features, np.float64)
+    if X.nnz < SPARSE_SAMPLE * X.shape[0] * X.shape[1]:
+        return X
+    return X.toarray()
 
 
 def feature_rates(X: Any) -> NDArray[np.float64]:

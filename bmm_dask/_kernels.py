@@ -19,6 +19,7 @@ __all__ = [
     "mstep",
     "n_packed_bytes",
     "pack_bits",
+    "pack_sparse",
     "sparse_block",
     "sparse_threshold",
     "split_components",
@@ -61,6 +62,41 @@ def pack_bits(bits: NDArray[np.bool_]) -> NDArray[np.uint8]:
         The last byte of a row is padded with zero bits.
     """
     return np.packbits(bits, axis=1)
+
+
+def pack_sparse(X: Any) -> NDArray[np.uint8]:
+    """Pack the rows of a SciPy sparse matrix of ones as :func:`pack_bits` packs dense rows.
+
+    Works in proportion to the ones (and the packed bytes it returns); no dense array of the
+    rows is made.
+
+    Parameters
+    ----------
+    X : scipy.sparse matrix or array of shape (n_samples, n_features)
+        Its stored values are taken as ones (entries stored as 0 are dropped first).
+
+    Returns
+    -------
+    packed : ndarray of shape (n_samples, ceil(n_features / 8)), dtype uint8
+
+    >>> import scipy.sparse
+    >>> pack_sparse(scipy.sparse.csr_matrix([[1, 0, 1], [0, 0, 0]])).tolist()
+    [[160], [0]]
+    """
+    import scipy.sparse
+
+    X = scipy.sparse.csr_matrix(X)
+    X.eliminate_zeros()
+    n_samples, n_features = X.shape
+    row_bytes = n_packed_bytes(n_features)
+    packed = np.zeros((n_samples, row_bytes), dtype=np.uint8)
+    rows = np.repeat(np.arange(n_samples, dtype=np.int64), np.diff(X.indptr))
+    cols = X.indices.astype(np.int64)
+    # a bit a one: or-ed, so a one stored twice (a matrix with duplicates) is still one bit
+    np.bitwise_or.at(
+        packed.reshape(-1), rows * row_bytes + (cols >> 3), (128 >> (cols & 7)).astype(np.uint8)
+    )
+    return packed
 
 
 def unpack_bits(

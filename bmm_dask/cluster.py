@@ -97,8 +97,9 @@ def parse_memory_limit(value: str | int | None) -> str | int | None:
 def task_memory(n_features: int, n_components: int, itemsize: int = 8) -> int:
     """Bytes an E-step task holds at its peak, roughly (it errs high).
 
-    A task reads up to 8 chunks of packed rows at once (compressed, decompressed and joined:
-    about 4 copies, which matches what a worker was seen to grow by), holds the
+    A task reads up to 8 chunks of packed rows at once, as long as they are at most
+    ``GROUP_READ_BYTES`` (compressed, decompressed and joined: about 4 copies, which matches
+    what a worker was seen to grow by), holds the
     responsibilities of a chunk (rows x K) and, for each of the chunks, statistics and
     parameters of K x D floats. Its chunks are of at most ``default_chunk_rows`` rows, whatever
     the store's (``bmm_dask._estep.task_blocks``).
@@ -117,13 +118,13 @@ def task_memory(n_features: int, n_components: int, itemsize: int = 8) -> int:
     int
         The estimate, in bytes.
     """
+    from bmm_dask._estep import GROUP_READ_BYTES
     from bmm_dask.io import default_chunk_rows
 
     rows = default_chunk_rows(n_features)
     packed_chunk = rows * -(-n_features // 8)
-    return int(
-        4 * 8 * packed_chunk + rows * n_components * itemsize + 12 * n_components * n_features * 8
-    )
+    read = min(8 * packed_chunk, max(GROUP_READ_BYTES, packed_chunk))
+    return int(4 * read + rows * n_components * itemsize + 12 * n_components * n_features * 8)
 
 
 def minimum_memory_limit(task_bytes: float = 0, threads: int = 1) -> int:

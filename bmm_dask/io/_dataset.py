@@ -46,8 +46,17 @@ CHUNK_BYTES = 1 << 20
 ZSTD_LEVEL = 3
 
 
+#: Wide rows get chunks of at least this many rows, up to WIDE_CHUNK_BYTES of packed rows: an
+#: E-step task returns K x D sums whatever its rows, so chunks of the 80 rows that 1 MiB holds
+#: of 100,000 features would move more statistics than rows.
+MIN_CHUNK_ROWS = 4096
+WIDE_CHUNK_BYTES = 64 << 20
+
+
 def default_chunk_rows(n_features: int, chunk_bytes: int = CHUNK_BYTES) -> int:
-    """Rows in a chunk of about ``chunk_bytes`` packed bytes, a multiple of 1024 when that large.
+    """Rows in a chunk of about ``chunk_bytes`` packed bytes (for wide rows, of at least
+    ``MIN_CHUNK_ROWS`` rows while that is at most ``WIDE_CHUNK_BYTES``), a multiple of 1024 when
+    that large.
 
     Parameters
     ----------
@@ -61,10 +70,13 @@ def default_chunk_rows(n_features: int, chunk_bytes: int = CHUNK_BYTES) -> int:
     int
         Rows per chunk, at least 1.
 
-    >>> default_chunk_rows(784), default_chunk_rows(64), default_chunk_rows(10**7)
-    (10240, 131072, 1)
+    >>> default_chunk_rows(784), default_chunk_rows(64), default_chunk_rows(100_000)
+    (10240, 131072, 4096)
+    >>> default_chunk_rows(10**7)
+    53
     """
-    rows = max(1, chunk_bytes // n_packed_bytes(n_features))
+    row_bytes = n_packed_bytes(n_features)
+    rows = max(1, chunk_bytes // row_bytes, min(MIN_CHUNK_ROWS, WIDE_CHUNK_BYTES // row_bytes))
     return rows - rows % 1024 if rows >= 1024 else rows
 
 
