@@ -21,6 +21,7 @@ from bmm_dask._estep import (
     estep,
     fits_in_memory,
     task_blocks,
+    with_sparse_chunks,
 )
 from bmm_dask._events import publish
 from bmm_dask._init import count_distinct_rows, starting_values
@@ -565,6 +566,8 @@ def fit_em(
     if persist:
         (bits,) = dask.persist(data.bits)
         data = PackedData(bits, data.n_features, data.source)  # read once: no reader
+        if algorithm != "stepwise":  # batch E-steps on sparse chunks skip their unpacking
+            data = with_sparse_chunks(data, n_components, dtype)
         logger.info("data persisted in memory (%.1f MB packed)", data.bits.nbytes / 1e6)
     else:
         logger.info(

@@ -30,7 +30,9 @@ from bmm_dask._kernels import (
     n_packed_bytes,
     pack_bits,
     pack_sparse,
+    sparse_block,
     stacked_stats,
+    takes_sparse,
 )
 from bmm_dask.errors import DataError
 from bmm_dask.io import Dataset, default_chunk_rows
@@ -54,6 +56,10 @@ class PackedData:
     #: For rows straight from a store: ``reader(start, stop)`` returns those rows, so that a
     #: streamed E-step reads its chunk in its own task (one task per chunk, not two).
     reader: Callable[[int, int], NDArray[np.uint8]] | None = None
+    #: For persisted rows: per chunk, the rows unpacked to a sparse matrix, held in the
+    #: cluster's memory beside the packed rows, or None where the chunk takes the dense
+    #: E-step (:func:`with_sparse_chunks`).
+    sparse: tuple[Delayed, ...] | None = None
 
     @property
     def n_samples(self) -> int:
@@ -162,6 +168,57 @@ def as_packed(X: Any, *, chunk_rows: int | None = None) -> PackedData:
     return PackedData(bits, int(array.shape[1]), "numpy array")
 
 
+#: A persisted chunk is also held unpacked to its ones when its sparse matrix takes at most
+#: this share of the packed chunk's bytes (4-byte column indices and 1-byte values per one:
+#: a share of ones up to 1.25 %).
+SPARSE_HELD = 0.5
+
+
+def _held_sparse(
+    packed: NDArray[np.uint8], n_features: int, n_components: int, dtype: np.dtype[Any]
+) -> Any:
+    X = sparse_block(packed, n_features, n_components, dtype)
+    if X is None or 5 * X.nnz + 4 * X.shape[0] > SPARSE_HELD * packed.nbytes:
+        return None
+    X.data = np.ones(X.nnz, dtype=bool)  # values of one byte: the E-step makes them floats
+    return X
+
+
+def with_sparse_chunks(data: PackedData, n_components: int, dtype: Any) -> PackedData:
+    """Persisted rows, and their sparse chunks unpacked once and held for every E-step.
+
+    Unpacking a sparse chunk to its ones takes longer than the sparse E-step's two products,
+    so rows held in memory are held unpacked too, where that is small (:data:`SPARSE_HELD`).
+    Each chunk takes the E-step it would take unpacked in its task (the same choice, by its
+    share of ones, K and dtype, :func:`~bmm_dask._kernels.sparse_block`), so the sums are those
+    of streamed rows, bit for bit.
+
+    Parameters
+    ----------
+    data : PackedData
+        Rows persisted in the cluster's memory (no ``reader``).
+    n_components : int
+        Components of the E-steps to come (for several models, their sum).
+    dtype : dtype
+        Type of their arithmetic.
+
+    Returns
+    -------
+    PackedData
+        ``data`` with ``sparse`` set, its blocks persisted.
+    """
+    keys = [k for row in data.bits.__dask_keys__() for k in row]
+    token = tokenize(data.bits.name, n_components, np.dtype(dtype).str)
+    name = f"bmm-sparse-chunks-{token}"
+    layer = {
+        (name, i): (_held_sparse, key, data.n_features, n_components, np.dtype(dtype))
+        for i, key in enumerate(keys)
+    }
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=[data.bits])
+    held = dask.persist(*[Delayed((name, i), graph, layer=name) for i in range(len(keys))])
+    return PackedData(data.bits, data.n_features, data.source, sparse=tuple(held))
+
+
 def task_blocks(data: PackedData) -> PackedData:
     """Rows regrouped into E-step tasks of about 1 MiB of packed rows (10,240 MNIST images).
 
@@ -215,7 +272,19 @@ def fits_in_memory(data: PackedData) -> bool:
 # --------------------------------------------------------------------------- one E-step
 
 
-def _estep_task(packed: NDArray[np.uint8], n_features: int, params: dict[str, Any]) -> Any:
+def _held_estep_task(
+    packed: NDArray[np.uint8], held: Any, n_features: int, params: dict[str, Any]
+) -> Any:
+    """The E-step of a persisted chunk, on its rows held unpacked where the chunk takes the
+    sparse E-step for these parameters (the K of a stacked E-step shrinks as models finish)."""
+    W = params["W"]
+    cells = packed.shape[0] * n_features
+    if held is not None and takes_sparse(held.nnz, cells, W.shape[0], W.dtype):
+        return _estep_task(held, n_features, params)
+    return _estep_task(packed, n_features, params)
+
+
+def _estep_task(packed: Any, n_features: int, params: dict[str, Any]) -> Any:
     if "sizes" in params:  # several models at once: a list of statistics, one per model
         return stacked_stats(
             packed,
@@ -338,6 +407,9 @@ def _estep_graph(
                     params,
                     offsets[i],
                 )
+            elif data.sparse is not None:  # rows held unpacked too, where sparse
+                held = data.sparse[i].key
+                layer[level[-1]] = (_held_estep_task, key, held, data.n_features, params)
             else:
                 layer[level[-1]] = (_estep_task, key, data.n_features, params)
     depth = 0
@@ -347,7 +419,9 @@ def _estep_graph(
             parents.append((f"bmm-combine-{token}", depth, j // split_every))
             layer[parents[-1]] = (_combine, level[j : j + split_every])
         level, depth = parents, depth + 1
-    dependencies = [] if data.reader is not None else [data.bits]
+    dependencies: list[Any] = [] if data.reader is not None else [data.bits]
+    if data.reader is None and data.sparse is not None:
+        dependencies += list(data.sparse)
     graph = HighLevelGraph.from_collections(f"bmm-estep-{token}", layer, dependencies=dependencies)
     return [Delayed(key, graph, layer=f"bmm-estep-{token}") for key in level]
 

@@ -24,6 +24,7 @@ __all__ = [
     "sparse_threshold",
     "split_components",
     "stacked_stats",
+    "takes_sparse",
     "unpack_bits",
     "unpack_sparse",
 ]
@@ -163,15 +164,17 @@ def unpack_sparse(
     # Found eight bytes at a time: most words of sparse rows are zero, and a scan for nonzero
     # bools is many times faster than NumPy's scan of bytes.
     whole = flat.size - flat.size % 8
-    words = flat[:whole].view(np.uint64)
-    hit = np.flatnonzero(words != 0)
-    # each hit word's bits in memory order, first feature in the highest bit of its byte, as
-    # np.unpackbits gives them
-    bits = np.flatnonzero(np.unpackbits(words[hit].view(np.uint8)).view(bool))
-    position = hit[bits >> 6] * 64 + (bits & 63)
+    words = np.flatnonzero(flat[:whole].view(np.uint64) != 0)
+    # the nonzero bytes of the nonzero words, then their bits (first feature in the highest
+    # bit, as np.unpackbits gives them): each scan is of bools, several times shorter than
+    # the last
+    in_words = flat[:whole].view(np.uint64)[words].view(np.uint8)
+    nonzero = np.flatnonzero(in_words != 0)
+    where = words[nonzero >> 3] * 8 + (nonzero & 7)
     if whole < flat.size:
-        tail = np.flatnonzero(np.unpackbits(flat[whole:]).view(bool))
-        position = np.concatenate([position, whole * 8 + tail])
+        where = np.concatenate([where, whole + np.flatnonzero(flat[whole:])])
+    bits = np.flatnonzero(np.unpackbits(flat[where]).view(bool))
+    position = where[bits >> 3] * 8 + (bits & 7)
     rows, cols = np.divmod(position, row_bytes * 8)
     if n_features < row_bytes * 8 and cols.size and (cols >= n_features).any():
         keep = cols < n_features  # padding bits, set by hand in a damaged store
@@ -380,17 +383,48 @@ def sparse_block(
         :func:`sparse_threshold`.
     """
     cells = packed.shape[0] * n_features
-    forced = os.environ.get(KERNEL_ENV, "auto")
-    if cells == 0 or forced == "dense":
+    if cells == 0 or not takes_sparse(0, cells, n_components, dtype):
         return None
-    if forced == "sparse":
-        return unpack_sparse(packed, n_features, dtype)
-    limit = sparse_threshold(n_components, dtype) * cells
-    # a nonzero byte holds at least one 1: one fast scan settles dense blocks
-    if np.count_nonzero(packed) >= limit:
+    # a nonzero byte holds at least one 1: one fast scan settles most dense blocks
+    if not takes_sparse(np.count_nonzero(packed), cells, n_components, dtype):
         return None
     X = unpack_sparse(packed, n_features, dtype)
-    return X if X.nnz < limit else None
+    return X if takes_sparse(X.nnz, cells, n_components, dtype) else None
+
+
+def takes_sparse(n_ones: int, cells: int, n_components: int, dtype: np.typing.DTypeLike) -> bool:
+    """Whether a block of ``cells`` rows x features holding ``n_ones`` ones takes the sparse
+    E-step (:func:`sparse_threshold`, unless :data:`KERNEL_ENV` forces a path).
+
+    Parameters
+    ----------
+    n_ones : int
+        Ones in the block.
+    cells : int
+        Its rows times its features.
+    n_components : int
+        Number of components K (summed over the models of a stacked E-step).
+    dtype : dtype
+        Type of the arithmetic.
+
+    Returns
+    -------
+    bool
+    """
+    forced = os.environ.get(KERNEL_ENV, "auto")
+    if forced in ("dense", "sparse"):
+        return forced == "sparse"
+    return n_ones < sparse_threshold(n_components, dtype) * cells
+
+
+def _rows_for_sparse(packed: Any, n_features: int, n_components: int, dtype: np.dtype[Any]) -> Any:
+    """The block as a sparse matrix of ``dtype`` for the sparse E-step, or None for the dense
+    one: a sparse matrix given (rows unpacked once, and kept), or :func:`sparse_block`'s."""
+    import scipy.sparse
+
+    if scipy.sparse.issparse(packed):
+        return packed if packed.dtype == dtype else packed.astype(dtype)
+    return sparse_block(packed, n_features, n_components, dtype)
 
 
 def _sparse_estep(
@@ -421,7 +455,8 @@ def _sparse_estep(
         if entropy:
             entropies[m] = -float(np.sum(block * np.log(block), dtype=np.float64))
     resp_sum = L.sum(axis=0, dtype=np.float64)
-    resp_x = np.ascontiguousarray(np.asarray(X.T @ L, dtype=np.float64).T)
+    # K x D in Fortran order: the sums are the same, without a copy to transpose them
+    resp_x = np.asarray(X.T @ L, dtype=np.float64).T
     return resp_sum, resp_x, row_ll, entropies
 
 
@@ -436,7 +471,8 @@ def estep_stats(
     Parameters
     ----------
     packed : ndarray of shape (n_samples, ceil(n_features / 8)), dtype uint8
-        Packed rows, as from :func:`pack_bits`.
+        Packed rows, as from :func:`pack_bits`, or those rows as a sparse matrix (as from
+        :func:`sparse_block`), which takes the sparse E-step.
     n_features : int
         Number of features D.
     W : ndarray of shape (n_components, n_features)
@@ -455,9 +491,9 @@ def estep_stats(
         ``n_samples`` : int.
     """
     n_components = W.shape[0]
-    n_samples = len(packed)
+    n_samples = packed.shape[0]
     dtype = W.dtype
-    X_sparse = sparse_block(packed, n_features, n_components, dtype)
+    X_sparse = _rows_for_sparse(packed, n_features, n_components, dtype)
     if X_sparse is not None:
         resp_sum, resp_x, row_ll, _ = _sparse_estep(X_sparse, W, b, [n_components])
         return {
@@ -521,7 +557,7 @@ def estep_stats(
         "resp_sum": resp_sum,
         "resp_x": resp_x,
         "loglik": float(row_ll.sum(dtype=np.float64)),
-        "n_samples": len(packed),
+        "n_samples": n_samples,
     }
 
 
@@ -543,7 +579,8 @@ def stacked_stats(
     Parameters
     ----------
     packed : ndarray of shape (n_samples, ceil(n_features / 8)), dtype uint8
-        Packed rows, as from :func:`pack_bits`.
+        Packed rows, as from :func:`pack_bits`, or those rows as a sparse matrix (as from
+        :func:`sparse_block`), which takes the sparse E-step.
     n_features : int
         Number of features D.
     W : ndarray of shape (sum(sizes), n_features)
@@ -564,9 +601,9 @@ def stacked_stats(
     """
     bounds = np.cumsum([0, *sizes])
     total = int(bounds[-1])
-    n_samples = len(packed)
+    n_samples = packed.shape[0]
     dtype = W.dtype
-    X_sparse = sparse_block(packed, n_features, total, dtype)
+    X_sparse = _rows_for_sparse(packed, n_features, total, dtype)
     if X_sparse is not None:
         resp_sum, resp_x, row_ll, entropies = _sparse_estep(X_sparse, W, b, sizes, entropy)
         return _per_model(bounds, resp_sum, resp_x, row_ll, entropies, n_samples, entropy)

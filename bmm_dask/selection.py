@@ -40,6 +40,7 @@ from bmm_dask._estep import (
     estep_stacked,
     fits_in_memory,
     task_blocks,
+    with_sparse_chunks,
 )
 from bmm_dask._events import jsonable, publish
 from bmm_dask._init import starting_values
@@ -407,6 +408,8 @@ def select_n_components(
         train = PackedData(train_bits, train.n_features, train.source)
         heldout = PackedData(heldout_bits, heldout.n_features, heldout.source)
     arithmetic = np.dtype(dtype)
+    if persist and algorithm != "stepwise":  # batch E-steps on sparse chunks skip unpacking
+        train = with_sparse_chunks(train, sum(ks) * n_init, arithmetic)
     threads = _cluster_threads()
     with single_threaded_blas():
         size = None

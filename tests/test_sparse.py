@@ -6,6 +6,7 @@ SciPy sparse matrix, or a Dask array of them, the model its dense array gives.
 
 from __future__ import annotations
 
+import dask
 import dask.array as da
 import numpy as np
 import pytest
@@ -123,3 +124,33 @@ def test_a_streamed_group_read_a_chunk_at_a_time_gives_the_same_sums(
     np.testing.assert_array_equal(chunk_by_chunk["resp_x"], at_once["resp_x"])
     np.testing.assert_array_equal(chunk_by_chunk["resp_sum"], at_once["resp_sum"])
     assert chunk_by_chunk["loglik"] == at_once["loglik"]
+
+
+@pytest.mark.parametrize(
+    ("density", "held_for", "n_components", "dtype"),
+    [(0.008, 3, 3, np.float64), (0.011, 10, 1, np.float32)],  # the second: held, not taken
+)
+def test_persisted_sparse_chunks_give_the_sums_of_streamed_rows(
+    tmp_path, density: float, held_for: int, n_components: int, dtype: type
+) -> None:
+    from bmm_dask._estep import with_sparse_chunks
+
+    rng = np.random.default_rng(3)
+    X = rng.random((3000, 800)) < density
+    writer = DatasetWriter.create(
+        tmp_path / "d.zarr", n_samples=3000, n_features=800, chunk_rows=700
+    )
+    writer.write(0, pack_bits(X))
+    streamed = as_packed(open_dataset(tmp_path / "d.zarr"))
+    bits = streamed.bits.persist()
+    held = with_sparse_chunks(type(streamed)(bits, 800), held_for, dtype)
+    assert held.sparse is not None and all(
+        block is not None for block in dask.compute(*held.sparse)
+    )
+    means = rng.uniform(0.001, 0.05, (n_components, 800))
+    weights = np.full(n_components, 1 / n_components)
+    one = estep(streamed, means, weights, dtype=dtype, threads=1)
+    other = estep(held, means, weights, dtype=dtype, threads=1)
+    np.testing.assert_array_equal(other["resp_x"], one["resp_x"])
+    np.testing.assert_array_equal(other["resp_sum"], one["resp_sum"])
+    assert other["loglik"] == one["loglik"]
