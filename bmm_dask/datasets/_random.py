@@ -31,6 +31,32 @@ def rng_block_rows(n_features: int) -> int:
     return 1 << max(0, (max(1, (1 << 20) // n_features)).bit_length() - 1)
 
 
+def sparse_block_rows(ones_a_row: float) -> int:
+    """Rows drawn from one random stream when rows are drawn in proportion to their ones.
+
+    A sparse draw costs about its ones, not its cells: a stream covers about ``2**17`` ones
+    (a few MB of indices while it is drawn), and at most ``2**16`` rows, which bounds the
+    work a chunk of a few rows must do for the stream's rows it does not keep.
+
+    Parameters
+    ----------
+    ones_a_row : float
+        The expected ones in a row, positive; from settings, not draws, so that the blocks
+        are known before any row is drawn.
+
+    Returns
+    -------
+    int
+        Rows per random stream: the largest power of two of at most ``2**17 / ones_a_row``
+        rows, within [1, ``2**16``].
+
+    >>> sparse_block_rows(100.0), sparse_block_rows(1e-3), sparse_block_rows(1e6)
+    (1024, 65536, 1)
+    """
+    rows = int(min(1 << 16, max(1, (1 << 17) / ones_a_row)))
+    return 1 << (rows.bit_length() - 1)
+
+
 def block_rngs(
     start: int, stop: int, rows_a_block: int, key: Sequence[int]
 ) -> Iterator[tuple[np.random.Generator, slice, slice]]:
@@ -41,7 +67,7 @@ def block_rngs(
     start, stop : int
         The range of rows, in the whole data.
     rows_a_block : int
-        Rows per random stream, as from :func:`rng_block_rows`.
+        Rows per random stream, as from :func:`rng_block_rows` or :func:`sparse_block_rows`.
     key : sequence of int
         Seed and purpose of the draws; the block's index is appended to seed each stream.
 

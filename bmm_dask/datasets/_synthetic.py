@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +15,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bmm_dask._kernels import n_packed_bytes, pack_bits
-from bmm_dask.datasets._random import block_rngs, rng_block_rows
+from bmm_dask.datasets._random import block_rngs, rng_block_rows, sparse_block_rows
 from bmm_dask.errors import SettingsError, setting
 from bmm_dask.io import (
     DatasetWriter,
     atomic_output,
+    default_chunk_rows,
     parse_chunk_rows,
 )
 
@@ -26,20 +28,28 @@ from bmm_dask.io import (
 #: per component and feature is Gamma(SPARSE_SHAPE) with mean 1, most of them near 0.
 SPARSE_SHAPE = 0.2
 
+#: A sparse mixture's means lie in [SPARSE_FLOOR, SPARSE_CAP]: off the 1/256 grid, so that a
+#: feature can be rarer than 1 row in 256 (a word in 1 document of 10,000).
+SPARSE_FLOOR = 1e-6
+SPARSE_CAP = 0.5
+
 
 def synth_parameters(
     n_features: int, n_components: int, seed: int, density: float | None = None
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """The mixture that :func:`synth` draws from: means on a 1/256 grid, and weights.
+    """The mixture that :func:`synth` draws from: means and weights.
 
-    Means follow Beta(0.5, 0.5) (mostly near 0 or 1, like pen strokes), rounded to k / 256 with
-    k in 1..255; weights follow a Dirichlet(5) so no component is vanishingly rare.
+    Weights follow a Dirichlet(5) so no component is vanishingly rare. Means follow
+    Beta(0.5, 0.5) (mostly near 0 or 1, like pen strokes), rounded to k / 256 with k in 1..255.
 
-    With ``density``, a sparse mixture, like words in documents: each feature has a rate
-    (Zipf-like: ``density * 2 / (1 + rank / 50)`` scaled to average ``density``), each component
-    multiplies it by a factor drawn from Gamma(``SPARSE_SHAPE``) with mean 1 (so it raises a
-    few features far above their rates), at most 0.5; on the grid no mean is below 1/256, so
-    the share of ones is about ``max(density, 1/256)`` plus the raised features'.
+    With ``density``, a sparse mixture, like words in documents, off the grid: each feature
+    has a Zipf-like rate (proportional to ``1 / (1 + rank / 50)``), each component multiplies
+    it by a factor drawn from Gamma(``SPARSE_SHAPE``) with mean 1 (so it raises a few features
+    far above their rates), and the means are ``clip(scale * rate * factor, SPARSE_FLOOR,
+    SPARSE_CAP)`` with the one scale that makes the share of ones the mixture draws (the
+    weights-weighted mean of its means) ``density``, where the floor and cap allow it: a
+    ``density`` under ``SPARSE_FLOOR`` gives the floor, and one near the cap as close to it as
+    the factors near 0 allow.
 
     Parameters
     ----------
@@ -50,8 +60,7 @@ def synth_parameters(
     seed : int
         Seed of the draws.
     density : float, default=None
-        The mean of the features' rates, in (0, 0.5]: a sparse mixture; None for Beta(0.5, 0.5)
-        means.
+        The share of ones, in (0, 0.5]: a sparse mixture; None for Beta(0.5, 0.5) means.
 
     Returns
     -------
@@ -65,8 +74,32 @@ def synth_parameters(
         return _on_grid(means), weights
     rates = 1 / (1 + rng.permutation(n_features) / 50)
     rates *= density / rates.mean()
-    factors = rng.gamma(SPARSE_SHAPE, 1 / SPARSE_SHAPE, size=(n_components, n_features))
-    return _on_grid(np.minimum(rates * factors, 0.5)), weights
+    raw = rng.gamma(SPARSE_SHAPE, 1 / SPARSE_SHAPE, size=(n_components, n_features))
+    raw *= rates
+    return _scaled_to_share(raw, weights, density), weights
+
+
+def _scaled_to_share(
+    raw: NDArray[np.float64], weights: NDArray[np.float64], share: float
+) -> NDArray[np.float64]:
+    """``clip(scale * raw, SPARSE_FLOOR, SPARSE_CAP)`` for the scale whose weighted mean of
+    means (``weights @ means.mean(axis=1)``) is ``share``, or as near as the clip allows.
+
+    The mean is piecewise linear in the scale, rising, and concave above the floor: Newton's
+    steps reach it from below in a few steps (2 or 3 where the cap clips few means).
+    """
+    scale = 1.0
+    for _ in range(50):
+        means = np.clip(scale * raw, SPARSE_FLOOR, SPARSE_CAP)
+        error = share - float(weights @ means.mean(axis=1))
+        if abs(error) <= 1e-9 * share:
+            break
+        free = (means > SPARSE_FLOOR) & (means < SPARSE_CAP)
+        slope = float(weights @ np.where(free, raw, 0.0).mean(axis=1))
+        if slope <= 0:
+            break  # every mean at the floor or the cap: no scale does better
+        scale = max(scale + error / slope, scale / 16)
+    return means
 
 
 def _on_grid(means: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -98,37 +131,195 @@ def _synth_bits_block(
 
 
 def _synth_labels_block(
-    levels: NDArray[np.uint8],
     weights: NDArray[np.float64],
+    rows_a_block: int,
     seed: int,
     dtype: np.dtype[Any],
     block_info: Any = None,
 ) -> NDArray[Any]:
     start, stop = block_info[None]["array-location"][0]
     n_components = len(weights)
-    rows_a_block = rng_block_rows(levels.shape[1])
     out = np.empty(stop - start, dtype=dtype)
     for rng, block_rows, rows in block_rngs(start, stop, rows_a_block, (seed, 1)):
         out[rows] = rng.choice(n_components, size=rows_a_block, p=weights)[block_rows]
     return out
 
 
+@dataclass(frozen=True)
+class _SparseBin:
+    """The cells (component, feature) of a sparse mixture whose means lie in (level/2, level].
+
+    ``features[starts[k]:starts[k] + counts[k]]`` are component k's features in the bin
+    (ascending), and ``keep`` their ``mean / level``, the chance that a candidate is kept.
+    """
+
+    level: float
+    counts: NDArray[np.int64]
+    starts: NDArray[np.int64]
+    features: NDArray[np.int32]
+    keep: NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class _SparseMixture:
+    """A mixture prepared for drawing rows in proportion to their ones (:func:`_sparse_cells`)."""
+
+    weights: NDArray[np.float64]
+    n_features: int
+    rows_a_block: int
+    bins: tuple[_SparseBin, ...]
+
+    @classmethod
+    def from_means(
+        cls, means: NDArray[np.float64], weights: NDArray[np.float64], rows_a_block: int
+    ) -> _SparseMixture:
+        """Bin the cells by their means' power of two: mean in (2**(e - 1), 2**e]."""
+        n_components, n_features = means.shape
+        fraction, exponent = np.frexp(means)  # means = fraction * 2**exponent, fraction in [.5, 1)
+        exponent -= fraction == 0.5  # a power of two is the top of its bin, not the bottom
+        exponent[means <= 0] = 1  # never a one: in no bin (means are at most 1: exponents <= 0)
+        bins = []
+        for e in np.unique(exponent)[::-1]:
+            if e > 0:
+                continue
+            components, features = np.nonzero(exponent == e)
+            counts = np.bincount(components, minlength=n_components).astype(np.int64)
+            level = math.ldexp(1.0, int(e))
+            bins.append(
+                _SparseBin(
+                    level=level,
+                    counts=counts,
+                    starts=np.cumsum(counts) - counts,
+                    features=features.astype(np.int32),
+                    keep=means[components, features] / level,
+                )
+            )
+        return cls(weights, n_features, rows_a_block, tuple(bins))
+
+
+def _bernoulli_positions(rng: np.random.Generator, p: float, n_cells: int) -> NDArray[np.int64]:
+    """The cells that are one among ``n_cells`` Bernoulli(``p``) cells, ascending, drawn as
+    geometric gaps: work in proportion to the ones, not the cells."""
+    expected = n_cells * p
+    size = int(expected + 5 * math.sqrt(expected) + 8)  # one draw almost always covers them
+    positions = np.cumsum(rng.geometric(p, size)) - 1
+    while positions[-1] < n_cells:
+        positions = np.concatenate([positions, positions[-1] + np.cumsum(rng.geometric(p, size))])
+    return positions[: np.searchsorted(positions, n_cells)]
+
+
+def _sparse_cells(
+    rng: np.random.Generator, mixture: _SparseMixture
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """The ones of a block of ``mixture.rows_a_block`` rows: (row, feature) pairs.
+
+    Each row's component is drawn first (as the labels draw it), then each cell
+    (row, feature) is one with probability ``means[component, feature]``, exactly, at a cost
+    in proportion to the ones: for each bin of means in (level/2, level], candidate cells of
+    the grid (rows of component k x k's features in the bin, for every k, laid end to end)
+    are drawn Bernoulli(level) by geometric gaps, and each is kept with chance mean / level.
+
+    Returns
+    -------
+    rows : ndarray of shape (n_ones,)
+        Row of each one in the block, from 0.
+    features : ndarray of shape (n_ones,)
+    """
+    n_components = len(mixture.weights)
+    z = rng.choice(n_components, size=mixture.rows_a_block, p=mixture.weights)
+    order = np.argsort(z, kind="stable")  # the rows of component 0, then 1, ...
+    n_rows = np.bincount(z, minlength=n_components)
+    first_row = np.cumsum(n_rows) - n_rows
+    rows, features = [], []
+    for cells in mixture.bins:
+        sizes = n_rows * cells.counts
+        ends = np.cumsum(sizes)
+        if ends[-1] == 0:
+            continue
+        positions = _bernoulli_positions(rng, cells.level, int(ends[-1]))
+        k = np.searchsorted(ends, positions, side="right")
+        row, column = np.divmod(positions - (ends[k] - sizes[k]), cells.counts[k])
+        cell = cells.starts[k] + column
+        kept = rng.random(len(positions)) < cells.keep[cell]
+        rows.append(order[first_row[k[kept]] + row[kept]])
+        features.append(cells.features[cell[kept]])
+    if not rows:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    return np.concatenate(rows), np.concatenate(features).astype(np.int64)
+
+
+def _synth_sparse_bits_block(
+    mixture: _SparseMixture, seed: int, block_info: Any = None
+) -> NDArray[np.uint8]:
+    """Packed rows of a chunk of a sparse mixture, set bit by bit from the ones' indices (in
+    :func:`numpy.packbits`' order: feature j is bit ``7 - j % 8`` of byte ``j // 8``)."""
+    start, stop = block_info[None]["array-location"][0]
+    row_bytes = n_packed_bytes(mixture.n_features)
+    packed = np.zeros((stop - start, row_bytes), dtype=np.uint8)
+    for rng, block_rows, rows in block_rngs(start, stop, mixture.rows_a_block, (seed, 1)):
+        row, feature = _sparse_cells(rng, mixture)
+        if block_rows.stop - block_rows.start < mixture.rows_a_block:
+            inside = (row >= block_rows.start) & (row < block_rows.stop)
+            row, feature = row[inside], feature[inside]
+        row += rows.start - block_rows.start
+        # the ones are distinct cells, but two of them may share a byte: or-ed, not assigned
+        np.bitwise_or.at(
+            packed.reshape(-1),
+            row * row_bytes + (feature >> 3),
+            (128 >> (feature & 7)).astype(np.uint8),
+        )
+    return packed
+
+
+def sparse_chunk_rows(n_features: int, ones_a_row: float, rows_a_block: int) -> int:
+    """Rows per chunk of sparse synthetic rows.
+
+    An E-step unpacks a chunk to the indices of its ones, and returns K x D sums whatever its
+    rows: a chunk should hold many ones, not 1 MiB of mostly zero bytes (80 rows of 100,000
+    features). So: rows whose ones (``ones_a_row`` each) make about 1 MiB as 4-byte indices,
+    no fewer than :func:`~bmm_dask.io.default_chunk_rows`, and no more than 64 MiB of packed
+    rows (the chunk in memory, while drawn and read); then whole random streams of
+    ``rows_a_block`` rows (none drawn twice) where a chunk holds one.
+
+    >>> sparse_chunk_rows(1_000_000, 100.0, 1024), sparse_chunk_rows(784, 0.784, 65536)
+    (536, 327680)
+    """
+    row_bytes = n_packed_bytes(n_features)
+    by_ones = min(int((1 << 18) / ones_a_row), (64 << 20) // row_bytes)
+    rows = max(default_chunk_rows(n_features), by_ones, 1)
+    return rows - rows % rows_a_block if rows >= rows_a_block else rows
+
+
 def _check_synth_memory(
-    n_features: int, n_components: int, chunk_rows: int, mixture: str | None = None
+    n_features: int,
+    n_components: int,
+    chunk_rows: int,
+    mixture: str | None = None,
+    sparse_block: tuple[float, int] | None = None,
 ) -> None:
     """Refuse sizes whose mixture and chunks in flight cannot fit in this machine's memory.
 
     ``mixture`` says where the means come from in the message (the model they are read from);
-    None names the --k and --d settings.
+    None names the --k and --d settings. ``sparse_block`` is (ones a row, rows a random
+    stream) for rows drawn in proportion to their ones; None for rows drawn cell by cell.
     """
     from bmm_dask.memory import check_fits
 
-    # The means are drawn in float64 and put on the grid (three such arrays at once); each
-    # chunk being drawn holds a block of random bytes, the rows as bool, and their gathered
-    # levels; Dask draws one chunk per core.
     cores = os.cpu_count() or 1
-    per_chunk = (rng_block_rows(n_features) + 3 * chunk_rows) * n_features
-    need = 25 * n_components * n_features + cores * per_chunk
+    if sparse_block is None:
+        # The means are drawn in float64 and put on the grid (three such arrays at once); each
+        # chunk being drawn holds a block of random bytes, the rows as bool, and their
+        # gathered levels; Dask draws one chunk per core.
+        per_chunk = (rng_block_rows(n_features) + 3 * chunk_rows) * n_features
+        need = 25 * n_components * n_features + cores * per_chunk
+    else:
+        # The means are drawn and scaled in float64 (five such arrays at once) and binned
+        # (the means, and a feature index and a chance per cell); each chunk being drawn
+        # holds its packed rows, twice while written, and a random stream's candidate cells
+        # (about twice its ones, some 60 bytes each while they are sorted into rows).
+        ones_a_row, rows_a_block = sparse_block
+        per_chunk = 2 * chunk_rows * n_packed_bytes(n_features) + 120 * ones_a_row * rows_a_block
+        need = 48 * n_components * n_features + cores * per_chunk
     if mixture is None:
         mixture = (
             f"{setting('--k')} {n_components} means of {setting('--d')} {n_features:,} features"
@@ -190,10 +381,15 @@ def synth(
     The mixture is drawn from ``seed`` (:func:`synth_parameters`), given as ``means`` and
     ``weights``, or read from a fitted model (``like``), so that data shaped like that a model
     was fitted on (MNIST, say) can be made in any amount. The means the rows are drawn from,
-    rounded to multiples of 1/256 and kept within [1/256, 255/256], and the weights are stored
-    with the data as ``true_means`` and ``true_weights``, and the component of each row as
-    ``labels``. The rows depend on the mixture, ``seed`` and the row index only: any chunking
-    or scheduler gives the same data.
+    rounded to multiples of 1/256 and kept within [1/256, 255/256] (except a sparse mixture's,
+    with ``density``, which lie in [``SPARSE_FLOOR``, ``SPARSE_CAP``] as drawn), and the
+    weights are stored with the data as ``true_means`` and ``true_weights``, and the component
+    of each row as ``labels``. The rows depend on the mixture, ``seed`` and the row index only:
+    any chunking or scheduler gives the same data.
+
+    A sparse mixture's rows are drawn at a cost in proportion to their ones, not their cells
+    (each cell still a one with exactly its mean's chance), and set bit by bit in the packed
+    chunk: 10^6 rows of 10^5 features at 0.1 % ones take minutes, not hours.
 
     Parameters
     ----------
@@ -221,13 +417,14 @@ def synth(
         The mixture's weights, non-negative and summing to 1; None means those of
         :func:`synth_parameters` (or of ``like``).
     chunk_rows : int, default=None
-        Rows per chunk; None means about 1 MiB of packed rows.
+        Rows per chunk; None means about 1 MiB of packed rows, or with ``density`` about 1 MiB
+        of the ones' indices (:func:`sparse_chunk_rows`).
     image_shape : sequence of int, default=None
         The shape of an image, recorded with the data; its product must be ``n_features``.
         None means the model's with ``like`` (if it records one), else no shape.
     density : float, default=None
-        Draw a sparse mixture of about this share of ones (:func:`synth_parameters`), in
-        (0, 0.5]; not with ``like``, ``means`` or ``weights``.
+        Draw a sparse mixture of this share of ones (:func:`synth_parameters`), in (0, 0.5];
+        not with ``like``, ``means`` or ``weights``.
     overwrite : bool, default=False
         Replace ``out`` if it exists.
 
@@ -264,7 +461,11 @@ def synth(
             )
     mixture = None
     if density is not None and (
-        like is not None or means is not None or isinstance(density, bool) or not 0 < density <= 0.5
+        like is not None
+        or means is not None
+        or weights is not None
+        or isinstance(density, bool)
+        or not 0 < density <= 0.5
     ):
         raise SettingsError(
             f"{setting('--density')} must be in (0, 0.5], and draws a mixture of its own (not "
@@ -286,12 +487,28 @@ def synth(
             f"{setting('--d')} and {setting('--k')} are needed unless the mixture comes from a "
             f"model ({setting('--like')})"
         )
-    _check_synth_memory(n_features, n_components, parse_chunk_rows(chunk_rows, n_features), mixture)
+    if density is None:
+        rows_a_block = rng_block_rows(n_features)
+        rows = parse_chunk_rows(chunk_rows, n_features)
+        _check_synth_memory(n_features, n_components, rows, mixture)
+    else:
+        # Rows drawn in proportion to their ones, in random streams and chunks sized by them.
+        ones_a_row = density * n_features
+        rows_a_block = sparse_block_rows(ones_a_row)
+        rows = parse_chunk_rows(
+            sparse_chunk_rows(n_features, ones_a_row, rows_a_block)
+            if chunk_rows is None
+            else chunk_rows,
+            n_features,
+        )
+        _check_synth_memory(
+            n_features, n_components, rows, mixture, sparse_block=(ones_a_row, rows_a_block)
+        )
     if means is None or weights is None:
         default_means, default_weights = synth_parameters(n_features, n_components, seed, density)
         means = default_means if means is None else means
         weights = default_weights if weights is None else weights
-    means = _on_grid(means)
+    means = _on_grid(means) if density is None else np.asarray(means, dtype=np.float64)
     weights = np.asarray(weights, dtype=np.float64)
     if means.shape != (n_components, n_features) or weights.shape != (n_components,):
         raise SettingsError(
@@ -305,25 +522,38 @@ def synth(
     weights = weights / weights.sum()
     if image_shape is not None and math.prod(image_shape) != n_features:
         raise SettingsError(f"image shape {tuple(image_shape)} does not hold {n_features} features")
-    rows = parse_chunk_rows(chunk_rows, n_features)
-    levels = np.rint(means * 256).astype(np.uint8)
     labels_dtype = np.min_scalar_type(n_components - 1)
     row_chunks = da.core.normalize_chunks((rows,), (n_samples,))[0]
-    token = dask.base.tokenize(levels, weights, seed, row_chunks)
-    bits = da.map_blocks(
-        _synth_bits_block,
-        levels,
-        weights,
-        seed,
-        chunks=(row_chunks, (n_packed_bytes(n_features),)),
-        dtype=np.uint8,
-        meta=np.empty((0, 0), dtype=np.uint8),
-        name=f"bmm-synth-bits-{token}",
-    )
+    packed_chunks = (row_chunks, (n_packed_bytes(n_features),))
+    packed_meta = np.empty((0, 0), dtype=np.uint8)
+    if density is None:
+        levels = np.rint(means * 256).astype(np.uint8)
+        token = dask.base.tokenize(levels, weights, seed, row_chunks)
+        bits = da.map_blocks(
+            _synth_bits_block,
+            levels,
+            weights,
+            seed,
+            chunks=packed_chunks,
+            dtype=np.uint8,
+            meta=packed_meta,
+            name=f"bmm-synth-bits-{token}",
+        )
+    else:
+        token = dask.base.tokenize(means, weights, seed, row_chunks, rows_a_block)
+        bits = da.map_blocks(
+            _synth_sparse_bits_block,
+            _SparseMixture.from_means(means, weights, rows_a_block),
+            seed,
+            chunks=packed_chunks,
+            dtype=np.uint8,
+            meta=packed_meta,
+            name=f"bmm-synth-sparse-bits-{token}",
+        )
     labels = da.map_blocks(
         _synth_labels_block,
-        levels,
         weights,
+        rows_a_block,
         seed,
         labels_dtype,
         chunks=(row_chunks,),
