@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 def _check_fit(model: BernoulliMixture, dataset: Dataset, model_path: str | None) -> None:
     model._check_fitted()
     model._check_n_features(dataset.n_features, dataset.path, model_path)
+    model._check_feature_names(dataset, model_path)
 
 
 def evaluate(
@@ -63,14 +64,16 @@ def evaluate(
     -------
     dict
         ``data``, ``n_samples``, ``n_components``, ``n_features``,
-        ``log_likelihood_per_sample`` (nats), ``bits_per_dim``, ``seconds``, and where the
+        ``log_likelihood_per_sample`` (nats), ``bits_per_dim``, ``seconds``,
+        ``feature_names`` (whether the model has its features' names), and where the
         dataset has labels the keys of :func:`bmm_dask.metrics.clustering_metrics` (confusion
         matrix, accuracy, NMI, ARI, ...), else ``cluster_sizes``.
 
     Raises
     ------
     DataError
-        If the dataset's number of features is not the model's.
+        If the dataset's number of features is not the model's, or it has feature names other
+        than the model's.
     """
     _check_fit(model, dataset, model_path)
     start = time.perf_counter()
@@ -91,6 +94,7 @@ def evaluate(
         "n_features": dataset.n_features,
         "log_likelihood_per_sample": per_sample,
         "bits_per_dim": bits_per_dim(per_sample, dataset.n_features),
+        "feature_names": hasattr(model, "feature_names_in_"),
     }
     if labels is not None:
         metrics.update(clustering_metrics(components, labels, len(model.weights_), mapping))

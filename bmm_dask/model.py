@@ -26,11 +26,12 @@ from bmm_dask._events import jsonable
 from bmm_dask._init import INITS
 from bmm_dask._kernels import log_prior
 from bmm_dask._stepwise import STEPS_IN_FLIGHT
-from bmm_dask.errors import SettingsError, setting
+from bmm_dask.errors import DataError, SettingsError, setting
 from bmm_dask.io import Dataset, read_checkpoint, read_model, write_checkpoint, write_model
+from bmm_dask.io._model import read_model_feature_names
 from bmm_dask.memory import check_fits
 
-__all__ = ["BernoulliMixture", "InvalidSettingError"]
+__all__ = ["BernoulliMixture", "InvalidSettingError", "feature_names_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -153,6 +154,11 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
     history_ : list of dict
         Per iteration of the best start: objective, change, mean_shift, seconds, reseeded.
     n_features_in_ : int
+    feature_names_in_ : ndarray of shape (n_features_in_,), of str (dtype object)
+        The features' names, where the data fitted on had them: a dataset's stored names
+        (:attr:`bmm_dask.io.Dataset.feature_names`) or a data frame's column names (when all
+        are strings). Data with other names is refused later; data without names (NumPy,
+        SciPy, Dask arrays, a dataset stored without names) is taken as it is.
     """
 
     def __init__(
@@ -289,15 +295,76 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
         data = as_packed(X)
         if hasattr(self, "n_features_in_"):
             self._check_n_features(data.n_features, data.source)
+            self._check_feature_names(X)
         return data, not lazy
+
+    def _check_feature_names(self, X: Any, model_path: str | None = None) -> None:
+        """Refuse data whose features' names differ from those the model was fitted on.
+
+        As scikit-learn's ``_check_feature_names`` with ``reset=False``: names that differ (other
+        names, some missing, or another order) raise, and names given to a model fitted without
+        them warn. Unlike scikit-learn, data without names is taken without a warning: NumPy,
+        SciPy and Dask arrays never have names, nor does a dataset stored without them, and the
+        number of features is checked all the same.
+
+        Parameters
+        ----------
+        X : any input ``fit`` takes
+            The data; only its names are looked at.
+        model_path : str, default=None
+            Where the model was read from, for the message.
+
+        Raises
+        ------
+        DataError
+            If ``X`` has names and they are not ``feature_names_in_``, in order.
+        """
+        names = feature_names_of(X)
+        if names is None:
+            return
+        source = X.path if isinstance(X, Dataset) else "X"
+        fitted = getattr(self, "feature_names_in_", None)
+        if fitted is None:
+            warnings.warn(
+                f"{source} has feature names, but {type(self).__name__} was fitted without "
+                "feature names",
+                UserWarning,
+                stacklevel=2,
+            )
+            return
+        if len(names) == len(fitted) and np.array_equal(names, fitted):
+            return
+        unseen = sorted(set(names) - set(fitted))
+        missing = sorted(set(fitted) - set(names))
+        differences = []
+        if unseen:
+            differences.append(f"names unseen at fit time: {_some(unseen)}")
+        if missing:
+            differences.append(f"names seen at fit time, yet now missing: {_some(missing)}")
+        if not differences:
+            first = next(d for d in range(len(names)) if names[d] != fitted[d])
+            differences.append(
+                f"the same names in another order (feature {first} is {names[first]!r}, "
+                f"was {fitted[first]!r})"
+            )
+        model = f"the model {model_path}" if model_path else type(self).__name__
+        raise DataError(
+            f"{source}: the feature names should match those that {model} was fitted on; "
+            + "; ".join(differences)
+        )
+
+    def _reset_feature_names(self, names: NDArray[np.object_] | None) -> None:
+        """Set ``feature_names_in_`` to the names of the data fitted on, or remove it."""
+        if names is not None:
+            self.feature_names_in_ = names
+        elif hasattr(self, "feature_names_in_"):  # fitted again, on data without names
+            del self.feature_names_in_
 
     def _check_n_features(
         self, n_features: int, source: str, model_path: str | None = None
     ) -> None:
         """Refuse data of another width than the data the model was fitted on."""
         if n_features != self.n_features_in_:
-            from bmm_dask.errors import DataError
-
             model = f"the model {model_path}" if model_path else type(self).__name__
             raise DataError(
                 f"{source}: X has {n_features} features, but {model} is expecting "
@@ -361,6 +428,8 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
         """
         data = as_packed(X)
         self._check_settings(data.n_features, data.n_samples, data.source)
+        # Read before the fit, so that unreadable names stop it before the work, not after.
+        feature_names = feature_names_of(X)
         means_init, weights_init = self.means_init, self.weights_init
         if self.warm_start and hasattr(self, "means_"):
             means_init, weights_init = self.means_, self.weights_
@@ -411,7 +480,7 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
                 step_exponent=float(self.step_exponent),
                 steps_in_flight=int(self.steps_in_flight),
             )
-        self._set_fitted(result, data.n_features)
+        self._set_fitted(result, data.n_features, feature_names)
         stepwise_only = self.algorithm == "stepwise"
         if not (result.converged or stepwise_only) and (self.tol > 0 or self.mean_tol is not None):
             last = result.history[-1]["change"] if result.history else float("nan")
@@ -431,8 +500,13 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
             )
         return self
 
-    def _set_fitted(self, result: EMResult, n_features: int) -> None:
-        """Take the fitted attributes from an EM run's result."""
+    def _set_fitted(
+        self,
+        result: EMResult,
+        n_features: int,
+        feature_names: NDArray[np.object_] | None = None,
+    ) -> None:
+        """Take the fitted attributes from an EM run's result (and the data's feature names)."""
         self.means_ = result.means
         self.weights_ = result.weights
         self.converged_ = result.converged
@@ -440,6 +514,7 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
         self.lower_bound_ = result.lower_bound
         self.history_ = result.history
         self.n_features_in_ = n_features
+        self._reset_feature_names(feature_names)
         self.batch_size_ = _batch_size_used(result.history)
         self._stepwise_state = None  # partial_fit after fit starts from the fitted parameters
 
@@ -453,7 +528,8 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
         :meth:`fit`, the steps start from the fitted model. A component whose running weight
         falls below 0.01 / K is re-seeded, as in :meth:`fit`'s stepwise passes (counted in the
         step's record of ``history_``). The smoothing ``alpha`` counts
-        against all the rows seen so far.
+        against all the rows seen so far. The first call takes the data's feature names (as
+        ``fit`` does); later calls refuse data with other names.
 
         Parameters
         ----------
@@ -472,11 +548,14 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
 
         data = task_blocks(as_packed(X))
         fitted = hasattr(self, "means_")
+        feature_names = None
         if fitted:
             self._check_n_features(data.n_features, data.source)
+            self._check_feature_names(X)
             means, weights = self.means_, self.weights_
         else:
             self._check_settings(data.n_features, data.n_samples, data.source)
+            feature_names = feature_names_of(X)
             means, weights = starting_values(
                 data, self.n_components, self.init, self._rng(), self.means_init, self.weights_init
             )
@@ -505,6 +584,8 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
         self.lower_bound_ = objective
         self.converged_ = False
         self.n_features_in_ = data.n_features
+        if not fitted:  # the first call sets the names; later calls were checked against them
+            self._reset_feature_names(feature_names)
         return self
 
     def fit_predict(self, X: Any, y: Any = None) -> Any:
@@ -674,7 +755,8 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
         Parameters
         ----------
         path : str or path-like
-            The group to write: ``means``, ``weights`` and attributes (settings, history, ...).
+            The group to write: ``means``, ``weights``, ``feature_names`` where the model has
+            them, and attributes (settings, history, ...).
         overwrite : bool, default=False
             Replace ``path`` if it exists (a checkpoint of this fit, say).
         attrs : dict, default=None
@@ -699,7 +781,14 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             **(attrs or {}),
         }
-        return write_model(path, self.means_, self.weights_, meta, overwrite=overwrite)
+        return write_model(
+            path,
+            self.means_,
+            self.weights_,
+            meta,
+            overwrite=overwrite,
+            feature_names=getattr(self, "feature_names_in_", None),
+        )
 
     def _settings(self) -> dict[str, Any]:
         """The settings a model file records (JSON values)."""
@@ -760,8 +849,47 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
         model.history_ = list(attrs.get("history", []))
         model.batch_size_ = _batch_size_used(model.history_)
         model.n_features_in_ = means.shape[1]
+        names = read_model_feature_names(path)
+        if names is not None:
+            model.feature_names_in_ = names
         model.attrs_ = attrs
         return model
+
+
+def feature_names_of(X: Any) -> NDArray[np.object_] | None:
+    """The names of the features of ``X``, where it has them, as scikit-learn keeps them.
+
+    Parameters
+    ----------
+    X : any input :meth:`BernoulliMixture.fit` takes
+        An opened dataset gives its stored names; a data frame (pandas, polars, ... as
+        scikit-learn recognises them) its column names when all are strings; anything else
+        (NumPy, SciPy and Dask arrays) has none.
+
+    Returns
+    -------
+    ndarray of shape (n_features,), of str (dtype object), or None
+
+    Raises
+    ------
+    DataError
+        If a dataset's stored names cannot be read.
+    TypeError
+        If a data frame's column names mix strings and other types (scikit-learn's error).
+    """
+    if isinstance(X, Dataset):
+        return X.feature_names
+    # scikit-learn's own reading of a data frame's columns (through narwhals), so that names
+    # mean the same here as in every scikit-learn estimator; it needs no data frame library.
+    from sklearn.utils.validation import _get_feature_names
+
+    return _get_feature_names(X)  # type: ignore[no-any-return]
+
+
+def _some(names: list[str], shown: int = 5) -> str:
+    """The first few of ``names``, for a one-line message."""
+    head = ", ".join(repr(name) for name in names[:shown])
+    return head + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def _batch_size_used(history: list[dict[str, Any]]) -> int | None:

@@ -249,10 +249,16 @@ def format_model(info: dict[str, Any]) -> list[str]:
     settings = info.get("settings") or {}
     weights = info["weights"]
     shown = ", ".join(f"{w:.3f}" for w in weights[:12]) + (", ..." if len(weights) > 12 else "")
+    names = info.get("first_feature_names")
+    named = ""
+    if names:  # a few, to say what the features are; the rest would flood the terminal
+        more = ", ..." if len(names) < info["n_features"] else ""
+        cut = [name if len(name) <= 30 else name[:29] + "\u2026" for name in names]
+        named = f" (named: {', '.join(cut)}{more})"
     return [
         f"{info['path']}: model",
         f"  components     {info['n_components']}",
-        f"  features       {info['n_features']}",
+        f"  features       {info['n_features']:,}{named}",
         f"  weights        {shown}",
         f"  iterations     {info.get('n_iter')} ({'converged' if info.get('converged') else 'not converged'})",
         f"  objective      {info.get('lower_bound', float('nan')):.4f} nats per sample",

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import zarr
 from numpy.typing import NDArray
 
 from bmm_dask.errors import DataError, setting
 from bmm_dask.io._checkpoint import CHECKPOINT_FORMAT
+from bmm_dask.io._dataset import DatasetWriter, read_feature_names
 from bmm_dask.io._output import atomic_output
 from bmm_dask.io._zarr import check_version, new_group, open_group
 
@@ -26,8 +28,9 @@ def write_model(
     attrs: Mapping[str, Any],
     *,
     overwrite: bool = False,
+    feature_names: Sequence[str] | None = None,
 ) -> Path:
-    """Write a model group (``means``, ``weights`` and attributes) atomically.
+    """Write a model group (``means``, ``weights``, ``feature_names`` and attributes) atomically.
 
     Parameters
     ----------
@@ -41,6 +44,9 @@ def write_model(
         Attributes of the group (settings, history, the data's fingerprint, ...).
     overwrite : bool, default=False
         Replace ``path`` if it exists.
+    feature_names : sequence of str, default=None
+        The features' names (``feature_names_in_``), stored as a dataset stores them; None
+        stores none.
 
     Returns
     -------
@@ -51,10 +57,12 @@ def write_model(
     ------
     OutputError
         If ``path`` exists and ``overwrite`` is false, or cannot be written.
+    DataError
+        If there are names, but not one string per feature.
     """
     with atomic_output(path, overwrite=overwrite) as tmp:
         group = new_group(tmp, MODEL_FORMAT, **attrs)
-        group.create_array(
+        means_array = group.create_array(
             "means",
             data=np.asarray(means, dtype=np.float64),
             dimension_names=("component", "feature"),
@@ -62,7 +70,34 @@ def write_model(
         group.create_array(
             "weights", data=np.asarray(weights, dtype=np.float64), dimension_names=("component",)
         )
+        if feature_names is not None:
+            # The dataset's writer stores them, so that one reader (read_feature_names) reads
+            # a model's names and a dataset's alike; it needs only the group and the width.
+            writer = DatasetWriter(
+                group=group, bits=means_array, labels=None, n_features=means_array.shape[1]
+            )
+            writer.write_feature_names(feature_names)
     return Path(path)
+
+
+def _open_model(path: str) -> tuple[zarr.Group, dict[str, Any]]:
+    """The model group at ``path`` and its attributes, checked to be a model's."""
+    from bmm_dask.errors import ModelFileError
+
+    try:
+        group = open_group(path, None)
+    except DataError as err:
+        raise ModelFileError(str(err)) from err
+    attrs = dict(group.attrs)
+    kind = (attrs.get("format") or {}).get("name")
+    if kind == CHECKPOINT_FORMAT["name"]:
+        raise ModelFileError(
+            f"{path}: the checkpoint of an unfinished fit, not a model; resuming the fit ({setting('--resume')}) finishes it"
+        )
+    if kind != MODEL_FORMAT["name"]:
+        raise ModelFileError(f"{path}: not a bmm-dask model (no model format attribute)")
+    check_version(path, attrs, MODEL_FORMAT, "model", ModelFileError)
+    return group, attrs
 
 
 def read_model(
@@ -91,19 +126,7 @@ def read_model(
     path = os.fspath(path)
     from bmm_dask.errors import ModelFileError
 
-    try:
-        group = open_group(path, None)
-    except DataError as err:
-        raise ModelFileError(str(err)) from err
-    attrs = dict(group.attrs)
-    kind = (attrs.get("format") or {}).get("name")
-    if kind == CHECKPOINT_FORMAT["name"]:
-        raise ModelFileError(
-            f"{path}: the checkpoint of an unfinished fit, not a model; resuming the fit ({setting('--resume')}) finishes it"
-        )
-    if kind != MODEL_FORMAT["name"]:
-        raise ModelFileError(f"{path}: not a bmm-dask model (no model format attribute)")
-    check_version(path, attrs, MODEL_FORMAT, "model", ModelFileError)
+    group, attrs = _open_model(path)
     try:
         means = np.asarray(group["means"][...], dtype=np.float64)
         weights = np.asarray(group["weights"][...], dtype=np.float64)
@@ -122,6 +145,39 @@ def read_model(
     return means, weights, attrs
 
 
+def read_model_feature_names(path: str | os.PathLike[str]) -> NDArray[np.object_] | None:
+    """The features' names stored with a model, or None if it was fitted without names.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The group written by :func:`write_model`.
+
+    Returns
+    -------
+    ndarray of shape (n_features,), of str (dtype object), or None
+
+    Raises
+    ------
+    ModelFileError
+        As :func:`read_model`, and if the stored names cannot be read or are not one string
+        per feature.
+    """
+    path = os.fspath(path)
+    from bmm_dask.errors import ModelFileError
+
+    group, _ = _open_model(path)
+    try:
+        n_features = int(group["means"].shape[1])
+        return read_feature_names(group, path, n_features)
+    except (DataError, KeyError, IndexError) as err:
+        raise ModelFileError(str(err)) from err
+
+
+#: How many of a model's feature names ``describe_model`` shows.
+FEATURE_NAMES_SHOWN = 8
+
+
 def describe_model(path: str | os.PathLike[str]) -> dict[str, Any]:
     """What ``bmm-dask info`` shows of a model, as plain values.
 
@@ -134,7 +190,9 @@ def describe_model(path: str | os.PathLike[str]) -> dict[str, Any]:
     -------
     dict
         ``kind`` ("model"), ``path``, ``n_components``, ``n_features``, ``weights``, the
-        group's attributes but its format and history, and ``n_history``.
+        group's attributes but its format and history, ``n_history``, and
+        ``feature_names``: whether the model has its features' names, with
+        ``first_feature_names``, the first few of them (or None).
 
     Raises
     ------
@@ -142,6 +200,7 @@ def describe_model(path: str | os.PathLike[str]) -> dict[str, Any]:
         As :func:`read_model`.
     """
     means, weights, attrs = read_model(path)
+    names = read_model_feature_names(path)
     return {
         "kind": "model",
         "path": os.fspath(path),
@@ -150,4 +209,6 @@ def describe_model(path: str | os.PathLike[str]) -> dict[str, Any]:
         "weights": weights.tolist(),
         **{k: v for k, v in attrs.items() if k not in ("format", "history")},
         "n_history": len(attrs.get("history", [])),
+        "feature_names": names is not None,
+        "first_feature_names": None if names is None else names[:FEATURE_NAMES_SHOWN].tolist(),
     }
