@@ -176,3 +176,15 @@ def test_sparse_rows_have_the_share_of_ones_asked(tmp_path: Path) -> None:
     X = open_dataset(tmp_path / "s.zarr").unpacked().compute()
     assert X.mean() == pytest.approx(0.002, rel=0.05)
     assert (X.sum(axis=1) > 0).mean() > 0.9  # a few ones a row, in nearly every row
+
+
+def test_a_sparse_mixture_too_large_for_memory_is_refused_at_once(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match=r"need about .* of memory"):
+        synth(
+            tmp_path / "s.zarr",
+            n_samples=10,
+            n_features=10**8,
+            n_components=50,
+            density=0.001,
+        )
+    assert list(tmp_path.iterdir()) == []

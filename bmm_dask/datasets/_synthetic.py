@@ -313,13 +313,13 @@ def _check_synth_memory(
         per_chunk = (rng_block_rows(n_features) + 3 * chunk_rows) * n_features
         need = 25 * n_components * n_features + cores * per_chunk
     else:
-        # The means are drawn and scaled in float64 (five such arrays at once) and binned
-        # (the means, and a feature index and a chance per cell); each chunk being drawn
-        # holds its packed rows, twice while written, and a random stream's candidate cells
-        # (about twice its ones, some 60 bytes each while they are sorted into rows).
+        # The means are drawn and scaled in float64 (about four such arrays at once), then
+        # binned (the means, and a feature index and a chance per cell: 36 bytes a cell at
+        # the peak, measured); each chunk being drawn holds its packed rows, twice while
+        # written, and a random stream's candidate cells (about 35 bytes a one, measured).
         ones_a_row, rows_a_block = sparse_block
-        per_chunk = 2 * chunk_rows * n_packed_bytes(n_features) + 120 * ones_a_row * rows_a_block
-        need = 48 * n_components * n_features + cores * per_chunk
+        per_chunk = 2 * chunk_rows * n_packed_bytes(n_features) + 40 * ones_a_row * rows_a_block
+        need = 36 * n_components * n_features + cores * per_chunk
     if mixture is None:
         mixture = (
             f"{setting('--k')} {n_components} means of {setting('--d')} {n_features:,} features"
