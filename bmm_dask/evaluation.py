@@ -14,10 +14,17 @@ import numpy as np
 
 from bmm_dask._estep import as_packed, predict_log_resp
 from bmm_dask.io import Dataset, atomic_output, store_predictions
-from bmm_dask.metrics import bits_per_dim, clustering_metrics
+from bmm_dask.metrics import (
+    MIN_MEAN_FOR_LIFT,
+    N_TOP_FEATURES,
+    bits_per_dim,
+    clustering_metrics,
+    component_features,
+)
 from bmm_dask.model import BernoulliMixture
 from bmm_dask.report import (
     plot_confusion,
+    plot_feature_means,
     plot_means,
     plot_objective,
     plot_samples,
@@ -118,9 +125,18 @@ def write_report(
 ) -> Path:
     """Write a report of a model into the folder ``out``, whole or not at all.
 
-    The folder holds ``means.png``, ``loglik.png``, ``samples.png``, ``metrics.json`` and
-    ``report.html`` (which shows them, offline), and ``confusion.png`` when the dataset has
-    labels.
+    The folder holds ``loglik.png``, ``metrics.json`` and ``report.html`` (which shows
+    everything, offline), ``confusion.png`` when the dataset has labels, and:
+
+    - for images (the model's training data, or ``dataset``, records an image shape):
+      ``means.png``, the means drawn as images, and ``samples.png``, images drawn from the
+      model;
+    - for other data (words of documents, items of baskets, species at sites): each
+      component's weight and most characteristic features, by mean and by lift (see
+      :func:`bmm_dask.metrics.component_features`), as a table in the page and as
+      ``components`` in ``metrics.json``, and ``features.png``, a heat map of the means of
+      each component's top features. Features are named by the model's ``feature_names_in_``,
+      else by the dataset's stored names, else by their column ("feature 123").
 
     Parameters
     ----------
@@ -163,6 +179,16 @@ def write_report(
     image_shape = (dataset.image_shape if dataset is not None else None) or (
         attrs.get("data") or {}
     ).get("image_shape")
+    components = None
+    names = getattr(model, "feature_names_in_", None)
+    names_from = "the model's" if names is not None else "none (features are numbered from 0)"
+    if not image_shape:
+        if names is None and dataset is not None:
+            names = dataset.feature_names
+            if names is not None:
+                names_from = f"those of {data_path or dataset.path} (the model has none)"
+        components = component_features(model.means_, model.weights_, names)
+    unit = "images" if image_shape else "rows"
     inputs = [model_path, dataset.path if dataset is not None else None]
     with atomic_output(out, overwrite=overwrite, inputs=inputs) as tmp:
         metrics = (
@@ -186,12 +212,29 @@ def write_report(
                     "against K, each K's best start; the K chosen dashed.",
                 )
             )
-        figures.append(
-            ("means.png", "The component means, by weight: the probability that each pixel is on.")
-        )
-        plot_means(
-            model.means_, model.weights_, tmp / "means.png", image_shape=image_shape, mapping=labels
-        )
+        if components is None:
+            figures.append(
+                (
+                    "means.png",
+                    "The component means, by weight: the probability that each pixel is on.",
+                )
+            )
+            plot_means(
+                model.means_,
+                model.weights_,
+                tmp / "means.png",
+                image_shape=image_shape,
+                mapping=labels,
+            )
+        else:
+            plot_feature_means(model.means_, model.weights_, components, tmp / "features.png")
+            figures.append(
+                (
+                    "features.png",
+                    "The means of each component's characteristic features (its top features "
+                    "by lift), components by weight: the probability that each feature is on.",
+                )
+            )
         if model.history_:
             plot_objective(model.history_, tmp / "loglik.png")
             figures.append(
@@ -205,16 +248,21 @@ def write_report(
                 mapping=labels,
                 title=f"Components against labels: {Path(dataset.path).name if dataset else ''}, "
                 f"accuracy {metrics['accuracy']:.3f}",
+                unit=unit,
             )
             figures.append(
-                ("confusion.png", "How many images of each label fall in each component.")
+                ("confusion.png", f"How many {unit} of each label fall in each component.")
             )
-        sample = BernoulliMixture(len(model.weights_), random_state=0)
-        sample.means_, sample.weights_ = model.means_, model.weights_
-        rows, components = sample.sample(n_samples)
-        plot_samples(rows, components, tmp / "samples.png", image_shape=image_shape)
-        figures.append(("samples.png", "Images drawn from the fitted mixture."))
+        if components is None:  # rows drawn from the model say little where they are not images
+            sample = BernoulliMixture(len(model.weights_), random_state=0)
+            sample.means_, sample.weights_ = model.means_, model.weights_
+            rows, drawn_from = sample.sample(n_samples)
+            plot_samples(rows, drawn_from, tmp / "samples.png", image_shape=image_shape)
+            figures.append(("samples.png", "Images drawn from the fitted mixture."))
         record = {"model": model_path, **(metrics or {})}
+        if components is not None:
+            record["lift_min_mean"] = MIN_MEAN_FOR_LIFT
+            record["components"] = components
         (tmp / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
         history = model.history_ or []
         facts = [
@@ -229,6 +277,7 @@ def write_report(
                 f"{sum(h['seconds'] for h in history):.1f} s over {len(history)} iterations (best start)",
             ),
             ("trained on", (attrs.get("data") or {}).get("path", "?")),
+            ("feature names", names_from),
         ]
         if metrics:
             facts += [
@@ -264,6 +313,16 @@ def write_report(
             settings=settings,
             facts=facts,
             metrics=metrics,
+            components=components,
+            components_note=(
+                f"Each component's {N_TOP_FEATURES} features of largest mean, and of largest "
+                "lift: the component's mean of the feature over the feature's rate in the whole "
+                "mixture (the rate is sum over components of weight times mean; a lift of 5 "
+                "means the feature is on 5 times as often in the component as overall). Only "
+                f"features of mean at least {MIN_MEAN_FOR_LIFT} in the component are ranked by "
+                "lift, so that rare features do not rank first by chance. Features are "
+                "numbered from 0 where there are no names."
+            ),
         )
     return Path(out)
 

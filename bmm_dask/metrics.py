@@ -1,4 +1,5 @@
-"""Clustering against labels: confusion matrix, label matching (Hungarian or majority), NMI, ARI, and nats."""
+"""Clustering against labels: confusion matrix, label matching (Hungarian or majority), NMI, ARI,
+and nats; each component's characteristic features."""
 
 from __future__ import annotations
 
@@ -10,9 +11,18 @@ from numpy.typing import NDArray
 from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
+#: Features shown per component, by mean and by lift (:func:`component_features`).
+N_TOP_FEATURES = 10
+
+#: A feature's lift counts for a component only where the component's mean of it is at least
+#: this: a feature almost never on is noise however much rarer it is elsewhere (one row of a
+#: small component that has it gives a mean of ~1 / N_k, and a lift of thousands).
+MIN_MEAN_FOR_LIFT = 0.05
+
 __all__ = [
     "bits_per_dim",
     "clustering_metrics",
+    "component_features",
     "confusion_matrix",
     "hungarian_mapping",
     "majority_mapping",
@@ -170,3 +180,91 @@ def clustering_metrics(
         "cluster_sizes": confusion.sum(axis=1).tolist(),
         "label_counts": confusion.sum(axis=0).tolist(),
     }
+
+
+def _top(values: NDArray[np.float64], n: int) -> NDArray[np.intp]:
+    """Indices of the ``n`` largest values, largest first (ties by index)."""
+    if n < len(values):  # only the few largest are sorted: D may be a vocabulary's size
+        part = np.argpartition(-values, n - 1)[:n]
+    else:
+        part = np.arange(len(values))
+    return part[np.lexsort((part, -values[part]))]
+
+
+def component_features(
+    means: NDArray[np.float64],
+    weights: NDArray[np.float64],
+    feature_names: NDArray[Any] | None = None,
+    *,
+    n_top: int = N_TOP_FEATURES,
+    min_mean: float = MIN_MEAN_FOR_LIFT,
+) -> list[dict[str, Any]]:
+    """Each component's most characteristic features: its largest means, and its largest lifts.
+
+    The lift of feature d in component k is ``mean_kd / rate_d``, where
+    ``rate_d = sum_k weight_k * mean_kd`` is the rate of the feature in the whole mixture (the
+    model's own, so no pass over data is needed). A lift of 5 means the feature is on 5 times
+    as often in the component's rows as in all rows. Only features whose mean in the component
+    is at least ``min_mean`` are ranked by lift (see :data:`MIN_MEAN_FOR_LIFT`); a component
+    with none has an empty ``top_lift``.
+
+    Parameters
+    ----------
+    means : ndarray of shape (n_components, n_features)
+        Bernoulli means.
+    weights : ndarray of shape (n_components,)
+        Mixing weights.
+    feature_names : ndarray of shape (n_features,), default=None
+        The features' names; None names each by its column, from 0 ("feature 123").
+    n_top : int, default=N_TOP_FEATURES
+        Features listed per component, in each ranking.
+    min_mean : float, default=MIN_MEAN_FOR_LIFT
+        The smallest mean of a feature ranked by lift.
+
+    Returns
+    -------
+    list of dict
+        One per component, in component order: ``component``, ``weight``, ``top_features``
+        (``feature`` (its column), ``name`` and ``mean``, largest mean first) and ``top_lift``
+        (``feature``, ``name``, ``mean`` and ``lift``, largest lift first).
+
+    >>> means = np.array([[0.9, 0.01, 0.01], [0.01, 0.5, 0.5]])
+    >>> first = component_features(means, np.array([0.5, 0.5]), np.array(["a", "b", "c"]))[0]
+    >>> [(f["name"], f["mean"]) for f in first["top_features"]]
+    [('a', 0.9), ('b', 0.01), ('c', 0.01)]
+    >>> [(f["name"], round(f["lift"], 2)) for f in first["top_lift"]]
+    [('a', 1.98)]
+    """
+    means = np.asarray(means, dtype=np.float64)
+    weights = np.asarray(weights, dtype=np.float64)
+    rate = weights @ means  # > 0: every mean is
+    lift = means / rate
+
+    def name(d: int) -> str:
+        return str(feature_names[d]) if feature_names is not None else f"feature {d}"
+
+    components = []
+    for k in range(len(weights)):
+        by_mean = _top(means[k], n_top)
+        eligible = np.flatnonzero(means[k] >= min_mean)
+        by_lift = eligible[_top(lift[k, eligible], n_top)]
+        components.append(
+            {
+                "component": k,
+                "weight": float(weights[k]),
+                "top_features": [
+                    {"feature": int(d), "name": name(d), "mean": float(means[k, d])}
+                    for d in by_mean
+                ],
+                "top_lift": [
+                    {
+                        "feature": int(d),
+                        "name": name(d),
+                        "mean": float(means[k, d]),
+                        "lift": float(lift[k, d]),
+                    }
+                    for d in by_lift
+                ],
+            }
+        )
+    return components

@@ -1,4 +1,5 @@
-"""Figures and an HTML page for a fitted model: means, objective by iteration, confusion, samples."""
+"""Figures and an HTML page for a fitted model: means (as images, or a heat map of each component's
+characteristic features), objective by iteration, confusion, samples."""
 
 from __future__ import annotations
 
@@ -15,8 +16,11 @@ from matplotlib.figure import Figure
 from numpy.typing import NDArray
 
 __all__ = [
+    "feature_means_figure",
     "grid_shape",
+    "heatmap_columns",
     "plot_confusion",
+    "plot_feature_means",
     "plot_means",
     "plot_objective",
     "plot_samples",
@@ -207,6 +211,7 @@ def plot_confusion(
     *,
     mapping: Sequence[Any] | None = None,
     title: str = "Components against labels",
+    unit: str = "images",
 ) -> Path:
     """Draw a heatmap of counts: one row per component, one column per label.
 
@@ -226,6 +231,8 @@ def plot_confusion(
         The label matched to each component (None where it has none).
     title : str, default="Components against labels"
         The figure's title.
+    unit : str, default="images"
+        What is counted, for the colour bar ("rows" for data that are not images).
 
     Returns
     -------
@@ -244,7 +251,7 @@ def plot_confusion(
     fig = Figure(figsize=(max(5.0, 0.55 * len(classes) + 2.5), height), layout="constrained")
     ax = fig.subplots()
     image = ax.imshow(matrix, cmap="Blues", aspect="auto")
-    fig.colorbar(image, ax=ax, label="images")
+    fig.colorbar(image, ax=ax, label=unit)
     ax.set_xticks(range(len(classes)), [str(c) for c in classes])
     row_names = [
         f"#{k}" + ("" if mapping is None or mapping[k] is None else f" \u2192 {mapping[k]}")
@@ -304,6 +311,181 @@ def plot_samples(
     return Path(path)
 
 
+#: The heat map of feature means shows at most this many components (the heaviest) ...
+HEATMAP_MAX_COMPONENTS = 100
+#: ... and at most this many features, each component's top few by lift (3 each for up to 33
+#: components, 2 for up to 50), so that the map stays about 20 inches wide at most.
+HEATMAP_MAX_FEATURES = 100
+#: Longer names are cut (with an ellipsis) in the heat map; the tables show them whole.
+HEATMAP_NAME_CHARS = 40
+
+
+def heatmap_columns(
+    components: Sequence[Mapping[str, Any]], *, max_features: int = HEATMAP_MAX_FEATURES
+) -> list[tuple[int, str]]:
+    """The features of the heat map: each component's top few by lift, in the given order.
+
+    Each component gives its first ``per`` features by lift (by mean where it has fewer by lift
+    than that), where ``per`` is 3, or fewer when 3 per component would pass ``max_features``;
+    a feature already taken is not repeated.
+
+    Parameters
+    ----------
+    components : sequence of mapping
+        As :func:`bmm_dask.metrics.component_features` returns them, in the order of the rows.
+    max_features : int, default=HEATMAP_MAX_FEATURES
+        Columns at most.
+
+    Returns
+    -------
+    list of (int, str)
+        Each column's feature (its index) and name.
+
+    >>> comps = [
+    ...     {"top_lift": [{"feature": 4, "name": "d"}], "top_features": [{"feature": 4, "name": "d"},
+    ...      {"feature": 0, "name": "a"}]},
+    ...     {"top_lift": [{"feature": 0, "name": "a"}], "top_features": []},
+    ... ]
+    >>> heatmap_columns(comps, max_features=4)
+    [(4, 'd'), (0, 'a')]
+    """
+    per = max(1, min(3, max_features // max(1, len(components))))
+    columns: dict[int, str] = {}
+    for component in components:
+        own: dict[int, str] = {}
+        for entry in [*component["top_lift"], *component["top_features"]]:
+            if len(own) == per:
+                break
+            own.setdefault(entry["feature"], entry["name"])
+        for feature, name in own.items():
+            if len(columns) < max_features:
+                columns.setdefault(feature, name)
+    return list(columns.items())
+
+
+def _short(name: str, chars: int = HEATMAP_NAME_CHARS) -> str:
+    return name if len(name) <= chars else name[: chars - 1] + "\u2026"
+
+
+def feature_means_figure(
+    means: NDArray[np.float64],
+    weights: NDArray[np.float64],
+    components: Sequence[Mapping[str, Any]],
+) -> Figure:
+    """The heat map of :func:`plot_feature_means`, as a figure (to draw, or to measure).
+
+    Parameters
+    ----------
+    means : ndarray of shape (n_components, n_features)
+        Bernoulli means.
+    weights : ndarray of shape (n_components,)
+        Mixing weights.
+    components : sequence of mapping
+        As :func:`bmm_dask.metrics.component_features` returns them, one per component.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    order = np.argsort(-np.asarray(weights), kind="stable")[:HEATMAP_MAX_COMPONENTS]
+    columns = heatmap_columns([components[k] for k in order])
+    features = [d for d, _ in columns]
+    labels = [_short(name) for _, name in columns]
+    matrix = np.asarray(means)[np.ix_(order, features)]
+    n_rows, n_cols = matrix.shape
+    annotate = n_rows * n_cols <= 200
+    # Inches a cell: room for "0.90" in it, else for a name of 7 points beside the next.
+    cell_width, cell_height = (0.36, 0.3) if annotate else (0.2, 0.22)
+    label_font = 7 if n_cols <= 60 else 6
+    # Rotated names hang below the map; at 7 points a character takes about 0.06 inch.
+    names_height = 0.3 + 0.06 * max((len(label) for label in labels), default=1)
+    row_labels = [f"#{k}  w={weights[k]:.3f}" for k in order]
+    width = max(6.4, 1.2 + 0.06 * max(len(r) for r in row_labels) + n_cols * cell_width + 1.2)
+    height = max(3.0, 1.0 + n_rows * cell_height + names_height)
+    fig = Figure(figsize=(width, height), layout="constrained")
+    ax = fig.subplots()
+    top = float(matrix.max()) if matrix.size else 1.0
+    image = ax.imshow(matrix, cmap="Blues", vmin=0, vmax=top, aspect="auto")
+    # A short label: a colour bar of a few rows is short, and a long label would be cut.
+    fig.colorbar(image, ax=ax, label="mean", shrink=0.9)
+    ax.set_xticks(range(n_cols), labels, rotation=90, fontsize=label_font)
+    ax.set_yticks(range(n_rows), row_labels, fontsize=7 if n_rows <= 60 else 5)
+    ax.set_xlabel("feature (each component's top features by lift)")
+    ax.set_ylabel("component, by weight")
+    shown = f", the {n_rows} heaviest of {len(weights)}" if n_rows < len(weights) else ""
+    ax.set_title(f"Means of the components' characteristic features{shown}", fontsize=10)
+    if annotate:
+        for (i, j), value in np.ndenumerate(matrix):
+            ax.text(
+                j,
+                i,
+                f"{value:.2g}",  # sparse data's means are often below 0.01
+                ha="center",
+                va="center",
+                fontsize=6,
+                color="white" if value > top / 2 else "black",
+            )
+    return fig
+
+
+def plot_feature_means(
+    means: NDArray[np.float64],
+    weights: NDArray[np.float64],
+    components: Sequence[Mapping[str, Any]],
+    path: str | os.PathLike[str],
+) -> Path:
+    """Draw a heat map of the means of each component's characteristic features.
+
+    One row per component, heaviest first (the :data:`HEATMAP_MAX_COMPONENTS` heaviest at
+    most); one column per feature of :func:`heatmap_columns`, labelled with its name. The
+    figure is sized from the counts of rows and columns and the longest name, so that every
+    label is readable and none is cut.
+
+    Parameters
+    ----------
+    means : ndarray of shape (n_components, n_features)
+        Bernoulli means.
+    weights : ndarray of shape (n_components,)
+        Mixing weights.
+    components : sequence of mapping
+        As :func:`bmm_dask.metrics.component_features` returns them, one per component.
+    path : str or path-like
+        The image file to write (PNG).
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
+    feature_means_figure(means, weights, components).savefig(path, dpi=110)
+    return Path(path)
+
+
+def _feature_list(entries: Sequence[Mapping[str, Any]], lift: bool) -> str:
+    if not entries:
+        return "(none)"
+    return ", ".join(
+        f"{html.escape(e['name'])}&nbsp;{e['mean']:.2g}"  # 2 digits: sparse means are small
+        + (f"&nbsp;\u00d7{e['lift']:.1f}" if lift else "")
+        for e in entries
+    )
+
+
+def _components_table(components: Sequence[Mapping[str, Any]]) -> str:
+    """Each component's weight and characteristic features, heaviest first."""
+    rows = "".join(
+        f"<tr><td>#{c['component']}</td><td>{c['weight']:.4f}</td>"
+        f"<td>{_feature_list(c['top_features'], lift=False)}</td>"
+        f"<td>{_feature_list(c['top_lift'], lift=True)}</td></tr>"
+        for c in sorted(components, key=lambda c: -c["weight"])
+    )
+    head = (
+        "<tr><th>component</th><th>weight</th><th>top features by mean (mean)</th>"
+        "<th>top features by lift (mean, \u00d7lift)</th></tr>"
+    )
+    return f"<table>{head}{rows}</table>"
+
+
 def _table(rows: Sequence[tuple[str, Any]]) -> str:
     body = "".join(
         f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows
@@ -319,6 +501,8 @@ def write_html(
     settings: Mapping[str, Any],
     facts: Sequence[tuple[str, Any]],
     metrics: Mapping[str, Any] | None,
+    components: Sequence[Mapping[str, Any]] | None = None,
+    components_note: str = "",
 ) -> Path:
     """Write a self-contained HTML page (figures referenced by relative name, no scripts, no network).
 
@@ -336,6 +520,11 @@ def write_html(
         Name and value of each line of the summary table.
     metrics : mapping or None
         Metrics on a dataset: the scalar ones are shown as a table, all of them as JSON.
+    components : sequence of mapping, default=None
+        Each component's characteristic features, as from
+        :func:`bmm_dask.metrics.component_features`: shown as a table, heaviest first.
+    components_note : str, default=""
+        A paragraph above that table (how the features were chosen).
 
     Returns
     -------
@@ -346,9 +535,16 @@ def write_html(
     if metrics:
         shown = [(k, v) for k, v in metrics.items() if not isinstance(v, list | dict)]
         sections += ["<h2>Metrics</h2>", _table(shown)]
+    if components:
+        sections += ["<h2>Components and their features</h2>"]
+        if components_note:
+            sections.append(f"<p>{html.escape(components_note)}</p>")
+        sections.append(_components_table(components))
     for name, caption in figures:
+        # Each figure links to itself: a wide one, scaled to the page, opens at full size.
         sections.append(
-            f'<figure><img src="{html.escape(name)}" alt="{html.escape(caption)}">'
+            f'<figure><a href="{html.escape(name)}"><img src="{html.escape(name)}" '
+            f'alt="{html.escape(caption)}"></a>'
             f"<figcaption>{html.escape(caption)}</figcaption></figure>"
         )
     sections += ["<h2>Settings</h2>", _table(sorted(settings.items()))]

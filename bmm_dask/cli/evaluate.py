@@ -114,7 +114,13 @@ def evaluate(
 def report(
     model_path: str, data: str | None, mapping_from: str | None, out: str, overwrite: bool
 ) -> None:
-    """Write means.png, loglik.png, confusion.png, samples.png, metrics.json and report.html.
+    """Write report.html with its figures (loglik.png, confusion.png) and metrics.json.
+
+    For images, means.png and samples.png draw the means and rows drawn from the model. For
+    other data, the page and metrics.json list each component's top features by mean and by
+    lift (its mean over the feature's rate in the whole mixture, for features of mean at least
+    0.05), and features.png is a heat map of those means, features named as the model's (or
+    the --data) names say.
 
     MODEL may be the folder that ``select`` wrote: the report is of the chosen model, with the
     selection's figure (selection.png) and candidates.
