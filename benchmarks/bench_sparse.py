@@ -106,9 +106,11 @@ def _peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def _fit(data: Any, n_components: int, dtype: str, **settings: Any) -> BernoulliMixture:
+def _fit(
+    data: Any, n_components: int, dtype: str, persist: bool | None = None, **settings: Any
+) -> BernoulliMixture:
     model = BernoulliMixture(n_components, random_state=0, dtype=dtype, **settings)
-    return model.fit(data)
+    return model.fit(data, persist=persist)
 
 
 def _dataset(work: Path, name: str, **settings: Any) -> Any:
@@ -127,7 +129,7 @@ def iteration(work: Path, iterations: int) -> None:
     )
     info = describe_dataset(data)
     print(
-        f"\n{data.n_samples:,} rows x {data.n_features:,}, {info.get('density', float('nan')):.2%} "
+        f"\n{data.n_samples:,} rows x {data.n_features:,}, {info.get('density') or float('nan'):.2%} "
         f"ones, K = 20, batch EM, {iterations} iterations from one start, 2 workers x 1 thread; "
         "seconds per iteration (median), dense E-step against the default (by density)"
     )
@@ -165,7 +167,7 @@ def wide(work: Path, iterations: int) -> None:
     )
     info = describe_dataset(data)
     print(
-        f"\n{data.n_samples:,} rows x {data.n_features:,}, {info.get('density', float('nan')):.2%} "
+        f"\n{data.n_samples:,} rows x {data.n_features:,}, {info.get('density') or float('nan'):.2%} "
         f"ones, {info['bytes_stored'] / 1e6:.0f} MB stored ({data.bits.nbytes / 1e9:.1f} GB "
         "packed), K = 50, streamed (not persisted), 2 workers x 1 thread, float32"
     )

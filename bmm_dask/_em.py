@@ -18,6 +18,7 @@ from numpy.typing import NDArray
 from bmm_dask import _estep as _estep_module
 from bmm_dask._estep import (
     PackedData,
+    data_density,
     estep,
     fits_in_memory,
     task_blocks,
@@ -262,6 +263,11 @@ class EMRun:
         Rows of the data.
     alpha, max_iter, tol, mean_tol, passes, batch_size, step_exponent :
         As for :func:`fit_em` (``batch_size`` None only for batch EM).
+    threads : int, default=1
+        Worker threads of the cluster, for the cost of a pass.
+    density : float, default=None
+        The data's share of ones (:func:`~bmm_dask._estep.data_density`), for the cost of a
+        pass.
     label : str, default=""
         Put before the lines it logs (one of several runs).
     """
@@ -281,9 +287,10 @@ class EMRun:
         batch_size: int | None,
         step_exponent: float,
         threads: int = 1,
+        density: float | None = None,
         label: str = "",
     ) -> None:
-        self.threads = threads
+        self.threads, self.density = threads, density
         if algorithm == "auto" and n_samples < MIN_STEPS_PER_PASS * MIN_BATCH_SIZE:
             algorithm = "batch"  # too few rows for a pass of many steps of useful size
         self.algorithm, self.n_samples, self.alpha = algorithm, n_samples, alpha
@@ -389,7 +396,9 @@ class EMRun:
         (:func:`~bmm_dask._stepwise.pass_cost`)."""
         assert self.batch_size is not None
         n_components, n_features = np.shape(self.means)
-        return pass_cost(self.n_samples, n_components, n_features, self.threads, self.batch_size)
+        return pass_cost(
+            self.n_samples, n_components, n_features, self.threads, self.batch_size, self.density
+        )
 
     def after_pass(self) -> None:
         """After a pass (:func:`~bmm_dask._stepwise.stepwise_pass`): once the passes are
@@ -559,8 +568,11 @@ def fit_em(
     """
     data = task_blocks(data)
     threads = _estep_module._cluster_threads()  # once per fit: asking is a round trip
+    density = data_density(data) if algorithm != "batch" else None
     if algorithm != "batch" and batch_size is None:
-        batch_size = auto_batch_size(data.n_samples, n_components, data.n_features, threads)
+        batch_size = auto_batch_size(
+            data.n_samples, n_components, data.n_features, threads, density
+        )
     if persist is None:
         persist = fits_in_memory(data)
     if persist:
@@ -584,6 +596,7 @@ def fit_em(
         "batch_size": batch_size,
         "step_exponent": step_exponent,
         "threads": threads,
+        "density": density,
     }
     best: EMResult | None = resume.best if resume is not None else None
     runs = 1 if means_init is not None else n_init

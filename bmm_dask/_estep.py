@@ -24,6 +24,7 @@ from numpy.typing import NDArray
 from bmm_dask._events import current_client
 from bmm_dask._kernels import (
     combine_stats,
+    count_ones,
     estep_stats,
     log_parameters,
     log_resp,
@@ -244,6 +245,32 @@ def task_blocks(data: PackedData) -> PackedData:
         return data
     bits = data.bits.rechunk({0: rows})
     return PackedData(bits, data.n_features, data.source)  # blocks are no longer the store's chunks
+
+
+#: The rows :func:`data_density` counts the ones of.
+DENSITY_ROWS = 4096
+
+
+def data_density(data: PackedData) -> float:
+    """The share of ones in the first rows (at most ``DENSITY_ROWS``, from the first chunk):
+    what the cost model of a stepwise pass needs, read on the driver, the same on every run.
+
+    Parameters
+    ----------
+    data : PackedData
+        Packed rows.
+
+    Returns
+    -------
+    float
+        Ones over rows x features, in [0, 1].
+    """
+    stop = min(data.n_samples, data.bits.chunks[0][0], DENSITY_ROWS)
+    if data.reader is not None:
+        rows = data.reader(0, stop)
+    else:
+        (rows,) = dask.compute(data.bits[:stop])
+    return count_ones(rows) / max(1, stop * data.n_features)
 
 
 def fits_in_memory(data: PackedData) -> bool:

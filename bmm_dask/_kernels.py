@@ -12,6 +12,7 @@ from numpy.typing import NDArray
 __all__ = [
     "combine_stats",
     "component_entropy",
+    "count_ones",
     "estep_stats",
     "log_parameters",
     "log_prior",
@@ -130,6 +131,29 @@ def unpack_bits(
 
 #: The number of ones in each byte value.
 _ONES_IN_BYTE = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(axis=1)
+_ONES_IN_BYTE = _ONES_IN_BYTE.astype(np.uint8)
+
+
+def count_ones(packed: NDArray[np.uint8]) -> int:
+    """The number of one bits in packed rows (padding bits are zero as :func:`pack_bits` writes
+    them).
+
+    Parameters
+    ----------
+    packed : ndarray of uint8
+
+    Returns
+    -------
+    int
+
+    >>> count_ones(np.array([[0b10100000, 0b1]], dtype=np.uint8))
+    3
+    """
+    flat = np.ascontiguousarray(packed).reshape(-1)
+    total = 0
+    for start in range(0, flat.size, 1 << 24):  # a byte of counts per byte, a piece at a time
+        total += int(_ONES_IN_BYTE[flat[start : start + (1 << 24)]].sum(dtype=np.int64))
+    return total
 
 
 def unpack_sparse(

@@ -55,6 +55,8 @@ from bmm_dask._kernels import (
     log_parameters,
     log_prior,
     mstep,
+    n_packed_bytes,
+    sparse_threshold,
     split_components,
     stacked_stats,
 )
@@ -104,12 +106,48 @@ STARVING = 0.01
 STEPS_IN_FLIGHT = 2
 
 
-def kernel_rows_per_second(n_components: int, n_features: int) -> float:
-    """Modelled E-step rows per second on one core for K components and D features."""
+#: The sparse E-step's costs per row (:func:`kernel_rows_per_second` with a density): each
+#: packed byte is read, decompressed and scanned; each one is unpacked and, in both
+#: products, costs K multiply-adds at a rate limited by fetching the parameters' rows. Fitted
+#: to the rates measured here on D = 5,000 to 100,000 (benchmarks/bench_sparse.py).
+SPARSE_SECONDS_PER_BYTE = 2e-9
+SPARSE_SECONDS_PER_ONE = 2e-8
+SPARSE_SECONDS_PER_ONE_AND_COMPONENT = 1.5e-9
+
+
+def kernel_rows_per_second(
+    n_components: int, n_features: int, density: float | None = None
+) -> float:
+    """Modelled E-step rows per second on one core for K components and D features.
+
+    Parameters
+    ----------
+    n_components, n_features : int
+        Components K and features D.
+    density : float, default=None
+        The data's share of ones; where the E-step takes the sparse products
+        (:func:`~bmm_dask._kernels.sparse_threshold`), the rate is that of its ones.
+
+    Returns
+    -------
+    float
+    """
+    if density is not None and density < sparse_threshold(n_components, np.float32):
+        ones = density * n_features
+        seconds = SPARSE_SECONDS_PER_BYTE * n_packed_bytes(n_features) + ones * (
+            SPARSE_SECONDS_PER_ONE + SPARSE_SECONDS_PER_ONE_AND_COMPONENT * n_components
+        )
+        return 1 / seconds
     return KERNEL_ROWS_PER_SECOND * (7840 / (n_components * n_features)) ** KERNEL_EXPONENT
 
 
-def auto_batch_size(n_samples: int, n_components: int, n_features: int, threads: int) -> int:
+def auto_batch_size(
+    n_samples: int,
+    n_components: int,
+    n_features: int,
+    threads: int,
+    density: float | None = None,
+) -> int:
     """Rows per mini-batch when ``batch_size="auto"``.
 
     Enough rows that each worker thread works about :data:`STEP_SECONDS` per step (the Dask
@@ -127,20 +165,26 @@ def auto_batch_size(n_samples: int, n_components: int, n_features: int, threads:
         Features D.
     threads : int
         Worker threads of the cluster (or of this machine).
+    density : float, default=None
+        The data's share of ones, for :func:`kernel_rows_per_second`.
 
     Returns
     -------
     int
         Rows per mini-batch, at least 1 and at most ``n_samples``.
     """
-    per_thread = STEP_SECONDS * kernel_rows_per_second(n_components, n_features)
+    per_thread = STEP_SECONDS * kernel_rows_per_second(n_components, n_features, density)
     rows = min(int(threads * per_thread), n_samples // MIN_STEPS_PER_PASS)
     return max(1, min(max(rows, MIN_BATCH_SIZE), n_samples))
 
 
 #: Seconds a stepwise step costs beyond its arithmetic: Dask's round trip and the driver's
-#: work between steps, 20-30 ms on the local cluster here (benchmarks/bench_costs.py).
-STEP_ROUND_TRIP = 0.025
+#: work between steps, 20-30 ms on the local cluster here for MNIST's K = 100
+#: (benchmarks/bench_costs.py), plus STEP_SECONDS_PER_PARAMETER per mean: the parameters go to
+#: the step's tasks and their K x D sums come back, every step. With 100,000 features and
+#: K = 50 that was 0.6 s a step (benchmarks/bench_sparse.py --wide).
+STEP_ROUND_TRIP = 0.017
+STEP_SECONDS_PER_PARAMETER = 1e-7
 
 #: A stepwise pass's arithmetic, in batch passes: it reads the same rows, in more, smaller
 #: tasks (a pass's throughput was 0.74-0.82 of a batch pass's, benchmarks/bench_stepwise_scale.py).
@@ -153,12 +197,18 @@ ITERATION_OVERHEAD = 0.1
 
 
 def pass_cost(
-    n_samples: int, n_components: int, n_features: int, threads: int, batch_size: int
+    n_samples: int,
+    n_components: int,
+    n_features: int,
+    threads: int,
+    batch_size: int,
+    density: float | None = None,
 ) -> float:
     """A stepwise pass's modelled cost in batch iterations: ``PASS_ARITHMETIC`` plus a round
-    trip per step, against a batch iteration (its arithmetic, :func:`kernel_rows_per_second`
-    on every thread, and ``ITERATION_OVERHEAD``). A model, not a measurement, so that the choice it makes is the same on every
-    run with the same settings and cluster size.
+    trip per step (``STEP_ROUND_TRIP``, and ``STEP_SECONDS_PER_PARAMETER`` per mean), against a
+    batch iteration (its arithmetic, :func:`kernel_rows_per_second` on every thread, and
+    ``ITERATION_OVERHEAD``). A model, not a measurement, so that the choice it makes is the
+    same on every run with the same settings, data and cluster size.
 
     Parameters
     ----------
@@ -168,15 +218,18 @@ def pass_cost(
         Worker threads of the cluster.
     batch_size : int
         Rows per mini-batch.
+    density : float, default=None
+        The data's share of ones, for :func:`kernel_rows_per_second`.
 
     Returns
     -------
     float
     """
-    arithmetic = n_samples / (threads * kernel_rows_per_second(n_components, n_features))
-    iteration = arithmetic + ITERATION_OVERHEAD
+    rate = kernel_rows_per_second(n_components, n_features, density)
+    iteration = n_samples / (threads * rate) + ITERATION_OVERHEAD
     steps = math.ceil(n_samples / batch_size)
-    return PASS_ARITHMETIC + steps * STEP_ROUND_TRIP / iteration
+    step = STEP_ROUND_TRIP + STEP_SECONDS_PER_PARAMETER * n_components * n_features
+    return PASS_ARITHMETIC + steps * step / iteration
 
 
 def window_chunks(batch_size: int, chunk_rows: int) -> int:

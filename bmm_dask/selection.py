@@ -37,6 +37,7 @@ from bmm_dask._estep import (
     PackedData,
     _cluster_threads,
     as_packed,
+    data_density,
     estep_stacked,
     fits_in_memory,
     task_blocks,
@@ -350,7 +351,7 @@ def select_n_components(
     DataError
         If the data is not 0/1, or has fewer distinct rows than a K.
     """
-    from bmm_dask.model import BernoulliMixture
+    from bmm_dask.model import BernoulliMixture, feature_names_of
 
     ks = _check_candidates(n_components)
     if criterion not in CRITERIA:
@@ -413,9 +414,10 @@ def select_n_components(
     threads = _cluster_threads()
     with single_threaded_blas():
         size = None
+        density = data_density(train) if algorithm != "batch" else None
         if algorithm != "batch":
             size = batch_size or auto_batch_size(
-                train.n_samples, sum(ks) * n_init, train.n_features, threads
+                train.n_samples, sum(ks) * n_init, train.n_features, threads, density
             )
         runs: list[tuple[int, int, EMRun]] = []
         starts = {}
@@ -437,6 +439,7 @@ def select_n_components(
                     batch_size=size,
                     step_exponent=step_exponent,
                     threads=threads,
+                    density=density,
                     label=label,
                 )
                 runs.append((k, start, run))
@@ -536,7 +539,7 @@ def select_n_components(
     models = {}
     for k, i in best_rows.items():
         model = BernoulliMixture(k, random_state=None, **settings)
-        model._set_fitted(results[i], train.n_features)
+        model._set_fitted(results[i], train.n_features, feature_names_of(X))
         models[k] = model
     if criterion == "heldout":
         chosen = max(best_rows, key=lambda k: table[best_rows[k]]["heldout_loglik"])

@@ -238,3 +238,12 @@ def test_bmm_dask_fit_keeps_a_datasets_names(tmp_path: Path, data: Path, bmm) ->
         "the same names in another order",
     )
     assert not (tmp_path / "p.zarr").exists()
+
+
+def test_select_keeps_the_names_in_every_model(tmp_path: Path, X: np.ndarray) -> None:
+    from bmm_dask.selection import select_n_components
+
+    dataset = named_dataset(tmp_path / "named.zarr", X, NAMES)
+    selection = select_n_components(dataset, [1, 2], random_state=0, max_iter=20)
+    for model in selection.models.values():
+        assert list(model.feature_names_in_) == NAMES

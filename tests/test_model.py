@@ -148,7 +148,7 @@ def test_on_sparse_rows_a_reseeded_component_lives(algorithm: str) -> None:
     from bmm_dask.datasets._synthetic import synth_parameters
 
     rng = np.random.default_rng(0)
-    true_means, true_weights = synth_parameters(2000, 8, seed=4, density=0.002)
+    true_means, true_weights = synth_parameters(2000, 8, seed=4, density=0.005)
     X = rng.random((20_000, 2000)) < true_means[rng.choice(8, 20_000, p=true_weights)]
     assert X.mean() < 0.01
     means = np.clip(true_means * rng.uniform(0.5, 1.5, true_means.shape), 1e-3, 0.9)

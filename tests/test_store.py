@@ -115,8 +115,11 @@ def test_unpacked_is_lazy_and_chunked_like_the_bits(tmp_path: Path) -> None:
 
 def test_default_chunk_rows() -> None:
     assert default_chunk_rows(784) == 10240
-    assert default_chunk_rows(8 * 2**20) == 1
     assert default_chunk_rows(3) == 2**20
+    # wide rows: at least 4,096 rows a chunk, while that is at most 64 MiB packed
+    assert default_chunk_rows(100_000) == 4096
+    assert default_chunk_rows(8 * 2**20) == 64
+    assert default_chunk_rows(2**40) == 1
 
 
 def test_an_output_that_appears_meanwhile_is_not_replaced(tmp_path: Path) -> None:
