@@ -57,9 +57,9 @@ class PackedData:
     #: For rows straight from a store: ``reader(start, stop)`` returns those rows, so that a
     #: streamed E-step reads its chunk in its own task (one task per chunk, not two).
     reader: Callable[[int, int], NDArray[np.uint8]] | None = None
-    #: For persisted rows: per chunk, the rows unpacked to a sparse matrix, held in the
-    #: cluster's memory beside the packed rows, or None where the chunk takes the dense
-    #: E-step (:func:`with_sparse_chunks`).
+    #: For persisted sparse rows: per group of ``SPLIT_EVERY`` consecutive chunks, the
+    #: chunks held unpacked to their ones, in the cluster's memory beside the packed rows
+    #: (:func:`with_sparse_chunks`).
     sparse: tuple[Delayed, ...] | None = None
 
     @property
@@ -169,30 +169,33 @@ def as_packed(X: Any, *, chunk_rows: int | None = None) -> PackedData:
     return PackedData(bits, int(array.shape[1]), "numpy array")
 
 
-#: A persisted chunk is also held unpacked to its ones when its sparse matrix takes at most
-#: this share of the packed chunk's bytes (4-byte column indices and 1-byte values per one:
-#: a share of ones up to 1.25 %).
-SPARSE_HELD = 0.5
-
-
-def _held_sparse(
-    packed: NDArray[np.uint8], n_features: int, n_components: int, dtype: np.dtype[Any]
-) -> Any:
-    X = sparse_block(packed, n_features, n_components, dtype)
-    if X is None or 5 * X.nnz + 4 * X.shape[0] > SPARSE_HELD * packed.nbytes:
-        return None
-    X.data = np.ones(X.nnz, dtype=bool)  # values of one byte: the E-step makes them floats
-    return X
+def _held_group(
+    n_features: int, n_components: int, dtype: np.dtype[Any], *chunks: Any
+) -> list[Any]:
+    """A group of chunks as the E-step takes them: a sparse matrix where the chunk takes the
+    sparse E-step (its values of one byte: the E-step makes them floats), else the packed rows."""
+    held = []
+    for packed in chunks:
+        X = sparse_block(packed, n_features, n_components, dtype)
+        if X is not None:
+            X.data = np.ones(X.nnz, dtype=bool)
+        held.append(packed if X is None else X)
+    return held
 
 
 def with_sparse_chunks(data: PackedData, n_components: int, dtype: Any) -> PackedData:
-    """Persisted rows, and their sparse chunks unpacked once and held for every E-step.
+    """Persisted sparse rows, also held unpacked to their ones for every batch E-step.
 
-    Unpacking a sparse chunk to its ones takes longer than the sparse E-step's two products,
-    so rows held in memory are held unpacked too, where that is small (:data:`SPARSE_HELD`).
-    Each chunk takes the E-step it would take unpacked in its task (the same choice, by its
-    share of ones, K and dtype, :func:`~bmm_dask._kernels.sparse_block`), so the sums are those
-    of streamed rows, bit for bit.
+    Unpacking a sparse chunk takes longer than the sparse E-step's two products, and on sparse
+    rows the K x D statistics of a chunk weigh more than its rows: so the chunks are unpacked
+    once, in groups of ``SPLIT_EVERY``, and each E-step task sums a group's statistics, chunk
+    by chunk, as the tree's first level would (:func:`_held_group_task`). Each chunk takes
+    the E-step it would take unpacked in its own task (the same choice, by its share of ones,
+    K and dtype), so the sums are those of streamed rows, bit for bit.
+
+    Data whose first rows (:func:`data_density`) hold more than half the share of ones of
+    the sparse E-step's threshold is returned as it is: holding its chunks again would add to
+    its memory more than it saves in time.
 
     Parameters
     ----------
@@ -206,17 +209,21 @@ def with_sparse_chunks(data: PackedData, n_components: int, dtype: Any) -> Packe
     Returns
     -------
     PackedData
-        ``data`` with ``sparse`` set, its blocks persisted.
+        ``data``, with ``sparse`` set and persisted where the rows are sparse.
     """
+    dtype = np.dtype(dtype)
+    # rows near the threshold gain little from being held, and may be dense in places
+    if not takes_sparse(2 * data_density(data), 1, n_components, dtype):
+        return data
     keys = [k for row in data.bits.__dask_keys__() for k in row]
-    token = tokenize(data.bits.name, n_components, np.dtype(dtype).str)
+    token = tokenize(data.bits.name, n_components, dtype.str, SPLIT_EVERY)
     name = f"bmm-sparse-chunks-{token}"
     layer = {
-        (name, i): (_held_sparse, key, data.n_features, n_components, np.dtype(dtype))
-        for i, key in enumerate(keys)
+        (name, j): (_held_group, data.n_features, n_components, dtype, *keys[i : i + SPLIT_EVERY])
+        for j, i in enumerate(range(0, len(keys), SPLIT_EVERY))
     }
     graph = HighLevelGraph.from_collections(name, layer, dependencies=[data.bits])
-    held = dask.persist(*[Delayed((name, i), graph, layer=name) for i in range(len(keys))])
+    held = dask.persist(*[Delayed(key, graph, layer=name) for key in layer])
     return PackedData(data.bits, data.n_features, data.source, sparse=tuple(held))
 
 
@@ -299,16 +306,21 @@ def fits_in_memory(data: PackedData) -> bool:
 # --------------------------------------------------------------------------- one E-step
 
 
-def _held_estep_task(
-    packed: NDArray[np.uint8], held: Any, n_features: int, params: dict[str, Any]
-) -> Any:
-    """The E-step of a persisted chunk, on its rows held unpacked where the chunk takes the
-    sparse E-step for these parameters (the K of a stacked E-step shrinks as models finish)."""
+def _held_group_task(held: list[Any], n_features: int, params: dict[str, Any]) -> Any:
+    """The sum of a held group's statistics, chunk by chunk in order: what a task per chunk
+    followed by one ``combine_stats`` of the tree computes. A chunk held unpacked that does not
+    take the sparse E-step for these parameters (the K of a stacked E-step shrinks as models
+    finish) is packed again, exactly, for the dense one."""
     W = params["W"]
-    cells = packed.shape[0] * n_features
-    if held is not None and takes_sparse(held.nnz, cells, W.shape[0], W.dtype):
-        return _estep_task(held, n_features, params)
-    return _estep_task(packed, n_features, params)
+    total = None
+    for rows in held:
+        if scipy.sparse.issparse(rows):
+            cells = rows.shape[0] * n_features
+            if not takes_sparse(rows.nnz, cells, W.shape[0], W.dtype):
+                rows = pack_sparse(rows)
+        part = _estep_task(rows, n_features, params)
+        total = part if total is None else _combine([total, part])
+    return total
 
 
 def _estep_task(packed: Any, n_features: int, params: dict[str, Any]) -> Any:
@@ -411,7 +423,11 @@ def _estep_graph(
     n_groups = -(-(len(offsets) - 1) // split_every)
     if threads is None and data.reader is not None and n_groups > 1:
         threads = _cluster_threads()
-    if data.reader is not None and n_groups > 1 and n_groups >= 2 * (threads or 1):
+    if data.sparse is not None and split_every == SPLIT_EVERY:
+        for j, held in enumerate(data.sparse):  # held in groups: the tree's first level
+            level.append((f"bmm-estep-{token}", j))
+            layer[level[-1]] = (_held_group_task, held.key, data.n_features, params)
+    elif data.reader is not None and n_groups > 1 and n_groups >= 2 * (threads or 1):
         for j in range(n_groups):  # streamed in groups: the first level of the tree reads
             level.append((f"bmm-estep-{token}", j))
             bounds = offsets[j * split_every : (j + 1) * split_every + 1]
@@ -434,9 +450,6 @@ def _estep_graph(
                     params,
                     offsets[i],
                 )
-            elif data.sparse is not None:  # rows held unpacked too, where sparse
-                held = data.sparse[i].key
-                layer[level[-1]] = (_held_estep_task, key, held, data.n_features, params)
             else:
                 layer[level[-1]] = (_estep_task, key, data.n_features, params)
     depth = 0
@@ -447,8 +460,8 @@ def _estep_graph(
             layer[parents[-1]] = (_combine, level[j : j + split_every])
         level, depth = parents, depth + 1
     dependencies: list[Any] = [] if data.reader is not None else [data.bits]
-    if data.reader is None and data.sparse is not None:
-        dependencies += list(data.sparse)
+    if data.sparse is not None and split_every == SPLIT_EVERY:
+        dependencies = list(data.sparse)
     graph = HighLevelGraph.from_collections(f"bmm-estep-{token}", layer, dependencies=dependencies)
     return [Delayed(key, graph, layer=f"bmm-estep-{token}") for key in level]
 
