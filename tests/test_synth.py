@@ -188,3 +188,15 @@ def test_a_sparse_mixture_too_large_for_memory_is_refused_at_once(tmp_path: Path
             density=0.001,
         )
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("density", [None, 0.01])
+def test_synth_records_its_ones(tmp_path: Path, density: float | None) -> None:
+    from bmm_dask import open_dataset
+
+    synth(tmp_path / "d.zarr", n_samples=3000, n_features=70, n_components=3, seed=2,
+          density=density, chunk_rows=700)  # fmt: skip
+    data = open_dataset(tmp_path / "d.zarr")
+    ones = int(data.unpacked().sum().compute())
+    assert data.attrs["n_ones"] == ones
+    assert data.attrs["density"] == pytest.approx(ones / (3000 * 70))

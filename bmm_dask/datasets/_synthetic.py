@@ -14,7 +14,7 @@ import dask.array as da
 import numpy as np
 from numpy.typing import NDArray
 
-from bmm_dask._kernels import n_packed_bytes, pack_bits
+from bmm_dask._kernels import count_ones, n_packed_bytes, pack_bits
 from bmm_dask.datasets._random import block_rngs, rng_block_rows, sparse_block_rows
 from bmm_dask.errors import SettingsError, setting
 from bmm_dask.io import (
@@ -584,5 +584,17 @@ def synth(
         writer.group.create_array("true_means", data=means)
         writer.group.create_array("true_weights", data=weights)
         assert writer.labels is not None
-        da.store([bits, labels], [writer.bits, writer.labels], lock=False)
+        stored = da.store([bits, labels], [writer.bits, writer.labels], lock=False, compute=False)
+        # the ones counted as the chunks are written, in the same computation: what info shows
+        ones = bits.map_blocks(
+            _ones_of_block, chunks=((1,) * bits.numblocks[0], (1,)), dtype=np.int64
+        ).sum()
+        _, n_ones = dask.compute(stored, ones)
+        writer.update_attrs(
+            {"n_ones": int(n_ones), "density": int(n_ones) / (n_samples * n_features)}
+        )
     return Path(out)
+
+
+def _ones_of_block(block: NDArray[np.uint8]) -> NDArray[np.int64]:
+    return np.array([[count_ones(block)]], dtype=np.int64)
