@@ -20,8 +20,9 @@ The cases (data made once, in ``--workdir``):
   fitted with that K; 20,000 rows drawn with another seed held out.
 - ``wrongk``: 1,000,000 rows like an MNIST-fitted K = 20 model, fitted with K = 60.
 - ``k20d500``: ``bmm-dask synth --k 20 --d 500``, 1,000,000 rows.
-- ``sparse``: ``bmm-dask synth --k 20 --d 5000 --density 0.002``, 500,000 rows (about 0.5 %
-  ones, the grid's floor of 1/256 included).
+- ``sparse``: ``bmm-dask synth --k 20 --d 5000 --density 0.005``, 500,000 rows (0.5 % ones;
+  before synth drew its sparse means off the 1/256 grid this case was ``--density 0.002``,
+  which the grid's floor made about 0.5 % too).
 - ``debian``: a real bag-of-words corpus found on this machine: the short descriptions of the
   Debian packages in apt's lists (``/var/lib/apt/lists/*_Packages.lz4``), binary words
   (scikit-learn's CountVectorizer, English stop words out, words in at least 5 descriptions),
@@ -183,7 +184,7 @@ def case_data(work: Path, case: str) -> tuple[Path, int, Path]:
         data, held = synth_case(work, "k20d500", "--k", 20, "--d", 500, n=1_000_000)
         return data, 20, held
     if case == "sparse":
-        extra = ("--k", 20, "--d", 5000, "--density", 0.002)
+        extra = ("--k", 20, "--d", 5000, "--density", 0.005)
         data, held = synth_case(work, "sparse", *extra, n=500_000)
         return data, 20, held
     if case == "debian":
