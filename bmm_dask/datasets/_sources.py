@@ -302,7 +302,8 @@ def _open_npy(path: Path) -> ImageSource:
 
 
 def check_values(source: ImageSource, block: NDArray[Any], start: int, method: str) -> None:
-    """Refuse NaN, values outside 0..255, and (for ``none``) values other than 0 and 1.
+    """Refuse NaN, values outside 0..255 (for ``nonzero``, below 0), and (for ``none``) values
+    other than 0 and 1.
 
     Parameters
     ----------
@@ -313,7 +314,8 @@ def check_values(source: ImageSource, block: NDArray[Any], start: int, method: s
     start : int
         Index of the block's first row, for messages.
     method : str
-        The binarisation method (``"threshold"``, ``"stochastic"`` or ``"none"``).
+        The binarisation method (``"threshold"``, ``"stochastic"``, ``"none"`` or
+        ``"nonzero"``, which takes any count of at least 0).
 
     Raises
     ------
@@ -326,11 +328,19 @@ def check_values(source: ImageSource, block: NDArray[Any], start: int, method: s
         return
     if kind == "f" and np.isnan(block).any():
         row = start + int(np.flatnonzero(np.isnan(block).any(axis=1))[0])
-        raise DataError(f"{source.path}: NaN in row {row}; values must be numbers in 0..255")
+        scale = " in 0..255" if method in ("threshold", "stochastic") else ""
+        raise DataError(f"{source.path}: NaN in row {row}; values must be numbers{scale}")
     if block.dtype == np.uint8 and method != "none":
         return
     low, high = block.min(), block.max()
-    if method == "none":
+    if method == "nonzero":
+        if low < 0:
+            row = int(np.flatnonzero((block < 0).any(axis=1))[0])
+            raise DataError(
+                f"{source.path}: value {block[row][block[row] < 0][0]} in row {start + row} is "
+                "negative; counts and 0/1 values cannot be negative"
+            )
+    elif method == "none":
         if not np.isin(block, (0, 1)).all():
             raise DataError(
                 f"{source.path}: {setting('--binarize none')} needs values 0 and 1 only; {rows} hold others "
