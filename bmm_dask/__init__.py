@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from bmm_dask.errors import (
     BmmDaskError,
     DataError,
+    DependencyError,
     FetchError,
     ModelFileError,
     OutputError,
@@ -42,6 +43,7 @@ __all__ = [
     "BmmDaskError",
     "DataError",
     "Dataset",
+    "DependencyError",
     "FetchError",
     "ModelFileError",
     "OutputError",

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 __all__ = [
     "BmmDaskError",
     "DataError",
+    "DependencyError",
     "FetchError",
     "ModelFileError",
     "OutputError",
@@ -45,6 +46,10 @@ class FetchError(BmmDaskError, OSError):
     """A download failed on every mirror, or a file failed its checksum."""
 
 
+class DependencyError(BmmDaskError, ImportError):
+    """An optional package that a file format needs (pyarrow, h5py) is not installed."""
+
+
 #: How a setting is named in messages from Python; under the command line they name its flag.
 _PYTHON_NAMES = {
     "--overwrite": "overwrite=True",
@@ -53,6 +58,15 @@ _PYTHON_NAMES = {
     "--checkpoint-every N": "checkpoint_every=N",
     "--binarize none": 'binarization=Binarization("none")',
     "--threshold 0.5": 'binarization=Binarization("threshold", threshold=0.5)',
+    "--binarize nonzero": 'binarization=Binarization("nonzero")',
+    "--labels": "labels",
+    "--feature-names": "feature_names",
+    "--n-features": "n_features",
+    "--zero-based": "zero_based=True",
+    "--columns": "columns",
+    "--label-column": "label_column",
+    "--items": "items",
+    "--item-separator": "item_separator",
     "--k": "n_components",
     "--d": "n_features",
     "--n": "n_samples",

@@ -193,8 +193,8 @@ def npy_strings(tmp_path: Path) -> Path:
 
 
 def not_a_file_format(tmp_path: Path) -> Path:
-    (tmp_path / "bad.csv").write_text("1,2,3\n4,5,6\n")
-    return tmp_path / "bad.csv"
+    (tmp_path / "bad.txt").write_text("1,2,3\n4,5,6\n")  # CSV is read only as .csv
+    return tmp_path / "bad.txt"
 
 
 @pytest.mark.parametrize(

@@ -207,15 +207,25 @@ def format_dataset(info: dict[str, Any]) -> list[str]:
         "stochastic": f"stochastic, seed {b.get('seed')}"
         + (f", stream {b['stream']}" if b.get("stream") else ""),
         "none": "none (binary at the source)",
+        "nonzero": "nonzero (a count above 0 is 1)",
     }.get(b.get("method"), str(b))
     shape = info["image_shape"]
     n = info["n_samples"]
+    named = info.get("named_features") or 0
+    first = info.get("first_feature_names") or []
+    shown = ", ".join(first) + (", ..." if named > len(first) else "")
     lines = [
         f"{info['path']}: dataset",
         f"  samples        {n:,}",
         f"  features       {info['n_features']:,}"
-        + (f" (images {' x '.join(map(str, shape))})" if shape else ""),
+        + (f" (images {' x '.join(map(str, shape))})" if shape else "")
+        + (f", named ({shown})" if named else ""),
         f"  binarisation   {how}",
+        *(
+            [f"  density        {info['density']:.4g} ({info['n_ones']:,} ones)"]
+            if info.get("density") is not None
+            else []
+        ),
         f"  labels         {'yes' if info['labels'] else 'no'}",
         f"  chunks         {info['n_chunks']} of up to {info['chunk_rows']:,} rows",
         f"  stored         {format_bytes(info['bytes_stored'])} ({info['bytes_stored'] / n:.1f} bytes per sample)",
@@ -226,7 +236,9 @@ def format_dataset(info: dict[str, Any]) -> list[str]:
     for role, entry in source.items():
         if isinstance(entry, dict) and "file" in entry:
             lines.append(
-                f"  source         {role}: {entry['file']} (md5 {entry['md5']} of the {entry['md5_of']})"
+                f"  source         {role}: {entry['file']}"
+                + (f":{entry['dataset']}" if entry.get("dataset") else "")
+                + f" (md5 {entry['md5']} of the {entry['md5_of']})"
             )
         else:
             lines.append(f"  source         {role}: {entry}")

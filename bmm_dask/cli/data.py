@@ -36,6 +36,17 @@ def fetch(name: str, directory: str | None, from_dir: str | None) -> None:
     click.echo(f"MNIST files verified in {folder}")
 
 
+def _parse_columns(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    names = tuple(name.strip() for name in value.split(","))
+    if not all(names):
+        raise click.BadParameter(f"expected column names separated by commas; got {value!r}")
+    return names
+
+
 @cli.command(context_settings=CONTEXT)
 @click.argument("source")
 @click.option("--out", "-o", required=True, type=click.Path(), help="Dataset to write (DATA.zarr).")
@@ -49,13 +60,48 @@ def fetch(name: str, directory: str | None, from_dir: str | None) -> None:
 )
 @click.option(
     "--binarize",
-    type=click.Choice(["threshold", "stochastic", "none"]),
-    help="threshold (default), stochastic (value/255 is the chance of a 1), or none (0/1 data).",
+    type=click.Choice(["threshold", "stochastic", "none", "nonzero"]),
+    help="threshold (default for images and arrays), stochastic (value/255 is the chance of a "
+    "1), none (0/1 data), or nonzero (a count above 0 is 1; default for svmlight, Matrix "
+    "Market, .npz, Parquet and CSV).",
 )
 @click.option(
     "--seed", type=click.IntRange(min=0), help="Seed for --binarize stochastic [default: 0]."
 )
 @CHUNK_ROWS_OPTION
+@click.option(
+    "--feature-names",
+    type=click.Path(),
+    help="Text file of the features' names, one a line (a vocabulary): for svmlight it sets "
+    "the number of features, for a table of items it is the vocabulary.",
+)
+@click.option(
+    "--n-features",
+    type=click.IntRange(min=1),
+    help="svmlight: number of features [default: the highest index].",
+)
+@click.option(
+    "--zero-based/--one-based",
+    default=None,
+    help="svmlight: whether feature indices count from 0 [default: from 0 when some index is 0].",
+)
+@click.option(
+    "--columns",
+    callback=_parse_columns,
+    help="CSV/Parquet: the feature columns, by name, comma-separated [default: all but "
+    "--label-column].",
+)
+@click.option("--label-column", help="CSV/Parquet: the column of integer labels.")
+@click.option(
+    "--items",
+    metavar="COLUMN",
+    help="CSV/Parquet: the column that lists each row's items (a list, or text); the features "
+    "are the items seen, sorted.",
+)
+@click.option(
+    "--item-separator",
+    help="CSV/Parquet: what separates the items in a cell of text [default: whitespace].",
+)
 @overwrite_option()
 def ingest(
     source: str,
@@ -65,13 +111,31 @@ def ingest(
     binarize: str | None,
     seed: int | None,
     chunk_rows: int | None,
+    feature_names: str | None,
+    n_features: int | None,
+    zero_based: bool | None,
+    columns: tuple[str, ...] | None,
+    label_column: str | None,
+    items: str | None,
+    item_separator: str | None,
     overwrite: bool,
 ) -> None:
-    """Binarise images and write them to Zarr, packed 8 pixels per byte.
+    """Binarise rows from a file and write them to Zarr, packed 8 features per byte.
 
-    SOURCE is an IDX file (raw or .gz), a .npy array (N x H x W or N x D), or `mnist`: the
-    fetched MNIST files when the cache holds them, else the copy inside the package; it
-    writes OUT/train and OUT/test.
+    \b
+    SOURCE is one of:
+      images.npy, *-idx3-ubyte[.gz]    N x D or N x H x W arrays (threshold 128)
+      docs.svm, .svmlight, .libsvm     svmlight / LIBSVM; the targets are labels if whole
+      counts.mtx[.gz]                  Matrix Market coordinates
+      counts.npz                       a SciPy sparse matrix (scipy.sparse.save_npz)
+      table.parquet, table.csv, .tsv   columns of 0/1, true/false or counts, or --items
+      file.h5:/path/to/dataset         a dataset in an HDF5 file
+      array.zarr                       a Zarr array
+      mnist                            the fetched MNIST files, else the copy inside the
+                                       package; writes OUT/train and OUT/test
+
+    The format is told by the name, else by the first bytes. Parquet needs pyarrow and HDF5
+    needs h5py (pip install 'bmm-dask[parquet,hdf5]').
     """
     from bmm_dask.datasets import Binarization, ingest_mnist
     from bmm_dask.datasets import ingest as ingest_file
@@ -91,8 +155,19 @@ def ingest(
         )
     with progress_bar("ingest") as progress:
         if source == "mnist":
-            if labels is not None:
-                raise click.UsageError("--labels does not go with mnist: it has its own")
+            given = {
+                "--labels": labels,
+                "--feature-names": feature_names,
+                "--n-features": n_features,
+                "--zero-based": zero_based,
+                "--columns": columns,
+                "--label-column": label_column,
+                "--items": items,
+                "--item-separator": item_separator,
+            }
+            for flag, value in given.items():
+                if value is not None:
+                    raise click.UsageError(f"{flag} does not go with mnist: it has its own")
             written = ingest_mnist(
                 out,
                 binarization=binarization,
@@ -109,6 +184,13 @@ def ingest(
                 chunk_rows=chunk_rows,
                 overwrite=overwrite,
                 progress=progress.rows,
+                feature_names=feature_names,
+                n_features=n_features,
+                zero_based=zero_based,
+                columns=columns,
+                label_column=label_column,
+                items=items,
+                item_separator=item_separator,
             )
     click.echo(f"wrote {written}")
 
@@ -149,7 +231,12 @@ def _parse_shape(
 )
 @seed_option("the mixture (unless --like) and the rows")
 @click.option("--out", "-o", required=True, type=click.Path(), help="Dataset to write (DATA.zarr).")
-@CHUNK_ROWS_OPTION
+@click.option(
+    "--chunk-rows",
+    type=click.IntRange(min=1),
+    help="Rows per chunk [default: about 1 MiB packed; with --density, about 1 MiB of the "
+    "ones' indices, at most 64 MiB packed]. The rows drawn do not depend on it.",
+)
 @click.option(
     "--image-shape",
     callback=_parse_shape,
@@ -158,8 +245,9 @@ def _parse_shape(
 @click.option(
     "--density",
     type=click.FloatRange(0, 0.5, min_open=True),
-    help="Draw a sparse mixture with about this share of ones (words in documents, say): "
-    "each feature's rate raised far above it in a few components (not with --like).",
+    help="Draw a sparse mixture with this share of ones (words in documents, say): each "
+    "feature's rate raised far above it in a few components, means from 1e-6 to 0.5; rows are "
+    "drawn at a cost in proportion to their ones (not with --like).",
 )
 @overwrite_option()
 def synth(

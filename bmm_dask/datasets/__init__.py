@@ -1,12 +1,13 @@
-"""Data in: image files and MNIST to binarised datasets in Zarr, and synthetic data.
+"""Data in: files of many formats and MNIST to binarised datasets in Zarr, and synthetic data.
 
 =================  ===========================================================
 module             what it holds
 =================  ===========================================================
 ``_random``        one random stream per block of rows, independent of chunks
-``_binarise``      how grey levels become bits
+``_binarise``      how values become bits
 ``_sources``       IDX and .npy readers, and an IDX writer
-``_ingest``        a file of images to a dataset, a block of rows at a time
+``_formats``       readers of svmlight, Matrix Market, .npz, Parquet, CSV, HDF5, Zarr
+``_ingest``        a file of rows to a dataset, a block of rows at a time
 ``_mnist``         fetching MNIST, its cache, and the copy in the package
 ``_synthetic``     rows drawn from a known mixture
 =================  ===========================================================
@@ -15,6 +16,7 @@ module             what it holds
 from __future__ import annotations
 
 from bmm_dask.datasets._binarise import Binarization
+from bmm_dask.datasets._formats import RowBlock, RowSource, open_rows
 from bmm_dask.datasets._ingest import ingest
 from bmm_dask.datasets._mnist import (
     MNIST_FILES,
@@ -36,12 +38,15 @@ __all__ = [
     "MNIST_SPLITS",
     "Binarization",
     "ImageSource",
+    "RowBlock",
+    "RowSource",
     "cached_mnist",
     "data_home",
     "fetch_mnist",
     "ingest",
     "ingest_mnist",
     "mnist_dir",
+    "open_rows",
     "open_source",
     "packaged_mnist_path",
     "synth",

@@ -1,25 +1,21 @@
-"""Ingest: images from a file to a binarised dataset in Zarr, a block of rows at a time."""
+"""Ingest: rows from a file of any format to a binarised dataset in Zarr, a block of rows at a time."""
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
-from bmm_dask._kernels import pack_bits
+from bmm_dask._kernels import n_packed_bytes, pack_bits
 from bmm_dask.datasets._binarise import Binarization
-from bmm_dask.datasets._sources import (
-    ImageSource,
-    check_values,
-    open_labels,
-    open_source,
-    source_attrs,
-)
-from bmm_dask.errors import DataError, setting
+from bmm_dask.datasets._formats import ImageRows, RowSource, file_md5, open_rows, read_names
+from bmm_dask.datasets._sources import ImageSource, open_labels, source_attrs
+from bmm_dask.errors import DataError, SettingsError, setting
 from bmm_dask.io import (
     ZSTD_LEVEL,
     DatasetWriter,
@@ -29,6 +25,14 @@ from bmm_dask.io import (
 
 Progress = Callable[[int, int], None]
 """Called with (rows just finished, rows in all) as work goes on."""
+
+#: The number of ones in each byte value, to count the ones of packed rows.
+_ONES_IN_BYTE = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(
+    axis=1, dtype=np.uint8
+)
+
+#: Values of a sparse block made dense at a time, for stochastic binarisation (16 MiB of float32).
+_DENSE_VALUES = 1 << 22
 
 
 def ingest(
@@ -41,23 +45,39 @@ def ingest(
     overwrite: bool = False,
     progress: Progress | None = None,
     zstd_level: int = ZSTD_LEVEL,
+    feature_names: str | os.PathLike[str] | Sequence[str] | None = None,
+    n_features: int | None = None,
+    zero_based: bool | None = None,
+    columns: Sequence[str] | None = None,
+    label_column: str | None = None,
+    items: str | None = None,
+    item_separator: str | None = None,
 ) -> Path:
-    """Binarise images from an IDX or ``.npy`` file and write them as a packed Zarr dataset.
+    """Binarise rows from a file and write them as a packed Zarr dataset.
 
-    The file is read a chunk of rows at a time, so memory stays bounded whatever its size. The
-    output is written under a temporary name and renamed into place when complete.
+    The file is read a chunk of rows at a time, so memory stays bounded whatever its size (a
+    SciPy ``.npz`` excepted, which is loaded whole; see each reader in ``_formats``). The
+    output is written under a temporary name and renamed into place when complete. The dataset
+    records the share of ones (``density``, ``n_ones``), the features' names where there are
+    any, and the source file's format and checksum.
 
     Parameters
     ----------
     source : str or path-like
-        IDX (``*-idx3-ubyte``, raw or ``.gz``) or ``.npy`` of shape (n_samples, ...) with values
-        in 0..255, or bool / 0-1 values with ``Binarization("none")``.
+        One of: IDX (``*-idx3-ubyte``, raw or ``.gz``) or ``.npy`` of shape (n_samples, ...)
+        with values in 0..255, or bool / 0-1 values with ``Binarization("none")``; svmlight /
+        LIBSVM (``.svm``, ``.svmlight``, ``.libsvm``); Matrix Market coordinates (``.mtx``);
+        a SciPy sparse ``.npz``; Parquet; CSV or TSV with a header row; a dataset of an HDF5
+        file (``file.h5:/path/to/dataset``); a Zarr array (its folder). See
+        :func:`~bmm_dask.datasets.open_rows`.
     out : str or path-like
         The dataset group to write (a folder, by convention ``*.zarr``).
     labels : str or path-like, default=None
-        IDX or ``.npy`` integer labels, one per sample.
+        IDX or ``.npy`` integer labels, one per sample (not for sources that carry labels).
     binarization : Binarization, default=None
-        How grey levels become bits; None means threshold 128 (``none`` for a bool source).
+        How values become bits; None means ``nonzero`` for svmlight, Matrix Market, ``.npz``,
+        Parquet and CSV, and for the dense arrays (IDX, ``.npy``, HDF5, Zarr) threshold 128,
+        or ``none`` for booleans.
     chunk_rows : int, default=None
         Rows per chunk; None means about 1 MiB of packed rows.
     overwrite : bool, default=False
@@ -66,6 +86,17 @@ def ingest(
         Called with (rows written, rows in all) after each chunk.
     zstd_level : int, default=ZSTD_LEVEL
         Compression level of the chunks.
+    feature_names : str, path-like or sequence of str, default=None
+        The features' names, or a text file of them, one a line. They replace the column names
+        of a table; for svmlight they set the number of features, and for a table of items they
+        are the vocabulary.
+    n_features, zero_based : default=None
+        svmlight: the number of features (default: the highest index), and whether indices
+        count from 0 (default: when some index is 0).
+    columns, label_column, items, item_separator : default=None
+        CSV and Parquet: the feature columns (default: all but the labels), the column of
+        integer labels, the column listing each row's items, and what separates items in a
+        cell of text (default: whitespace).
 
     Returns
     -------
@@ -75,31 +106,64 @@ def ingest(
     Raises
     ------
     DataError
-        If a file is missing, malformed or truncated, the images have one dimension, the
-        labels do not match them, or a value does not suit the binarisation.
+        If a file is missing, malformed or truncated, the rows have one dimension, the labels
+        or feature names do not match them, or a value does not suit the binarisation; the
+        message names the file and the line, row or column.
     SettingsError
-        If ``chunk_rows`` is not a whole number of at least 1.
+        If ``chunk_rows`` is not a whole number of at least 1, or an option does not suit the
+        source's format.
+    DependencyError
+        If the format needs a package that is not installed (pyarrow for Parquet, h5py for HDF5).
     OutputError
         If ``out`` exists and ``overwrite`` is false, is or holds an input, or cannot be
         written.
     """
-    images = open_source(source)
-    if len(images.shape) < 2:
+    names_file = None
+    names = None
+    if isinstance(feature_names, str | os.PathLike):
+        names_file = Path(feature_names)
+        names = read_names(names_file)
+    elif feature_names is not None:
+        names = [str(name) for name in feature_names]
+    rows = open_rows(
+        source,
+        feature_names=names,
+        n_features=n_features,
+        zero_based=zero_based,
+        columns=columns,
+        label_column=label_column,
+        items=items,
+        item_separator=item_separator,
+    )
+    if names is not None and len(names) != rows.n_features:
         raise DataError(
-            f"{images.path}: a 1-dimensional array of {images.n_samples} values; expected N "
-            "samples of D values (N x D, or N x H x W images); reshape it to (N, 1) if each "
-            "value is a sample of one feature"
+            f"{names_file or 'feature_names'}: {len(names):,} names for the "
+            f"{rows.n_features:,} features of {rows.path}"
         )
-    label_source = open_labels(labels, images.n_samples) if labels is not None else None
+    if labels is not None and rows.labels_dtype is not None:
+        raise SettingsError(
+            f"{rows.path}: carries its own labels (its targets); {setting('--labels')} is for "
+            "sources without labels"
+        )
+    label_source = open_labels(labels, rows.n_samples) if labels is not None else None
     if binarization is None:
-        binarization = Binarization("none" if images.dtype.kind == "b" else "threshold")
-    rows = parse_chunk_rows(chunk_rows, images.n_features)
-    attrs = {
-        "image_shape": images.image_shape,
-        "binarization": binarization.to_attrs(),
-    }
-    with atomic_output(out, overwrite=overwrite, inputs=[source, labels]) as tmp:
-        write_source(tmp, images, label_source, binarization, rows, attrs, progress, zstd_level)
+        binarization = rows.default_binarization()
+    chunk = parse_chunk_rows(chunk_rows, rows.n_features)
+    attrs = {"image_shape": rows.image_shape, "binarization": binarization.to_attrs()}
+    inputs = [rows.path, labels, names_file]
+    with atomic_output(out, overwrite=overwrite, inputs=inputs) as tmp:
+        write_rows(
+            tmp,
+            rows,
+            label_source,
+            binarization,
+            chunk,
+            attrs,
+            progress,
+            zstd_level,
+            feature_names=names or rows.feature_names,
+            names_file=names_file,
+        )
     return Path(out)
 
 
@@ -113,9 +177,8 @@ def write_source(
     progress: Progress | None,
     zstd_level: int = ZSTD_LEVEL,
 ) -> None:
-    """Binarise opened images (and labels) into a new dataset group, a chunk of rows at a time.
-
-    Records the source files' checksums in the dataset's ``source`` attribute.
+    """Binarise opened images (and labels) into a new dataset group: :func:`write_rows` of
+    IDX or ``.npy`` images.
 
     Parameters
     ----------
@@ -139,52 +202,177 @@ def write_source(
     Raises
     ------
     DataError
+        As :func:`write_rows`.
+    """
+    write_rows(
+        path, ImageRows(images), labels, binarization, chunk_rows, attrs, progress, zstd_level
+    )
+
+
+def write_rows(
+    path: Path,
+    rows: RowSource,
+    labels: ImageSource | None,
+    binarization: Binarization,
+    chunk_rows: int,
+    attrs: dict[str, Any],
+    progress: Progress | None,
+    zstd_level: int = ZSTD_LEVEL,
+    *,
+    feature_names: Sequence[str] | None = None,
+    names_file: Path | None = None,
+) -> None:
+    """Binarise opened rows (and labels) into a new dataset group, a chunk of rows at a time.
+
+    Records the source files' checksums in the dataset's ``source`` attribute, the number of
+    ones and their share (``n_ones``, ``density``), and the features' names.
+
+    Parameters
+    ----------
+    path : Path
+        The dataset group to create (inside an :func:`~bmm_dask.io.atomic_output` folder).
+    rows : RowSource
+        The rows, as from :func:`~bmm_dask.datasets.open_rows`.
+    labels : ImageSource or None
+        Labels from a file of their own, as from ``open_labels``; else the rows' own, if any.
+    binarization : Binarization
+        How values become bits.
+    chunk_rows : int
+        Rows per chunk.
+    attrs : dict
+        Attributes of the dataset (image shape, binarisation, ...).
+    progress : callable or None
+        Called with (rows written, rows in all) after each chunk.
+    zstd_level : int, default=ZSTD_LEVEL
+        Compression level of the chunks.
+    feature_names : sequence of str, default=None
+        One name per feature, stored beside the rows.
+    names_file : Path, default=None
+        The file the names came from, whose checksum is recorded.
+
+    Raises
+    ------
+    DataError
         If a file turns out malformed or truncated, a value does not suit the binarisation, or
         the threshold would make every bit 0 (values of 0 and 1, or scaled to [0, 1]).
     """
     writer = DatasetWriter.create(
         path,
-        n_samples=images.n_samples,
-        n_features=images.n_features,
+        n_samples=rows.n_samples,
+        n_features=rows.n_features,
         chunk_rows=chunk_rows,
-        labels_dtype=labels.dtype if labels is not None else None,
+        labels_dtype=labels.dtype if labels is not None else rows.labels_dtype,
         attrs=attrs,
         zstd_level=zstd_level,
     )
-    image_digest = hashlib.md5(usedforsecurity=False)
+    chunk_rows = writer.chunk_rows
     label_digest = hashlib.md5(usedforsecurity=False)
     label_blocks = labels.blocks(chunk_rows, label_digest) if labels is not None else None
     highest = 0
     only_bits = True  # every value 0 or 1, as opposed to fractions in [0, 1]
-    for start, block in images.blocks(chunk_rows, image_digest):
-        check_values(images, block, start, binarization.method)
-        if block.dtype.kind != "b":
-            highest = max(highest, block.max())
+    n_ones = 0
+    done = 0
+    for block in rows.blocks(chunk_rows, scratch=path):
+        # the writer stores whole chunks: every block but the last fills one
+        assert block.start == done and (
+            block.X.shape[0] == chunk_rows or done + block.X.shape[0] == rows.n_samples
+        ), (block.start, block.X.shape, done, chunk_rows)
+        dense = isinstance(block.X, np.ndarray)
+        if not dense:
+            block.X.sum_duplicates()  # a value stored twice is one value, their sum
+        rows.check(block, binarization)
+        values = block.X if dense else block.X.data
+        if binarization.method == "threshold" and values.dtype.kind != "b" and values.size:
+            highest = max(highest, values.max())
             if highest <= 1 and only_bits:
-                only_bits = bool(np.isin(block, (0, 1)).all())
-        label_block = next(label_blocks)[1][:, 0] if label_blocks is not None else None
-        writer.write(start, pack_bits(binarization.apply(block, start)), label_block)
+                only_bits = bool(np.isin(values, (0, 1)).all())
+        packed = pack_rows(block.X, block.start, binarization)
+        n_ones += int(_ONES_IN_BYTE[packed].sum(dtype=np.int64))
+        block_labels = next(label_blocks)[1][:, 0] if label_blocks is not None else block.labels
+        writer.write(block.start, packed, block_labels)
+        done += len(packed)
         if progress is not None:
-            progress(len(block), images.n_samples)
+            progress(len(packed), rows.n_samples)
+    if done != rows.n_samples:
+        raise DataError(
+            f"{rows.path}: holds {done} rows now, not the {rows.n_samples} it held when opened: "
+            "it changed while being read; ingest it again"
+        )
     if label_blocks is not None:
         for _ in label_blocks:  # runs the label reader's end-of-file check
             pass
     if (
-        images.dtype.kind != "b"
+        binarization.method == "threshold"
+        and rows.dtype.kind != "b"
         and highest <= 1 < binarization.threshold
-        and binarization.method == "threshold"
     ):
         if only_bits:
             raise DataError(
-                f"{images.path}: every value is 0 or 1, so threshold {binarization.threshold} would "
-                f"make every bit 0; pass {setting('--binarize none')} for data that is binary already"
+                f"{rows.path}: every value is 0 or 1, so threshold {binarization.threshold} "
+                f"would make every bit 0; pass {setting('--binarize none')} for data that is "
+                "binary already"
             )
         raise DataError(
-            f"{images.path}: every value lies between 0 and {highest:g}, so threshold "
-            f"{binarization.threshold:g} would make every bit 0; for values scaled to [0, 1] pass "
-            f"{setting('--threshold 0.5')}, or scale them to 0..255"
+            f"{rows.path}: every value lies between 0 and {highest:g}, so threshold "
+            f"{binarization.threshold:g} would make every bit 0; for values scaled to [0, 1] "
+            f"pass {setting('--threshold 0.5')}, or scale them to 0..255"
         )
-    source = {"images": source_attrs(images, image_digest)}
+    if feature_names is not None:
+        writer.write_feature_names(feature_names)
+    source = {rows.role: rows.record()}
     if labels is not None:
         source["labels"] = source_attrs(labels, label_digest)
-    writer.update_attrs({"source": source})
+    if names_file is not None:
+        source["feature_names"] = {
+            "file": names_file.name,
+            "format": "text",
+            "md5": file_md5(names_file),
+            "md5_of": "file",
+        }
+    density = n_ones / (rows.n_samples * rows.n_features)
+    writer.update_attrs({"source": source, "n_ones": n_ones, "density": density})
+
+
+def pack_rows(X: Any, start: int, binarization: Binarization) -> NDArray[np.uint8]:
+    """Binarise a block of rows and pack them 8 bits to a byte, as :func:`~bmm_dask._kernels.pack_bits`.
+
+    Sparse rows are packed from their stored values alone (a bit set at byte ``column // 8``,
+    value ``128 >> column % 8``, the first feature in the highest bit), so no dense copy of the
+    block is made; stochastic binarisation, which draws for every position, makes
+    ``_DENSE_VALUES`` values dense at a time.
+
+    Parameters
+    ----------
+    X : ndarray or scipy.sparse CSR array of shape (n_rows, n_features)
+        The rows (sparse ones in canonical form: no value stored twice).
+    start : int
+        Index of the first row in the whole data, which keys stochastic draws.
+    binarization : Binarization
+        How values become bits.
+
+    Returns
+    -------
+    packed : ndarray of shape (n_rows, ceil(n_features / 8)), dtype uint8
+    """
+    if isinstance(X, np.ndarray):
+        return pack_bits(binarization.apply(X, start))
+    n_rows, n_features = X.shape
+    row_bytes = n_packed_bytes(n_features)
+    packed = np.zeros((n_rows, row_bytes), dtype=np.uint8)
+    if binarization.method == "stochastic":
+        step = max(1, _DENSE_VALUES // n_features)
+        for lo in range(0, n_rows, step):
+            dense = X[lo : lo + step].toarray()
+            packed[lo : lo + step] = pack_bits(binarization.apply(dense, start + lo))
+        return packed
+    ones = binarization.is_one(X.data)
+    row_of = np.repeat(np.arange(n_rows, dtype=np.int64), np.diff(X.indptr))[ones]
+    columns = X.indices[ones].astype(np.int64)
+    # one value a position (canonical rows), so each bit is set once: plain assignment by index
+    # would do, but or-ing keeps the bits of two columns that share a byte
+    np.bitwise_or.at(
+        packed.reshape(-1),
+        row_of * row_bytes + (columns >> 3),
+        (128 >> (columns & 7)).astype(np.uint8),
+    )
+    return packed

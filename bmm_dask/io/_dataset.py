@@ -38,6 +38,9 @@ CHUNKS_STORED = "chunks_stored"
 #: has them (column names, a vocabulary).
 FEATURE_NAMES = "feature_names"
 
+#: How many feature names ``bmm-dask info`` shows.
+NAMES_SHOWN = 5
+
 #: Uncompressed bytes of packed rows per chunk (1 MiB: about 10,000 MNIST images).
 CHUNK_BYTES = 1 << 20
 
@@ -742,7 +745,10 @@ def describe_dataset(dataset: Dataset | str | os.PathLike[str]) -> dict[str, Any
     dict
         ``kind`` ("dataset"), ``path``, ``n_samples``, ``n_features``, ``image_shape``,
         ``binarization``, ``labels`` (whether it has them), ``chunk_rows``, ``n_chunks``,
-        ``bytes_stored``, ``bytes_packed``, ``bytes_unpacked`` and ``source``.
+        ``bytes_stored``, ``bytes_packed``, ``bytes_unpacked``, ``source``, ``density`` and
+        ``n_ones`` (the share and number of ones, as recorded at ingest; None for a dataset
+        written without them), ``named_features`` (how many features have names: 0 or
+        ``n_features``) and ``first_feature_names`` (up to :data:`NAMES_SHOWN` of them).
 
     Raises
     ------
@@ -761,6 +767,7 @@ def describe_dataset(dataset: Dataset | str | os.PathLike[str]) -> dict[str, Any
     n_samples = int(bits.shape[0])
     chunk_rows = int(bits.chunks[0])
     shape = attrs.get("image_shape")
+    names = read_feature_names(group, path, n_features)
     return {
         "kind": "dataset",
         "path": path,
@@ -775,4 +782,8 @@ def describe_dataset(dataset: Dataset | str | os.PathLike[str]) -> dict[str, Any
         "bytes_packed": n_samples * n_packed_bytes(n_features),
         "bytes_unpacked": n_samples * n_features,
         "source": attrs.get("source"),
+        "density": attrs.get("density"),
+        "n_ones": attrs.get("n_ones"),
+        "named_features": 0 if names is None else len(names),
+        "first_feature_names": [] if names is None else names[:NAMES_SHOWN].tolist(),
     }
