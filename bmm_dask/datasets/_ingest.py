@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from bmm_dask._kernels import n_packed_bytes, pack_bits
+from bmm_dask._kernels import n_packed_bytes, pack_bits, pack_sparse
 from bmm_dask.datasets._binarise import Binarization
 from bmm_dask.datasets._formats import ImageRows, RowSource, file_md5, open_rows, read_names
 from bmm_dask.datasets._sources import ImageSource, open_labels, source_attrs
@@ -336,10 +336,10 @@ def write_rows(
 def pack_rows(X: Any, start: int, binarization: Binarization) -> NDArray[np.uint8]:
     """Binarise a block of rows and pack them 8 bits to a byte, as :func:`~bmm_dask._kernels.pack_bits`.
 
-    Sparse rows are packed from their stored values alone (a bit set at byte ``column // 8``,
-    value ``128 >> column % 8``, the first feature in the highest bit), so no dense copy of the
-    block is made; stochastic binarisation, which draws for every position, makes
-    ``_DENSE_VALUES`` values dense at a time.
+    Sparse rows are packed from their stored values alone (by
+    :func:`~bmm_dask._kernels.pack_sparse`), so no dense copy of the block is made; stochastic
+    binarisation, which draws for every position, makes ``_DENSE_VALUES`` values dense at a
+    time.
 
     Parameters
     ----------
@@ -356,23 +356,13 @@ def pack_rows(X: Any, start: int, binarization: Binarization) -> NDArray[np.uint
     """
     if isinstance(X, np.ndarray):
         return pack_bits(binarization.apply(X, start))
+    if binarization.method != "stochastic":
+        ones = binarization.is_one(X.data)
+        return pack_sparse(type(X)((ones, X.indices, X.indptr), shape=X.shape))
     n_rows, n_features = X.shape
-    row_bytes = n_packed_bytes(n_features)
-    packed = np.zeros((n_rows, row_bytes), dtype=np.uint8)
-    if binarization.method == "stochastic":
-        step = max(1, _DENSE_VALUES // n_features)
-        for lo in range(0, n_rows, step):
-            dense = X[lo : lo + step].toarray()
-            packed[lo : lo + step] = pack_bits(binarization.apply(dense, start + lo))
-        return packed
-    ones = binarization.is_one(X.data)
-    row_of = np.repeat(np.arange(n_rows, dtype=np.int64), np.diff(X.indptr))[ones]
-    columns = X.indices[ones].astype(np.int64)
-    # one value a position (canonical rows), so each bit is set once: plain assignment by index
-    # would do, but or-ing keeps the bits of two columns that share a byte
-    np.bitwise_or.at(
-        packed.reshape(-1),
-        row_of * row_bytes + (columns >> 3),
-        (128 >> (columns & 7)).astype(np.uint8),
-    )
+    packed = np.zeros((n_rows, n_packed_bytes(n_features)), dtype=np.uint8)
+    step = max(1, _DENSE_VALUES // n_features)
+    for lo in range(0, n_rows, step):
+        dense = X[lo : lo + step].toarray()
+        packed[lo : lo + step] = pack_bits(binarization.apply(dense, start + lo))
     return packed
