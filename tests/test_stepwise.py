@@ -184,7 +184,7 @@ def test_a_component_starved_in_stepwise_passes_is_reseeded(
         monkeypatch.setattr(bmm_dask.selection, "starting_values", lambda *args: (means, weights))
         with dask.config.set(scheduler="threads"):
             chosen = select_n_components(
-                X, n_components=[K], algorithm="stepwise", passes=2, batch_size=500
+                X, n_components=[K], algorithm="stepwise", passes=2, batch_size=500, random_state=0
             )
         model = chosen.models[K]
     assert sum(r["reseeded"] for r in model.history_) >= 1
