@@ -169,6 +169,12 @@ def as_packed(X: Any, *, chunk_rows: int | None = None) -> PackedData:
     return PackedData(bits, int(array.shape[1]), "numpy array")
 
 
+#: Persisted rows are held unpacked too only up to this share of ones: their indices and
+#: values (5 bytes a one) then take at most half the packed rows' memory, so rows that fit in
+#: half the cluster's memory (:func:`fits_in_memory`) take at most three quarters of it.
+HELD_DENSITY = 1 / 80
+
+
 def _held_group(
     n_features: int, n_components: int, dtype: np.dtype[Any], *chunks: Any
 ) -> list[Any]:
@@ -194,8 +200,8 @@ def with_sparse_chunks(data: PackedData, n_components: int, dtype: Any) -> Packe
     K and dtype), so the sums are those of streamed rows, bit for bit.
 
     Data whose first rows (:func:`data_density`) hold more than half the share of ones of
-    the sparse E-step's threshold is returned as it is: holding its chunks again would add to
-    its memory more than it saves in time.
+    the sparse E-step's threshold, or more than :data:`HELD_DENSITY`, is returned as it is:
+    holding its chunks again would add to its memory more than it saves in time.
 
     Parameters
     ----------
@@ -212,8 +218,9 @@ def with_sparse_chunks(data: PackedData, n_components: int, dtype: Any) -> Packe
         ``data``, with ``sparse`` set and persisted where the rows are sparse.
     """
     dtype = np.dtype(dtype)
+    density = data_density(data)
     # rows near the threshold gain little from being held, and may be dense in places
-    if not takes_sparse(2 * data_density(data), 1, n_components, dtype):
+    if density > HELD_DENSITY or not takes_sparse(2 * density, 1, n_components, dtype):
         return data
     keys = [k for row in data.bits.__dask_keys__() for k in row]
     token = tokenize(data.bits.name, n_components, dtype.str, SPLIT_EVERY)
