@@ -479,6 +479,8 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
             f["flat"] = np.ones(3)
     except ImportError:
         pass
+    np.save(ws / "counts.npy", np.array([[0, 3, 1], [2, 0, 0]], dtype=np.int32))
+    zarr.create_array(ws / "counts.zarr", shape=(2, 3), dtype="f4")[:] = [[0, 2, 1], [0, 0, 1]]
     zarr.create_group(ws / "group.zarr").create_array("a", shape=(2, 2), dtype="u1")
     zarr.create_array(ws / "flat.zarr", shape=(4,), dtype="u1")
     ingest(ws / "good.npz", ws / "data.zarr")
@@ -649,6 +651,13 @@ CASES: dict[str, Case] = {
     "zarr a group": case("group.zarr", names="group.zarr: a Zarr group, not an array (it holds a)"),
     "zarr 1-dimensional": case("flat.zarr", names="flat.zarr: a 1-dimensional array"),
     "zarr a dataset already": case("data.zarr", names="data.zarr: a bmm-dask dataset already"),
+    # counts in a dense array, under the images' threshold: every bit would be 0
+    "npy counts under the threshold": case(
+        "counts.npy", names=("counts.npy: every value is a count between 0 and 3", "nonzero")
+    ),
+    "zarr counts under the threshold": case(
+        "counts.zarr", names=("counts.zarr: every value is a count between 0 and 2", "nonzero")
+    ),
 }
 
 

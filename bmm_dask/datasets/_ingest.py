@@ -270,6 +270,7 @@ def write_rows(
     label_blocks = labels.blocks(chunk_rows, label_digest) if labels is not None else None
     highest = 0
     only_bits = True  # every value 0 or 1, as opposed to fractions in [0, 1]
+    only_whole = True  # every value a whole number: counts, while all are below the threshold
     n_ones = 0
     done = 0
     for block in rows.blocks(chunk_rows, scratch=path):
@@ -286,6 +287,8 @@ def write_rows(
             highest = max(highest, values.max())
             if highest <= 1 and only_bits:
                 only_bits = bool(np.isin(values, (0, 1)).all())
+            if highest < binarization.threshold and only_whole and values.dtype.kind == "f":
+                only_whole = bool((values == np.round(values)).all())
         packed = pack_rows(block.X, block.start, binarization)
         n_ones += int(_ONES_IN_BYTE[packed].sum(dtype=np.int64))
         block_labels = next(label_blocks)[1][:, 0] if label_blocks is not None else block.labels
@@ -316,6 +319,18 @@ def write_rows(
             f"{rows.path}: every value lies between 0 and {highest:g}, so threshold "
             f"{binarization.threshold:g} would make every bit 0; for values scaled to [0, 1] "
             f"pass {setting('--threshold 0.5')}, or scale them to 0..255"
+        )
+    if (
+        binarization.method == "threshold"
+        and rows.dtype.kind != "b"
+        and highest < binarization.threshold
+    ):
+        what = "a count" if only_whole else "a number"
+        raise DataError(
+            f"{rows.path}: every value is {what} between 0 and {highest:g}, so threshold "
+            f"{binarization.threshold:g} would make every bit 0; for counts (a word present 3 "
+            f"times is present) pass {setting('--binarize nonzero')}, or a lower "
+            f"{setting('--threshold')}"
         )
     if feature_names is not None:
         writer.write_feature_names(feature_names)
