@@ -13,7 +13,8 @@ in before.
 
 Side by side, in one run:
 
-1. ``bmm-dask ingest docs.svm --feature-names vocab.txt`` (counts binarised by ``nonzero``)
+1. ``bmm-dask ingest docs.svm --feature-names vocab.txt --zero-based`` (counts binarised by
+   ``nonzero``)
    against ``bmm-dask ingest docs.npy --binarize none``: wall time, and that both store the
    same bits.
 2. ``bmm-dask select debian.zarr --k ...``: wall time, the chosen K and the held-out
@@ -103,7 +104,9 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     svm, vocab, npy = corpus(work)
     data, dense = work / "debian.zarr", work / "debian-npy.zarr"
-    seconds_svm = run("ingest", svm, "--feature-names", vocab, "--out", data, "--overwrite")
+    seconds_svm = run(
+        "ingest", svm, "--feature-names", vocab, "--zero-based", "--out", data, "--overwrite"
+    )
     seconds_npy = run("ingest", npy, "--binarize", "none", "--out", dense, "--overwrite")
     same = np.array_equal(zarr.open_array(data / "bits")[...], zarr.open_array(dense / "bits")[...])
     print(

@@ -684,3 +684,22 @@ def test_a_failed_ingest_leaves_no_scratch_files(tmp_path: Path, workspace: Path
     with pytest.raises(DataError, match="negative value"):
         ingest(tmp_path / "negative.mtx", tmp_path / "d.zarr")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["negative.mtx"]
+
+
+def test_svmlight_indices_that_fit_the_names_both_ways_must_say_their_base(
+    tmp_path: Path, rows: Rows, bmm
+) -> None:
+    """No index 0, and the highest fits the vocabulary counted from 0 or from 1: a guess
+    would give every word its neighbour's name."""
+    X = rows.X.copy()
+    X[:, 0] = 0  # the first word never occurs
+    path = tmp_path / "docs.svm"
+    dump_svmlight_file(X, rows.y, str(path), zero_based=True)
+    vocabulary = _vocabulary(tmp_path / "vocab.txt", rows.names)
+    out = tmp_path / "d.zarr"
+    result = bmm("ingest", path, "--feature-names", vocabulary, "--out", out)
+    assert_one_line_error(result, "docs.svm: no feature index is 0", "--zero-based", "--one-based")
+    assert not out.exists()
+    data = _ingested(bmm, path, out, "--feature-names", vocabulary, "--zero-based")
+    np.testing.assert_array_equal(data.unpacked().compute(), (X > 0).astype(np.uint8))
+    assert list(data.feature_names) == rows.names

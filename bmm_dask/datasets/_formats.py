@@ -435,6 +435,10 @@ class SvmlightRows(RowSource):
         Number of features; None means the highest index (plus one when counting from 0).
     zero_based : bool, default=None
         Whether feature indices count from 0; None means: when some index is 0.
+    named : bool, default=False
+        Whether ``n_features`` is the number of feature names given: then, with
+        ``zero_based`` None, a file whose indices fit the names whether they count from 0 or
+        from 1 is refused, as a wrong guess would misname every feature.
     """
 
     kind = "svmlight"
@@ -448,6 +452,7 @@ class SvmlightRows(RowSource):
         *,
         n_features: int | None = None,
         zero_based: bool | None = None,
+        named: bool = False,
     ) -> None:
         self.compressed = compressed
         super().__init__(path, 0, 0)
@@ -466,7 +471,17 @@ class SvmlightRows(RowSource):
             )
         if n_samples == 0:
             raise DataError(f"{path}: no rows: every line is blank or a comment")
+        guessed = zero_based is None
         if zero_based is None:
+            if named and not has_zero and n_features is not None and 0 <= highest < n_features:
+                # 1-based and 0-based both fit the names: guessing wrong gives every feature
+                # the next one's name, unnoticed
+                raise DataError(
+                    f"{path}: no feature index is 0 and the highest, {highest}, fits the "
+                    f"{n_features:,} feature names whether indices count from 0 or from 1; "
+                    f"pass {setting('--zero-based')} (as scikit-learn's dump_svmlight_file "
+                    f"writes) or {setting('--one-based')} (as LIBSVM's tools write)"
+                )
             zero_based = has_zero
         elif not zero_based and has_zero:
             line = self._first_line_with(lambda indices: indices == 0)
@@ -485,9 +500,13 @@ class SvmlightRows(RowSource):
             n_features = widest
         elif widest > n_features:
             line = self._first_line_with(lambda indices: indices == highest)
+            why = ""
+            if guessed and zero_based:
+                first = self._first_line_with(lambda indices: indices == 0)
+                why = f" (indices count from 0: line {first} holds index 0)"
             raise DataError(
                 f"{path}: line {line}: feature index {highest} is beyond the {n_features:,} "
-                "features given"
+                f"features given{why}"
             )
         self.n_samples, self.n_features = n_samples, n_features
         self.labels_dtype = np.dtype(np.int64) if integer_targets else None
@@ -1631,7 +1650,13 @@ def open_rows(
                     f"{n_features:,}"
                 )
             n_features = len(feature_names)
-        return SvmlightRows(path, compressed, n_features=n_features, zero_based=zero_based)
+        return SvmlightRows(
+            path,
+            compressed,
+            n_features=n_features,
+            zero_based=zero_based,
+            named=feature_names is not None,
+        )
     if kind == "matrix-market":
         return MatrixMarketRows(path, compressed)
     if kind == "npz":
