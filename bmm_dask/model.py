@@ -302,10 +302,10 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
         """Refuse data whose features' names differ from those the model was fitted on.
 
         As scikit-learn's ``_check_feature_names`` with ``reset=False``: names that differ (other
-        names, some missing, or another order) raise, and names given to a model fitted without
-        them warn. Unlike scikit-learn, data without names is taken without a warning: NumPy,
-        SciPy and Dask arrays never have names, nor does a dataset stored without them, and the
-        number of features is checked all the same.
+        names, some missing, or another order) raise, names given to a model fitted without
+        them warn, and data without names given to a model fitted with them warns too (its
+        columns may be in another order: the items of a basket file sorted one way, those of a
+        Matrix Market file another).
 
         Parameters
         ----------
@@ -320,10 +320,17 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
             If ``X`` has names and they are not ``feature_names_in_``, in order.
         """
         names = feature_names_of(X)
-        if names is None:
-            return
         source = X.path if isinstance(X, Dataset) else "X"
         fitted = getattr(self, "feature_names_in_", None)
+        if names is None:
+            if fitted is not None:
+                warnings.warn(
+                    f"{source} has no feature names, but {type(self).__name__} was fitted with "
+                    "feature names: its columns are taken to be in the same order",
+                    UserWarning,
+                    stacklevel=2,
+                )
+            return
         if fitted is None:
             warnings.warn(
                 f"{source} has feature names, but {type(self).__name__} was fitted without "

@@ -154,7 +154,13 @@ def test_on_sparse_rows_a_reseeded_component_lives(algorithm: str) -> None:
     means = np.clip(true_means * rng.uniform(0.5, 1.5, true_means.shape), 1e-3, 0.9)
     means[3] = 1e-9  # explains no row: empty after the first E-step
     model = BernoulliMixture(
-        8, means_init=means, algorithm=algorithm, passes=3, batch_size=500, max_iter=50
+        8,
+        means_init=means,
+        algorithm=algorithm,
+        passes=3,
+        batch_size=500,
+        max_iter=50,
+        random_state=0,
     ).fit(X)
     assert 1 <= sum(r["reseeded"] for r in model.history_) <= 2
     assert model.weights_.min() > 0.01  # every component has rows of its own
