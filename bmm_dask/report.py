@@ -399,7 +399,7 @@ def feature_means_figure(
     label_font = 7 if n_cols <= 60 else 6
     # Rotated names hang below the map; at 7 points a character takes about 0.06 inch.
     names_height = 0.3 + 0.06 * max((len(label) for label in labels), default=1)
-    row_labels = [f"#{k}  w={weights[k]:.3f}" for k in order]
+    row_labels = [f"#{k}  w={weights[k]:.3g}" for k in order]
     width = max(6.4, 1.2 + 0.06 * max(len(r) for r in row_labels) + n_cols * cell_width + 1.2)
     height = max(3.0, 1.0 + n_rows * cell_height + names_height)
     fig = Figure(figsize=(width, height), layout="constrained")
