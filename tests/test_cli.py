@@ -231,7 +231,7 @@ def test_bad_labels(tmp_path: Path, idx_pair: tuple[Path, Path], bmm) -> None:
     cases = {
         "short-idx1-ubyte": (
             np.arange(99, dtype=np.uint8),
-            "holds 99 labels but the images hold 100 samples",
+            "holds 99 labels but the data holds 100 rows",
         ),
         "float.npy": (np.zeros(100, dtype=np.float32), "labels must be integers"),
         "twod.npy": (np.zeros((100, 2), dtype=np.int64), "a label file has one dimension"),

@@ -385,7 +385,7 @@ def open_labels(path: str | os.PathLike[str], n_samples: int) -> ImageSource:
         raise DataError(f"{labels.path}: labels must be integers; found {labels.dtype.name}")
     if labels.n_samples != n_samples:
         raise DataError(
-            f"{labels.path}: holds {labels.n_samples} labels but the images hold {n_samples} samples"
+            f"{labels.path}: holds {labels.n_samples} labels but the data holds {n_samples} rows"
         )
     return labels
 
