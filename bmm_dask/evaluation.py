@@ -72,9 +72,12 @@ def evaluate(
     dict
         ``data``, ``n_samples``, ``n_components``, ``n_features``,
         ``log_likelihood_per_sample`` (nats), ``bits_per_dim``, ``seconds``,
-        ``feature_names`` (whether the model has its features' names), and where the
+        ``feature_names`` (whether the model has its features' names), where the
         dataset has labels the keys of :func:`bmm_dask.metrics.clustering_metrics` (confusion
-        matrix, accuracy, NMI, ARI, ...), else ``cluster_sizes``.
+        matrix, accuracy, NMI, ARI, ...), else ``cluster_sizes``, and for data that is not
+        images ``components``, each component's top features by mean and by lift
+        (:func:`~bmm_dask.metrics.component_features`, named by the model's names, else the
+        data's).
 
     Raises
     ------
@@ -107,6 +110,14 @@ def evaluate(
         metrics.update(clustering_metrics(components, labels, len(model.weights_), mapping))
     else:
         metrics["cluster_sizes"] = np.bincount(components, minlength=len(model.weights_)).tolist()
+    image_shape = dataset.image_shape or (
+        (getattr(model, "attrs_", {}) or {}).get("data") or {}
+    ).get("image_shape")
+    if not image_shape:  # rows of named things: say what each component is, by its features
+        names = getattr(model, "feature_names_in_", None)
+        metrics["components"] = component_features(
+            model.means_, model.weights_, names if names is not None else dataset.feature_names
+        )
     metrics["seconds"] = time.perf_counter() - start
     return metrics
 

@@ -253,3 +253,18 @@ def test_select_keeps_the_names_in_every_model(tmp_path: Path, X: np.ndarray) ->
     selection = select_n_components(dataset, [1, 2], random_state=0, max_iter=20)
     for model in selection.models.values():
         assert list(model.feature_names_in_) == NAMES
+
+
+def test_evaluate_names_each_components_top_features(data: Path) -> None:
+    from bmm_dask.evaluation import evaluate
+
+    named = open_dataset(data / "named.zarr")
+    model = small_model().fit(named)
+    metrics = evaluate(model, named)
+    baskets = [set(NAMES[:5]), set(NAMES[5:])]
+    # each component's four most lifted fruits are of one basket of the data, its own
+    found = []
+    for component in metrics["components"]:
+        top = {f["name"] for f in component["top_lift"][:4]}
+        found += [i for i, basket in enumerate(baskets) if top <= basket]
+    assert sorted(found) == [0, 1]
