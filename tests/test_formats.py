@@ -283,6 +283,24 @@ def test_csv_columns_with_true_false(tmp_path: Path, rows: Rows, expected, bmm) 
     _same(data, expected, rows, labels=True, names=True)
 
 
+def test_csv_columns_beside_an_id_column_left_out(
+    tmp_path: Path, rows: Rows, expected, bmm
+) -> None:
+    """Presence/absence by site: a column of site names that is not a feature."""
+    path = tmp_path / "sites.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["site", *rows.names, "label"])
+        for i, (x, y) in enumerate(zip(rows.X, rows.y, strict=True)):
+            writer.writerow([f"S{i}", *x, y])
+    refused = bmm("ingest", path, "--label-column", "label", "--out", tmp_path / "no.zarr")
+    assert_one_line_error(refused, "sites.csv: line 2, column 'site': 'S0' is not a number")
+    data = _ingested(
+        bmm, path, tmp_path / "d.zarr", "--drop-columns", "site", "--label-column", "label"
+    )
+    _same(data, expected, rows, labels=True, names=True)
+
+
 def test_tsv_gzipped(tmp_path: Path, rows: Rows, expected, bmm) -> None:
     text = "\t".join(rows.names) + "\n" + "".join("\t".join(map(str, x)) + "\n" for x in rows.X)
     (tmp_path / "x.tsv.gz").write_bytes(gzip.compress(text.encode()))
@@ -609,6 +627,20 @@ CASES: dict[str, Case] = {
         names="baskets.csv: line 3: item 'eggs' is not among the 2 feature names given",
     ),
     "csv with --zero-based": case("good.csv", "--zero-based", names="--zero-based is for svmlight"),
+    "csv no column to drop": case(
+        "good.csv",
+        "--drop-columns",
+        "site",
+        names="good.csv: no column 'site' (for --drop-columns)",
+    ),
+    "csv columns and drop-columns": case(
+        "good.csv",
+        "--columns",
+        "a",
+        "--drop-columns",
+        "b",
+        names="--columns and --drop-columns do not go together",
+    ),
     # Parquet
     "parquet text column": case(
         "text.parquet", names="text.parquet: column 'name' holds string", needs="pyarrow"

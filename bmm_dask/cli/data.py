@@ -93,6 +93,11 @@ def _parse_columns(
 )
 @click.option("--label-column", help="CSV/Parquet: the column of integer labels.")
 @click.option(
+    "--drop-columns",
+    callback=_parse_columns,
+    help="CSV/Parquet: columns that are not features (an id, a name), comma-separated.",
+)
+@click.option(
     "--items",
     metavar="COLUMN",
     help="CSV/Parquet: the column that lists each row's items (a list, or text); the features "
@@ -116,6 +121,7 @@ def ingest(
     zero_based: bool | None,
     columns: tuple[str, ...] | None,
     label_column: str | None,
+    drop_columns: tuple[str, ...] | None,
     items: str | None,
     item_separator: str | None,
     overwrite: bool,
@@ -164,6 +170,7 @@ def ingest(
                 "--label-column": label_column,
                 "--items": items,
                 "--item-separator": item_separator,
+                "--drop-columns": drop_columns,
             }
             for flag, value in given.items():
                 if value is not None:
@@ -191,6 +198,7 @@ def ingest(
                 label_column=label_column,
                 items=items,
                 item_separator=item_separator,
+                drop_columns=drop_columns,
             )
     click.echo(f"wrote {written}")
 

@@ -1041,6 +1041,7 @@ class _TableRows(RowSource):
         columns: Sequence[str] | None,
         label_column: str | None,
         items: str | None,
+        drop_columns: Sequence[str] | None = None,
     ) -> tuple[list[str], int | None, int | None]:
         """The feature columns, and the label and items columns' places; unknown names refused."""
         places = {name: i for i, name in enumerate(header)}
@@ -1048,6 +1049,7 @@ class _TableRows(RowSource):
             ("--columns", columns or ()),
             ("--label-column", [label_column] if label_column else []),
             ("--items", [items] if items else []),
+            ("--drop-columns", drop_columns or ()),
         ):
             for name in names:
                 if name not in places:
@@ -1061,12 +1063,18 @@ class _TableRows(RowSource):
                 f"{setting('--columns')} and {setting('--items')} do not go together: a table "
                 "has feature columns or one column of items"
             )
+        if columns is not None and drop_columns is not None:
+            raise SettingsError(
+                f"{setting('--columns')} and {setting('--drop-columns')} do not go together: "
+                "name the feature columns, or the columns that are not features"
+            )
         label = places[label_column] if label_column else None
         if items is not None:
             return [], label, places[items]
-        chosen = list(columns) if columns is not None else [h for h in header if h != label_column]
+        dropped = {label_column, *(drop_columns or ())}
+        chosen = list(columns) if columns is not None else [h for h in header if h not in dropped]
         if not chosen:
-            raise DataError(f"{self.path}: no feature columns besides the label column")
+            raise DataError(f"{self.path}: no feature columns besides those left out")
         return chosen, label, None
 
     def _vocabulary_of(self, seen: set[Any], given: Sequence[str] | None) -> list[str]:
@@ -1100,7 +1108,8 @@ class CsvRows(_TableRows):
 
     Two layouts. Columns: each column a feature (its header the name) holding 0/1, true/false
     or counts; ``label_column`` names a column of integer labels, ``columns`` chooses the
-    features (default: every column but the labels). Baskets: ``items`` names one column whose
+    features (default: every column but the labels and those in ``drop_columns``, such as an
+    id). Baskets: ``items`` names one column whose
     cell lists a row's items, separated by whitespace (or ``item_separator``); the features are
     the items seen, sorted, unless a vocabulary is given (then an item outside it is an error).
     A first pass counts the rows, checks that each has the header's number of cells, and
@@ -1112,7 +1121,7 @@ class CsvRows(_TableRows):
         The file.
     compressed : bool
         Whether it is gzip-compressed.
-    columns, label_column, items, item_separator
+    columns, label_column, items, item_separator, drop_columns
         The layout, as above.
     vocabulary : sequence of str, default=None
         For baskets: the items, in the order of the features.
@@ -1130,6 +1139,7 @@ class CsvRows(_TableRows):
         items: str | None = None,
         item_separator: str | None = None,
         vocabulary: Sequence[str] | None = None,
+        drop_columns: Sequence[str] | None = None,
     ) -> None:
         super().__init__(path, 0, 0)
         self.compressed = compressed
@@ -1145,7 +1155,7 @@ class CsvRows(_TableRows):
             if header is None:
                 header = row
                 feature_columns, self.label_place, self.items_place = self._layout(
-                    header, columns, label_column, items
+                    header, columns, label_column, items, drop_columns
                 )
                 duplicated = [h for h in set(header) if header.count(h) > 1]
                 if duplicated:
@@ -1299,7 +1309,7 @@ class ParquetRows(_TableRows):
     ----------
     path : Path
         The file.
-    columns, label_column, items, item_separator, vocabulary
+    columns, label_column, items, item_separator, vocabulary, drop_columns
         As :class:`CsvRows`.
     """
 
@@ -1314,6 +1324,7 @@ class ParquetRows(_TableRows):
         items: str | None = None,
         item_separator: str | None = None,
         vocabulary: Sequence[str] | None = None,
+        drop_columns: Sequence[str] | None = None,
     ) -> None:
         pa = _needs("pyarrow", "parquet", path, "Parquet")
         pq = _needs("pyarrow.parquet", "parquet", path, "Parquet")
@@ -1325,7 +1336,9 @@ class ParquetRows(_TableRows):
             raise DataError(f"{path}: cannot read as Parquet: {err}") from err
         schema = self.file.schema_arrow
         header = list(schema.names)
-        features, label_place, items_place = self._layout(header, columns, label_column, items)
+        features, label_place, items_place = self._layout(
+            header, columns, label_column, items, drop_columns
+        )
         types = pa.types
         if items_place is None and len(features) == 1 and _is_list(schema.field(features[0]).type):
             items_place, features = header.index(features[0]), []
@@ -1568,6 +1581,7 @@ _OPTIONS_FOR = {
     "--label-column": ({"csv", "parquet"}, "CSV and Parquet files"),
     "--items": ({"csv", "parquet"}, "CSV and Parquet files"),
     "--item-separator": ({"csv", "parquet"}, "CSV and Parquet files"),
+    "--drop-columns": ({"csv", "parquet"}, "CSV and Parquet files"),
 }
 
 
@@ -1581,6 +1595,7 @@ def open_rows(
     label_column: str | None = None,
     items: str | None = None,
     item_separator: str | None = None,
+    drop_columns: Sequence[str] | None = None,
 ) -> RowSource:
     """Open rows of data in any format that ``ingest`` reads, ready to be read in blocks.
 
@@ -1609,6 +1624,8 @@ def open_rows(
         CSV and Parquet: the column that lists each row's items (the basket layout).
     item_separator : str, default=None
         CSV and Parquet: what separates the items in a cell of text (default: whitespace).
+    drop_columns : sequence of str, default=None
+        CSV and Parquet: columns that are not features (an id, a name), left out.
 
     Returns
     -------
@@ -1632,6 +1649,7 @@ def open_rows(
         "--label-column": label_column,
         "--items": items,
         "--item-separator": item_separator,
+        "--drop-columns": drop_columns,
     }
     for flag, value in given.items():
         formats, which = _OPTIONS_FOR[flag]
@@ -1666,6 +1684,7 @@ def open_rows(
         "label_column": label_column,
         "items": items,
         "item_separator": item_separator,
+        "drop_columns": drop_columns,
     }
     if kind == "csv":
         return CsvRows(path, compressed, vocabulary=feature_names if items else None, **table)

@@ -52,6 +52,7 @@ def ingest(
     label_column: str | None = None,
     items: str | None = None,
     item_separator: str | None = None,
+    drop_columns: Sequence[str] | None = None,
 ) -> Path:
     """Binarise rows from a file and write them as a packed Zarr dataset.
 
@@ -97,6 +98,8 @@ def ingest(
         CSV and Parquet: the feature columns (default: all but the labels), the column of
         integer labels, the column listing each row's items, and what separates items in a
         cell of text (default: whitespace).
+    drop_columns : sequence of str, default=None
+        CSV and Parquet: columns that are not features (an id, a name), left out.
 
     Returns
     -------
@@ -134,6 +137,7 @@ def ingest(
         label_column=label_column,
         items=items,
         item_separator=item_separator,
+        drop_columns=drop_columns,
     )
     if names is not None and len(names) != rows.n_features:
         raise DataError(
