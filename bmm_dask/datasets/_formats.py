@@ -412,7 +412,11 @@ def _svmlight_problem(err: Exception) -> str:
         return "feature indices must increase along a line, each at most once"
     if "Invalid index" in text:
         return f"a negative feature index ({text.split()[2]})"
-    return f"not 'label index:value ...': {text}"
+    # scikit-learn's other complaints quote its parser ("could not convert string to float:
+    # b'x'", "need more than 1 value to unpack"): say what the line should look like instead
+    quoted = re.search(r"b'([^']*)'", text)
+    found = f" ({quoted.group(1)!r} is not a number)" if quoted else ""
+    return f"not 'label index:value index:value ...'{found}"
 
 
 class SvmlightRows(RowSource):
