@@ -184,6 +184,11 @@ class RowSource:
         """
         raise NotImplementedError
 
+    @property
+    def shown(self) -> str:
+        """The source as messages name it: the file (and, in an HDF5 file, the dataset)."""
+        return str(self.path)
+
     def where(self, block: RowBlock, row: int, column: int) -> str:
         """Where a value lies, in the words of the format, for messages: ``"row 5, column 3"``.
 
@@ -226,7 +231,7 @@ class RowSource:
         if values.dtype.kind == "b" or values.size == 0:
             return
         if values.dtype.kind not in "iuf":
-            raise DataError(f"{self.path}: values of type {values.dtype} cannot be counts or bits")
+            raise DataError(f"{self.shown}: values of type {values.dtype} cannot be counts or bits")
         method = binarization.method
         bad: NDArray[np.bool_] | None = None
         if values.dtype.kind == "f":
@@ -264,7 +269,7 @@ class RowSource:
                 f"value {value:g} is outside 0..255 (grey levels); for counts pass "
                 f"{setting('--binarize nonzero')}"
             )
-        raise DataError(f"{self.path}: {self.where(block, row, column)}: {problem}")
+        raise DataError(f"{self.shown}: {self.where(block, row, column)}: {problem}")
 
     def record(self) -> dict[str, Any]:
         """What the dataset's ``source`` attribute records of the file, once it has been read.
@@ -960,6 +965,11 @@ class Hdf5Rows(_ArrayRows):
             raise DataError(
                 f"{self.path}:{self.dataset}: rows {start}..{stop - 1} cannot be read: {err}"
             ) from err
+
+    @property
+    def shown(self) -> str:
+        """The file and the dataset in it, as ``file.h5:/path`` names them."""
+        return f"{self.path}:{self.dataset}"
 
     def record(self) -> dict[str, Any]:
         """The file's name, the dataset's path, and the MD5 of its values."""

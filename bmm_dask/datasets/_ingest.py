@@ -315,12 +315,12 @@ def write_rows(
     ):
         if only_bits:
             raise DataError(
-                f"{rows.path}: every value is 0 or 1, so threshold {binarization.threshold} "
+                f"{rows.shown}: every value is 0 or 1, so threshold {binarization.threshold} "
                 f"would make every bit 0; pass {setting('--binarize none')} for data that is "
                 "binary already"
             )
         raise DataError(
-            f"{rows.path}: every value lies between 0 and {highest:g}, so threshold "
+            f"{rows.shown}: every value lies between 0 and {highest:g}, so threshold "
             f"{binarization.threshold:g} would make every bit 0; for values scaled to [0, 1] "
             f"pass {setting('--threshold 0.5')}, or scale them to 0..255"
         )
@@ -331,7 +331,7 @@ def write_rows(
     ):
         what = "a count" if only_whole else "a number"
         raise DataError(
-            f"{rows.path}: every value is {what} between 0 and {highest:g}, so threshold "
+            f"{rows.shown}: every value is {what} between 0 and {highest:g}, so threshold "
             f"{binarization.threshold:g} would make every bit 0; for counts (a word present 3 "
             f"times is present) pass {setting('--binarize nonzero')}, or a lower "
             f"{setting('--threshold')}"
