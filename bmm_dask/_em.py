@@ -568,18 +568,20 @@ def fit_em(
     """
     data = task_blocks(data)
     threads = _estep_module._cluster_threads()  # once per fit: asking is a round trip
-    density = data_density(data) if algorithm != "batch" else None
+    if persist is None:
+        persist = fits_in_memory(data)
+    hold = persist and algorithm != "stepwise"  # batch E-steps on sparse chunks skip unpacking
+    density = data_density(data) if algorithm != "batch" or hold else None
     if algorithm != "batch" and batch_size is None:
         batch_size = auto_batch_size(
             data.n_samples, n_components, data.n_features, threads, density
         )
-    if persist is None:
-        persist = fits_in_memory(data)
     if persist:
         (bits,) = dask.persist(data.bits)
         data = PackedData(bits, data.n_features, data.source)  # read once: no reader
-        if algorithm != "stepwise":  # batch E-steps on sparse chunks skip their unpacking
-            data = with_sparse_chunks(data, n_components, dtype)
+        if hold:
+            assert density is not None
+            data = with_sparse_chunks(data, n_components, dtype, density)
         logger.info("data persisted in memory (%.1f MB packed)", data.bits.nbytes / 1e6)
     else:
         logger.info(

@@ -189,7 +189,9 @@ def _held_group(
     return held
 
 
-def with_sparse_chunks(data: PackedData, n_components: int, dtype: Any) -> PackedData:
+def with_sparse_chunks(
+    data: PackedData, n_components: int, dtype: Any, density: float
+) -> PackedData:
     """Persisted sparse rows, also held unpacked to their ones for every batch E-step.
 
     Unpacking a sparse chunk takes longer than the sparse E-step's two products, and on sparse
@@ -199,8 +201,8 @@ def with_sparse_chunks(data: PackedData, n_components: int, dtype: Any) -> Packe
     the E-step it would take unpacked in its own task (the same choice, by its share of ones,
     K and dtype), so the sums are those of streamed rows, bit for bit.
 
-    Data whose first rows (:func:`data_density`) hold more than half the share of ones of
-    the sparse E-step's threshold, or more than :data:`HELD_DENSITY`, is returned as it is:
+    Data whose share of ones (``density``) is more than half the sparse E-step's threshold, or
+    more than :data:`HELD_DENSITY`, is returned as it is:
     holding its chunks again would add to its memory more than it saves in time.
 
     Parameters
@@ -211,6 +213,8 @@ def with_sparse_chunks(data: PackedData, n_components: int, dtype: Any) -> Packe
         Components of the E-steps to come (for several models, their sum).
     dtype : dtype
         Type of their arithmetic.
+    density : float
+        The rows' share of ones, as :func:`data_density` gives it.
 
     Returns
     -------
@@ -218,7 +222,6 @@ def with_sparse_chunks(data: PackedData, n_components: int, dtype: Any) -> Packe
         ``data``, with ``sparse`` set and persisted where the rows are sparse.
     """
     dtype = np.dtype(dtype)
-    density = data_density(data)
     # rows near the threshold gain little from being held, and may be dense in places
     if density > HELD_DENSITY or not takes_sparse(2 * density, 1, n_components, dtype):
         return data

@@ -130,8 +130,9 @@ def unpack_bits(
 
 
 #: The number of ones in each byte value.
-_ONES_IN_BYTE = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(axis=1)
-_ONES_IN_BYTE = _ONES_IN_BYTE.astype(np.uint8)
+_ONES_IN_BYTE = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(
+    axis=1, dtype=np.uint8
+)
 
 
 def count_ones(packed: NDArray[np.uint8]) -> int:

@@ -409,12 +409,14 @@ def select_n_components(
         train = PackedData(train_bits, train.n_features, train.source)
         heldout = PackedData(heldout_bits, heldout.n_features, heldout.source)
     arithmetic = np.dtype(dtype)
-    if persist and algorithm != "stepwise":  # batch E-steps on sparse chunks skip unpacking
-        train = with_sparse_chunks(train, sum(ks) * n_init, arithmetic)
+    hold = persist and algorithm != "stepwise"  # batch E-steps on sparse chunks skip unpacking
+    density = data_density(train) if algorithm != "batch" or hold else None
+    if hold:
+        assert density is not None
+        train = with_sparse_chunks(train, sum(ks) * n_init, arithmetic, density)
     threads = _cluster_threads()
     with single_threaded_blas():
         size = None
-        density = data_density(train) if algorithm != "batch" else None
         if algorithm != "batch":
             size = batch_size or auto_batch_size(
                 train.n_samples, sum(ks) * n_init, train.n_features, threads, density

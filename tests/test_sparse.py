@@ -133,7 +133,7 @@ def test_a_streamed_group_read_a_chunk_at_a_time_gives_the_same_sums(
 def test_persisted_sparse_chunks_give_the_sums_of_streamed_rows(
     tmp_path, density: float, held_for: int, n_components: int, dtype: type
 ) -> None:
-    from bmm_dask._estep import with_sparse_chunks
+    from bmm_dask._estep import data_density, with_sparse_chunks
 
     rng = np.random.default_rng(3)
     X = rng.random((3000, 800)) < density
@@ -143,7 +143,7 @@ def test_persisted_sparse_chunks_give_the_sums_of_streamed_rows(
     writer.write(0, pack_bits(X))
     streamed = as_packed(open_dataset(tmp_path / "d.zarr"))
     bits = streamed.bits.persist()
-    held = with_sparse_chunks(type(streamed)(bits, 800), held_for, dtype)
+    held = with_sparse_chunks(type(streamed)(bits, 800), held_for, dtype, data_density(streamed))
     assert held.sparse is not None
     assert all(
         scipy.sparse.issparse(rows) for group in dask.compute(*held.sparse) for rows in group

@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from bmm_dask._kernels import n_packed_bytes, pack_bits, pack_sparse
+from bmm_dask._kernels import count_ones, n_packed_bytes, pack_bits, pack_sparse
 from bmm_dask.datasets._binarise import Binarization
-from bmm_dask.datasets._formats import ImageRows, RowSource, file_md5, open_rows, read_names
+from bmm_dask.datasets._formats import RowSource, file_md5, open_rows, read_names
 from bmm_dask.datasets._sources import ImageSource, open_labels, source_attrs
 from bmm_dask.errors import DataError, SettingsError, setting
 from bmm_dask.io import (
@@ -25,11 +25,6 @@ from bmm_dask.io import (
 
 Progress = Callable[[int, int], None]
 """Called with (rows just finished, rows in all) as work goes on."""
-
-#: The number of ones in each byte value, to count the ones of packed rows.
-_ONES_IN_BYTE = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(
-    axis=1, dtype=np.uint8
-)
 
 #: Values of a sparse block made dense at a time, for stochastic binarisation (16 MiB of float32).
 _DENSE_VALUES = 1 << 22
@@ -171,48 +166,6 @@ def ingest(
     return Path(out)
 
 
-def write_source(
-    path: Path,
-    images: ImageSource,
-    labels: ImageSource | None,
-    binarization: Binarization,
-    chunk_rows: int,
-    attrs: dict[str, Any],
-    progress: Progress | None,
-    zstd_level: int = ZSTD_LEVEL,
-) -> None:
-    """Binarise opened images (and labels) into a new dataset group: :func:`write_rows` of
-    IDX or ``.npy`` images.
-
-    Parameters
-    ----------
-    path : Path
-        The dataset group to create (inside an :func:`~bmm_dask.io.atomic_output` folder).
-    images : ImageSource
-        The images, as from :func:`~bmm_dask.datasets.open_source`.
-    labels : ImageSource or None
-        Their labels, as from ``open_labels``.
-    binarization : Binarization
-        How grey levels become bits.
-    chunk_rows : int
-        Rows per chunk.
-    attrs : dict
-        Attributes of the dataset (image shape, binarisation, ...).
-    progress : callable or None
-        Called with (rows written, rows in all) after each chunk.
-    zstd_level : int, default=ZSTD_LEVEL
-        Compression level of the chunks.
-
-    Raises
-    ------
-    DataError
-        As :func:`write_rows`.
-    """
-    write_rows(
-        path, ImageRows(images), labels, binarization, chunk_rows, attrs, progress, zstd_level
-    )
-
-
 def write_rows(
     path: Path,
     rows: RowSource,
@@ -294,7 +247,7 @@ def write_rows(
             if highest < binarization.threshold and only_whole and values.dtype.kind == "f":
                 only_whole = bool((values == np.round(values)).all())
         packed = pack_rows(block.X, block.start, binarization)
-        n_ones += int(_ONES_IN_BYTE[packed].sum(dtype=np.int64))
+        n_ones += count_ones(packed)
         block_labels = next(label_blocks)[1][:, 0] if label_blocks is not None else block.labels
         writer.write(block.start, packed, block_labels)
         done += len(packed)

@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bmm_dask.datasets._binarise import Binarization
-from bmm_dask.datasets._ingest import Progress, write_source
+from bmm_dask.datasets._formats import ImageRows
+from bmm_dask.datasets._ingest import Progress, write_rows
 from bmm_dask.datasets._sources import GZIP_MAGIC, open_labels, open_maybe_gzip, open_source
 from bmm_dask.errors import DataError, FetchError, SettingsError
 from bmm_dask.io import (
@@ -332,7 +333,15 @@ def ingest_mnist(
                     "binarization": split_binarization.to_attrs(),
                     "name": f"MNIST {split}",
                 }
-                write_source(tmp / split, images, labels, split_binarization, rows, attrs, progress)
+                write_rows(
+                    tmp / split,
+                    ImageRows(images),
+                    labels,
+                    split_binarization,
+                    rows,
+                    attrs,
+                    progress,
+                )
             else:
                 _copy_dataset(
                     open_dataset(f"{packaged_mnist_path()}/{split}"),
