@@ -27,8 +27,8 @@ from bmm_dask._init import INITS
 from bmm_dask._kernels import log_prior
 from bmm_dask._stepwise import STEPS_IN_FLIGHT
 from bmm_dask.errors import DataError, SettingsError, setting
-from bmm_dask.io import Dataset, read_checkpoint, read_model, write_checkpoint, write_model
-from bmm_dask.io._model import read_model_feature_names
+from bmm_dask.io import Dataset, read_checkpoint, write_checkpoint, write_model
+from bmm_dask.io._model import read_model_with_names
 from bmm_dask.memory import check_fits
 
 __all__ = ["BernoulliMixture", "InvalidSettingError", "feature_names_of"]
@@ -844,7 +844,7 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
         ModelFileError
             The path holds no model, a checkpoint, or a model of a newer format.
         """
-        means, weights, attrs = read_model(path)
+        means, weights, attrs, names = read_model_with_names(path)
         settings = {k: v for k, v in attrs.get("settings", {}).items() if k in _SAVED_SETTINGS}
         if "step_exponent" in settings and "steps_in_flight" not in settings:
             settings["steps_in_flight"] = 1  # saved before there was a choice: one at a time
@@ -856,7 +856,6 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
         model.history_ = list(attrs.get("history", []))
         model.batch_size_ = _batch_size_used(model.history_)
         model.n_features_in_ = means.shape[1]
-        names = read_model_feature_names(path)
         if names is not None:
             model.feature_names_in_ = names
         model.attrs_ = attrs

@@ -248,20 +248,7 @@ class DatasetWriter:
         DataError
             If there are not ``n_features`` names, or a name is not a string.
         """
-        names = np.asarray(list(names), dtype=object)
-        if names.shape != (self.n_features,):
-            raise DataError(f"{len(names)} feature names for {self.n_features} features")
-        if not all(isinstance(name, str) for name in names):
-            raise DataError("feature names must be strings")
-        array = self.group.create_array(
-            FEATURE_NAMES,
-            shape=(self.n_features,),
-            chunks=(self.n_features,),
-            dtype=str,
-            compressors=ZstdCodec(level=ZSTD_LEVEL),
-            dimension_names=("feature",),
-        )
-        array[:] = names.astype(str)
+        write_feature_names(self.group, names, self.n_features)
 
     def update_attrs(self, attrs: Mapping[str, Any]) -> None:
         """Add or replace attributes of the group.
@@ -423,6 +410,39 @@ class Dataset:
             return np.asarray(self.group[name][...])
         except KeyError as err:
             raise DataError(f"{self.path}: has no array {name!r}") from err
+
+
+def write_feature_names(group: zarr.Group, names: Sequence[str], n_features: int) -> None:
+    """Store the features' names as the ``feature_names`` array of a dataset or model group.
+
+    Parameters
+    ----------
+    group : zarr.Group
+        The group, being written.
+    names : sequence of str
+        One name per feature, in column order.
+    n_features : int
+        Number of features D.
+
+    Raises
+    ------
+    DataError
+        If there are not ``n_features`` names, or a name is not a string.
+    """
+    names = np.asarray(list(names), dtype=object)
+    if names.shape != (n_features,):
+        raise DataError(f"{len(names)} feature names for {n_features} features")
+    if not all(isinstance(name, str) for name in names):
+        raise DataError("feature names must be strings")
+    array = group.create_array(
+        FEATURE_NAMES,
+        shape=(n_features,),
+        chunks=(n_features,),
+        dtype=str,
+        compressors=ZstdCodec(level=ZSTD_LEVEL),
+        dimension_names=("feature",),
+    )
+    array[:] = names.astype(str)
 
 
 def read_feature_names(group: zarr.Group, path: str, n_features: int) -> NDArray[np.object_] | None:

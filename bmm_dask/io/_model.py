@@ -13,7 +13,7 @@ from numpy.typing import NDArray
 
 from bmm_dask.errors import DataError, setting
 from bmm_dask.io._checkpoint import CHECKPOINT_FORMAT
-from bmm_dask.io._dataset import DatasetWriter, read_feature_names
+from bmm_dask.io._dataset import read_feature_names, write_feature_names
 from bmm_dask.io._output import atomic_output
 from bmm_dask.io._zarr import check_version, new_group, open_group
 
@@ -70,13 +70,8 @@ def write_model(
         group.create_array(
             "weights", data=np.asarray(weights, dtype=np.float64), dimension_names=("component",)
         )
-        if feature_names is not None:
-            # The dataset's writer stores them, so that one reader (read_feature_names) reads
-            # a model's names and a dataset's alike; it needs only the group and the width.
-            writer = DatasetWriter(
-                group=group, bits=means_array, labels=None, n_features=means_array.shape[1]
-            )
-            writer.write_feature_names(feature_names)
+        if feature_names is not None:  # stored as a dataset's, read by one reader
+            write_feature_names(group, feature_names, means_array.shape[1])
     return Path(path)
 
 
@@ -123,7 +118,28 @@ def read_model(
         If ``path`` is missing, not a model (a checkpoint, say), of a newer format, unreadable,
         or holds means outside (0, 1) or weights that do not sum to 1.
     """
-    path = os.fspath(path)
+    means, weights, attrs, _ = _read_model(os.fspath(path), names=False)
+    return means, weights, attrs
+
+
+def read_model_with_names(
+    path: str | os.PathLike[str],
+) -> tuple[NDArray[np.float64], NDArray[np.float64], dict[str, Any], NDArray[np.object_] | None]:
+    """:func:`read_model`, and the features' names stored with the model (None if it was
+    fitted without names), from one opening of the group.
+
+    Raises
+    ------
+    ModelFileError
+        As :func:`read_model`, and if the stored names cannot be read or are not one string
+        per feature.
+    """
+    return _read_model(os.fspath(path), names=True)
+
+
+def _read_model(
+    path: str, names: bool
+) -> tuple[NDArray[np.float64], NDArray[np.float64], dict[str, Any], NDArray[np.object_] | None]:
     from bmm_dask.errors import ModelFileError
 
     group, attrs = _open_model(path)
@@ -142,36 +158,13 @@ def read_model(
         np.all((means > 0) & (means < 1)) and np.all(weights >= 0) and np.isclose(weights.sum(), 1)
     ):
         raise ModelFileError(f"{path}: means must lie in (0, 1) and weights sum to 1")
-    return means, weights, attrs
-
-
-def read_model_feature_names(path: str | os.PathLike[str]) -> NDArray[np.object_] | None:
-    """The features' names stored with a model, or None if it was fitted without names.
-
-    Parameters
-    ----------
-    path : str or path-like
-        The group written by :func:`write_model`.
-
-    Returns
-    -------
-    ndarray of shape (n_features,), of str (dtype object), or None
-
-    Raises
-    ------
-    ModelFileError
-        As :func:`read_model`, and if the stored names cannot be read or are not one string
-        per feature.
-    """
-    path = os.fspath(path)
-    from bmm_dask.errors import ModelFileError
-
-    group, _ = _open_model(path)
-    try:
-        n_features = int(group["means"].shape[1])
-        return read_feature_names(group, path, n_features)
-    except (DataError, KeyError, IndexError) as err:
-        raise ModelFileError(str(err)) from err
+    feature_names = None
+    if names:
+        try:
+            feature_names = read_feature_names(group, path, means.shape[1])
+        except DataError as err:
+            raise ModelFileError(str(err)) from err
+    return means, weights, attrs, feature_names
 
 
 #: How many of a model's feature names ``describe_model`` shows.
@@ -199,8 +192,7 @@ def describe_model(path: str | os.PathLike[str]) -> dict[str, Any]:
     ModelFileError
         As :func:`read_model`.
     """
-    means, weights, attrs = read_model(path)
-    names = read_model_feature_names(path)
+    means, weights, attrs, names = read_model_with_names(path)
     return {
         "kind": "model",
         "path": os.fspath(path),
