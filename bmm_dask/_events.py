@@ -4,11 +4,19 @@ dashboard's page and any client can follow."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
 #: Topic of the Dask events a fit logs on a distributed scheduler, one per iteration; follow
 #: them with ``Client.get_events("bmm-dask")`` or ``Client.subscribe_topic("bmm-dask", handler)``.
 EVENT_TOPIC = "bmm-dask"
+
+#: Called with every record published in this context: set by a submitted job's driver, to
+#: keep the job's progress and to stop at the next step when the job is cancelled.
+JOB_HOOK: ContextVar[Callable[[dict[str, Any]], None] | None] = ContextVar(
+    "bmm_dask_job_hook", default=None
+)
 
 
 def current_client() -> Any | None:
@@ -45,7 +53,8 @@ def jsonable(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def publish(record: dict[str, Any]) -> None:
-    """Log an iteration's record as a Dask event, when a distributed client is in use.
+    """Log an iteration's record as a Dask event, when a distributed client is in use, and
+    hand it to the job running in this context, if any (which may stop the work here).
 
     Parameters
     ----------
@@ -55,3 +64,6 @@ def publish(record: dict[str, Any]) -> None:
     client = current_client()
     if client is not None:
         client.log_event(EVENT_TOPIC, {"kind": "iteration", **jsonable(record)})
+    hook = JOB_HOOK.get()
+    if hook is not None:
+        hook(record)

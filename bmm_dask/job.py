@@ -8,6 +8,7 @@ fits from a dataset to a model store can use it the same way.
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -79,6 +80,14 @@ class FitJob:
         interrupted.
     inputs : sequence of paths, default=()
         Other files the job reads (a performance report's path is checked against them too).
+    checkpoint : str or path-like, default=None
+        Where the checkpoints go; None means ``out`` itself, which is then marked unfinished
+        until the model replaces it. Elsewhere (a submitted job's ``OUT.checkpoint``), a model
+        already in ``out`` stays until the new one replaces it, and the checkpoint is removed
+        once the model is saved.
+    owner : str, default=None
+        Who writes ``out``: a submitted job's id, so that a later attempt of the same job takes
+        over the lock that an attempt on a worker that died left behind.
 
     Raises
     ------
@@ -103,19 +112,27 @@ class FitJob:
         checkpoint_every: int = 0,
         resume: bool = False,
         inputs: Sequence[str | os.PathLike[str] | None] = (),
+        checkpoint: str | os.PathLike[str] | None = None,
+        owner: str | None = None,
     ) -> None:
         self.model, self.dataset, self.out = model, dataset, os.fspath(out)
         self.overwrite, self.checkpoint_every, self.resume = overwrite, checkpoint_every, resume
+        self.checkpoint = self.out if checkpoint is None else os.fspath(checkpoint)
+        self.owner = owner
         check_not_input(self.out, [dataset.path, *inputs])
+        if self.checkpoint != self.out:
+            check_not_input(self.checkpoint, [dataset.path, *inputs])
         if resume:
-            check_resumable(self.out)
+            check_resumable(self.checkpoint)
         else:
-            if not overwrite and (Path(self.out) / CHECKPOINT_FILE).is_file():
+            if not overwrite and (Path(self.checkpoint) / CHECKPOINT_FILE).is_file():
                 raise SettingsError(
-                    f"{self.out}: holds the checkpoint of an unfinished fit; resume it "
+                    f"{self.checkpoint}: holds the checkpoint of an unfinished fit; resume it "
                     f"({setting('--resume')}), or start afresh ({setting('--overwrite')})"
                 )
             check_output(self.out, overwrite=overwrite)
+            if self.checkpoint != self.out:
+                check_output(self.checkpoint, overwrite=overwrite)
         model._check_settings(dataset.n_features, dataset.n_samples, dataset.path)
         self.fingerprint = {"data": dataset.fingerprint()}
         #: Where a resumed fit continues: ``(start, iterations saved, last objective)``, the
@@ -124,7 +141,7 @@ class FitJob:
         #: When it resumes in stepwise passes: ``(pass, steps taken)``; else None.
         self.resume_step: tuple[int, int] | None = None
         if resume:  # at the door: the checkpoint must be of these settings and this data
-            state = model._resume_state(self.out, model._settings(), self.fingerprint)
+            state = model._resume_state(self.checkpoint, model._settings(), self.fingerprint)
             last = state.history[-1]["objective"] if state.history else None
             self.resume_point = (state.run + 1, len(state.history), last)
             if state.means is None and state.stepwise is not None:  # in the stepwise passes
@@ -135,6 +152,7 @@ class FitJob:
         *,
         callback: Callable[[dict[str, Any]], None] | None = None,
         persist: bool | None = None,
+        attrs: dict[str, Any] | None = None,
     ) -> float:
         """Fit and save the model, holding the output's lock throughout.
 
@@ -145,6 +163,8 @@ class FitJob:
         persist : bool, default=None
             Hold the data in the cluster's memory, or read it from its store every iteration;
             None means held when it takes at most half the cluster's memory.
+        attrs : dict, default=None
+            Further attributes to record in the model (a submitted job's id).
 
         Returns
         -------
@@ -157,12 +177,15 @@ class FitJob:
             If another command holds the output's lock, or the model cannot be saved there.
         """
         checkpoints = bool(self.checkpoint_every) or self.resume
-        with output_lock(self.out):
+        with output_lock(self.out, owner=self.owner):
+            if self.overwrite and not self.resume and self.checkpoint != self.out:
+                # another fit's checkpoint: its first save would keep that fit's attributes
+                shutil.rmtree(self.checkpoint, ignore_errors=True)
             started = time.perf_counter()
             self.model.fit(
                 self.dataset,
                 callback=callback,
-                checkpoint=self.out if checkpoints else None,
+                checkpoint=self.checkpoint if checkpoints else None,
                 checkpoint_every=self.checkpoint_every,
                 resume=self.resume,
                 checkpoint_attrs=self.fingerprint,
@@ -172,7 +195,9 @@ class FitJob:
             # A checkpoint in out is this fit's own: the model replaces it.
             self.model.save(
                 self.out,
-                overwrite=self.overwrite or checkpoints,
-                attrs={**self.fingerprint, "fit_seconds": seconds},
+                overwrite=self.overwrite or (checkpoints and self.checkpoint == self.out),
+                attrs={**self.fingerprint, "fit_seconds": seconds, **(attrs or {})},
             )
+            if self.checkpoint != self.out:
+                shutil.rmtree(self.checkpoint, ignore_errors=True)
         return seconds

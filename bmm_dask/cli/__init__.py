@@ -8,6 +8,7 @@ module             what it holds
 ``data``           ``fetch``, ``ingest``, ``synth``, ``info``
 ``fit``            ``fit``, and ``demo`` (the whole MNIST job)
 ``select``         ``select``: several K in shared passes, one chosen
+``jobs``           ``submit fit|select``, ``jobs``, ``status``, ``logs``, ``wait``, ``cancel``
 ``evaluate``       ``predict``, ``evaluate``, ``report``
 ``_options``       where the work runs: cluster options and the client
 ``_display``       log lines, the progress bar, text of metrics and ``info``
@@ -24,6 +25,7 @@ from bmm_dask.cli import (  # noqa: F401  (they add their commands to cli)
     data,
     evaluate,
     fit,
+    jobs,
     select,
 )
 from bmm_dask.cli._group import cli, main

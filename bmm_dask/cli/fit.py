@@ -85,6 +85,102 @@ def fit_summary(model: Any) -> str:
     return " then ".join(done)
 
 
+def make_fit_job(
+    *,
+    data: str,
+    n_components: int,
+    out: str,
+    max_iter: int,
+    tol: float,
+    mean_tol: float | None,
+    n_init: int,
+    init: str,
+    seed: int,
+    alpha: float,
+    dtype: str,
+    algorithm: str,
+    passes: int,
+    batch_size: int | None,
+    step_exponent: float,
+    steps_in_flight: int,
+    overwrite: bool,
+    checkpoint_every: int,
+    resume: bool,
+    checkpoint: str | None = None,
+    owner: str | None = None,
+    **ignored: Any,
+) -> Any:
+    """The :class:`~bmm_dask.job.FitJob` that ``fit``'s options describe, checked: the data
+    opened, the output and the settings checked against it.
+
+    ``fit`` calls it in the terminal; a submitted fit calls it on a worker, to check and then
+    to run. Options of where the work runs (``ignored``) play no part.
+
+    Returns
+    -------
+    FitJob
+
+    Raises
+    ------
+    BmmDaskError
+        As :class:`~bmm_dask.job.FitJob` does, and when the data cannot be opened.
+    """
+    from bmm_dask.job import FitJob
+    from bmm_dask.model import BernoulliMixture
+
+    dataset = open_data(data)
+    model = BernoulliMixture(
+        n_components,
+        max_iter=max_iter,
+        tol=tol,
+        mean_tol=mean_tol,
+        n_init=n_init,
+        init=init,
+        random_state=seed,
+        alpha=alpha,
+        dtype=dtype,
+        algorithm=algorithm,
+        passes=passes,
+        batch_size="auto" if batch_size is None else batch_size,
+        step_exponent=step_exponent,
+        steps_in_flight=steps_in_flight,
+    )
+    return FitJob(
+        model,
+        dataset,
+        out,
+        overwrite=overwrite,
+        checkpoint_every=checkpoint_every,
+        resume=resume,
+        checkpoint=checkpoint,
+        owner=owner,
+    )
+
+
+def log_resume(job: Any) -> None:
+    """Say where a resumed fit continues (nothing when it does not resume)."""
+    n_init = job.model.n_init
+    if job.resume_step is not None and job.resume_point is not None:
+        logger.info(
+            "resuming %s: start %d of %d, in stepwise pass %d, after step %d (the last saved)",
+            job.checkpoint,
+            job.resume_point[0],
+            n_init,
+            *job.resume_step,
+        )
+    elif job.resume_point is not None:
+        log_resume_point(job.checkpoint, job.resume_point, n_init)
+
+
+def fit_done(job: Any, seconds: float) -> str:
+    """The line a fit ends with: what it wrote and did."""
+    model = job.model
+    return (
+        f"wrote {job.out}: K = {model.n_components}, {fit_summary(model)}, objective "
+        f"{model.lower_bound_:.4f} nats per sample, {seconds:.1f} s of fitting"
+    )
+
+
 @cli.command(context_settings=CONTEXT)
 @click.argument("data")
 @click.option(
@@ -188,41 +284,11 @@ def fit(
 
     from bmm_dask.cluster import task_memory
     from bmm_dask.io import output_lock
-    from bmm_dask.job import FitJob
-    from bmm_dask.model import BernoulliMixture
 
-    dataset = open_data(data)
-    model = BernoulliMixture(
-        n_components,
-        max_iter=max_iter,
-        tol=tol,
-        mean_tol=mean_tol,
-        n_init=n_init,
-        init=init,
-        random_state=seed,
-        alpha=alpha,
-        dtype=dtype,
-        algorithm=algorithm,
-        passes=passes,
-        batch_size="auto" if batch_size is None else batch_size,
-        step_exponent=step_exponent,
-        steps_in_flight=steps_in_flight,
-    )
-    job = FitJob(
-        model, dataset, out, overwrite=overwrite, checkpoint_every=checkpoint_every, resume=resume
-    )
+    job = make_fit_job(**click.get_current_context().params)
     check_report_path(cluster.get("performance_report"), [data, out])
-    if job.resume_step is not None and job.resume_point is not None:
-        logger.info(
-            "resuming %s: start %d of %d, in stepwise pass %d, after step %d (the last saved)",
-            out,
-            job.resume_point[0],
-            n_init,
-            *job.resume_step,
-        )
-    elif job.resume_point is not None:
-        log_resume_point(out, job.resume_point, n_init)
-    task_bytes = task_memory(dataset.n_features, n_components, 8 if dtype == "float64" else 4)
+    log_resume(job)
+    task_bytes = task_memory(job.dataset.n_features, n_components, 8 if dtype == "float64" else 4)
     with (
         output_lock(out),  # before the cluster starts: a second fit of out stops at once
         cluster_client(**cluster, task_bytes=task_bytes),
@@ -235,10 +301,7 @@ def fit(
         seconds = job.run(callback=bar.iteration, persist=persist)
     for warning in caught:
         logger.warning("warning: %s", warning.message)
-    click.echo(
-        f"wrote {out}: K = {n_components}, {fit_summary(model)}, objective "
-        f"{model.lower_bound_:.4f} nats per sample, {seconds:.1f} s of fitting"
-    )
+    click.echo(fit_done(job, seconds))
 
 
 @cli.command(context_settings=CONTEXT)

@@ -160,62 +160,106 @@ def select(
     chosen model) and OUT/model-kK.zarr for the others.
     """
     from bmm_dask.cluster import task_memory
-    from bmm_dask.io import check_output
-    from bmm_dask.selection import select_n_components
 
-    candidates = parse_k_list(ks)
-    if validation is None and not 0 < validation_fraction < 1:
-        raise SettingsError(f"--validation-fraction must be in (0, 1); got {validation_fraction!r}")
-    inputs = [data, validation]
-    check_output(out, overwrite=overwrite, inputs=inputs)
+    job = SelectJob(**click.get_current_context().params)
     check_report_path(cluster.get("performance_report"), [data, out])
-    dataset = open_data(data)
-    heldout = open_data(validation) if validation is not None else None
-    if heldout is not None and heldout.n_features != dataset.n_features:
-        raise SettingsError(
-            f"{validation}: has {heldout.n_features} features, {data} has {dataset.n_features}"
-        )
-    if max(candidates) > dataset.n_samples:
-        raise SettingsError(
-            f"{data}: K = {max(candidates)} is more than its {dataset.n_samples} rows"
-        )
-    task_bytes = task_memory(dataset.n_features, sum(candidates), 8 if dtype == "float64" else 4)
-
-    started = time.perf_counter()
-    with cluster_client(**cluster, task_bytes=task_bytes):
-        selection = select_n_components(
-            dataset,
-            candidates,
-            validation_fraction=validation_fraction,
-            validation=heldout,
-            criterion=criterion,
-            n_init=n_init,
-            init=init,
-            random_state=seed,
-            alpha=alpha,
-            max_iter=max_iter,
-            tol=tol,
-            dtype=dtype,
-            algorithm=algorithm,
-            passes=passes,
-            batch_size=batch_size,
-            step_exponent=step_exponent,
-            steps_in_flight=steps_in_flight,
-            persist=persist,
-        )
-    seconds = time.perf_counter() - started
-    data_attrs = {**dataset.fingerprint(), "path": str(Path(data).absolute())}
-    selection.save(out, overwrite=overwrite, attrs={"data": data_attrs}, inputs=inputs)
-    click.echo(f"{'K':>6} {'held-out':>10} {'BIC':>14} {'iterations':>10}")
-    for row in selection.table:
-        if row["best_start"]:
-            mark = "  <- chosen" if row["n_components"] == selection.n_components else ""
-            click.echo(
-                f"{row['n_components']:>6} {row['heldout_loglik']:>10.4f} {row['bic']:>14.1f} "
-                f"{row['n_iter']:>10}{mark}"
-            )
-    click.echo(
-        f"wrote {out}: K = {selection.n_components} chosen by {criterion} "
-        f"({selection.n_train:,} training rows, {selection.n_heldout:,} held out), "
-        f"{seconds:.1f} s"
+    task_bytes = task_memory(
+        job.dataset.n_features, sum(job.candidates), 8 if dtype == "float64" else 4
     )
+    with cluster_client(**cluster, task_bytes=task_bytes):
+        selection, seconds = job.run()
+    job.save(selection)
+    for line in job.summary(selection, seconds):
+        click.echo(line)
+
+
+class SelectJob:
+    """A selection of K that ``select``'s options describe, checked before any work: the list
+    of K, the held-out share, the output, the data and the held-out rows.
+
+    ``select`` makes one in the terminal; a submitted selection makes one on a worker, to check
+    and then to run. Options of where the work runs (``ignored``) play no part.
+
+    Raises
+    ------
+    BmmDaskError
+        When a setting is out of range, the output cannot be written, or the data cannot be
+        opened or does not suit the settings.
+    """
+
+    def __init__(self, *, data: str, ks: str, out: str, **options: Any) -> None:
+        from bmm_dask.io import check_output
+
+        self.data, self.out, self.options = data, out, options
+        self.candidates = parse_k_list(ks)
+        validation, fraction = options["validation"], options["validation_fraction"]
+        if validation is None and not 0 < fraction < 1:
+            raise SettingsError(f"--validation-fraction must be in (0, 1); got {fraction!r}")
+        self.inputs = [data, validation]
+        check_output(out, overwrite=options["overwrite"], inputs=self.inputs)
+        self.dataset = open_data(data)
+        self.heldout = open_data(validation) if validation is not None else None
+        if self.heldout is not None and self.heldout.n_features != self.dataset.n_features:
+            raise SettingsError(
+                f"{validation}: has {self.heldout.n_features} features, {data} has "
+                f"{self.dataset.n_features}"
+            )
+        if max(self.candidates) > self.dataset.n_samples:
+            raise SettingsError(
+                f"{data}: K = {max(self.candidates)} is more than its {self.dataset.n_samples} rows"
+            )
+
+    def run(self) -> tuple[Any, float]:
+        """Fit every candidate on the cluster in use; return the selection and its seconds."""
+        from bmm_dask.selection import select_n_components
+
+        o = self.options
+        started = time.perf_counter()
+        selection = select_n_components(
+            self.dataset,
+            self.candidates,
+            validation_fraction=o["validation_fraction"],
+            validation=self.heldout,
+            criterion=o["criterion"],
+            n_init=o["n_init"],
+            init=o["init"],
+            random_state=o["seed"],
+            alpha=o["alpha"],
+            max_iter=o["max_iter"],
+            tol=o["tol"],
+            dtype=o["dtype"],
+            algorithm=o["algorithm"],
+            passes=o["passes"],
+            batch_size=o["batch_size"],
+            step_exponent=o["step_exponent"],
+            steps_in_flight=o["steps_in_flight"],
+            persist=o["persist"],
+        )
+        return selection, time.perf_counter() - started
+
+    def save(self, selection: Any) -> None:
+        """Write the selection's folder."""
+        data_attrs = {**self.dataset.fingerprint(), "path": str(Path(self.data).absolute())}
+        selection.save(
+            self.out,
+            overwrite=self.options["overwrite"],
+            attrs={"data": data_attrs},
+            inputs=self.inputs,
+        )
+
+    def summary(self, selection: Any, seconds: float) -> list[str]:
+        """The table of the candidates (their best starts) and the line that ends it."""
+        lines = [f"{'K':>6} {'held-out':>10} {'BIC':>14} {'iterations':>10}"]
+        for row in selection.table:
+            if row["best_start"]:
+                mark = "  <- chosen" if row["n_components"] == selection.n_components else ""
+                lines.append(
+                    f"{row['n_components']:>6} {row['heldout_loglik']:>10.4f} "
+                    f"{row['bic']:>14.1f} {row['n_iter']:>10}{mark}"
+                )
+        lines.append(
+            f"wrote {self.out}: K = {selection.n_components} chosen by "
+            f"{self.options['criterion']} ({selection.n_train:,} training rows, "
+            f"{selection.n_heldout:,} held out), {seconds:.1f} s"
+        )
+        return lines

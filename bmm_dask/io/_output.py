@@ -304,17 +304,21 @@ UNREADABLE_LOCK_SECONDS = 10.0
 
 
 @contextlib.contextmanager
-def output_lock(path: str | os.PathLike[str]) -> Iterator[None]:
+def output_lock(path: str | os.PathLike[str], *, owner: str | None = None) -> Iterator[None]:
     """Hold ``PATH.lock`` while a command writes ``path``; refuse when another live process does.
 
     A lock left by a process that no longer runs (killed, say) on this machine is taken over, and
-    so is an empty or unreadable one more than a few seconds old. The lock is re-entrant within
-    a process.
+    so is an empty or unreadable one more than a few seconds old, and one of the same ``owner``.
+    The lock is re-entrant within a process.
 
     Parameters
     ----------
     path : str or path-like
         The output; the lock is ``PATH.lock`` beside it.
+    owner : str, default=None
+        Who takes the lock: a submitted job's id. Dask runs a job's driver again on another
+        worker when the first one dies, and the new attempt takes over the lock of the old one,
+        whose process it cannot see from another machine.
 
     Yields
     ------
@@ -338,15 +342,19 @@ def output_lock(path: str | os.PathLike[str]) -> Iterator[None]:
             _HELD_LOCKS[key] -= 1
         return
     made = _make_parents(lock)
-    me = {"pid": os.getpid(), "host": socket.gethostname()}
+    me: dict[str, Any] = {"pid": os.getpid(), "host": socket.gethostname()}
+    if owner is not None:
+        me["owner"] = owner
     for _ in range(3):
         try:
             _create_whole(lock, json.dumps(me))
             break
         except FileExistsError:
             holder = _lock_holder(lock)
-            if holder is None or (
-                holder.get("host") == me["host"] and not _alive(holder.get("pid"))
+            if (
+                holder is None
+                or (owner is not None and holder.get("owner") == owner)
+                or (holder.get("host") == me["host"] and not _alive(holder.get("pid")))
             ):
                 lock.unlink(missing_ok=True)  # stale: its process is gone, or it was never written
                 continue
