@@ -90,11 +90,13 @@ def _show_warning(message: Warning | str, *args: Any, **kwargs: Any) -> None:
 
 def _main(argv: Sequence[str] | None) -> int:
     try:
-        cli.main(
+        status = cli.main(
             args=list(argv) if argv is not None else None,
             prog_name="bmm-dask",
             standalone_mode=False,
         )
+        if isinstance(status, int):  # click returns the code of an Exit raised in a command
+            return status
     except click.exceptions.Exit as err:
         return err.exit_code
     except click.UsageError as err:

@@ -23,7 +23,7 @@ from bmm_dask.cli import fit as _fit  # noqa: F401  (submit takes fit's and sele
 from bmm_dask.cli import select as _select  # noqa: F401
 from bmm_dask.cli._group import CONTEXT, cli
 from bmm_dask.cli._options import scheduler_options
-from bmm_dask.errors import SettingsError
+from bmm_dask.errors import SettingsError, command_line_messages
 
 logger = logging.getLogger("bmm_dask")
 
@@ -97,7 +97,8 @@ def check_fit(options: dict[str, Any]) -> None:
     """A submitted fit's checks, on a worker: its paths, data, output and settings."""
     from bmm_dask.cli.fit import make_fit_job
 
-    make_fit_job(**options, checkpoint=checkpoint_of(options["out"]))
+    with command_line_messages():
+        make_fit_job(**options, checkpoint=checkpoint_of(options["out"]))
 
 
 def run_fit(options: dict[str, Any], job: Any) -> str:
@@ -139,7 +140,8 @@ def check_select(options: dict[str, Any]) -> None:
     """A submitted selection's checks, on a worker."""
     from bmm_dask.cli.select import SelectJob
 
-    SelectJob(**options)
+    with command_line_messages():
+        SelectJob(**options)
 
 
 def run_select(options: dict[str, Any], job: Any) -> str:
@@ -159,7 +161,19 @@ def run_select(options: dict[str, Any], job: Any) -> str:
     return last
 
 
-RUNNERS = {"fit": (run_fit, check_fit), "select": (run_select, check_select)}
+def submitted_fit(options: dict[str, Any], job: Any) -> str:
+    """:func:`run_fit`, its messages naming settings by their flags."""
+    with command_line_messages():
+        return run_fit(options, job)
+
+
+def submitted_select(options: dict[str, Any], job: Any) -> str:
+    """:func:`run_select`, its messages naming settings by their flags."""
+    with command_line_messages():
+        return run_select(options, job)
+
+
+RUNNERS = {"fit": (submitted_fit, check_fit), "select": (submitted_select, check_select)}
 
 
 # --------------------------------------------------------------------------- the commands
@@ -252,6 +266,7 @@ def _submit(
         click.echo(json.dumps({"id": job_id, "command": argv, "scheduler": address}))
         return
     click.echo(job_id)
+    sys.stdout.flush()  # the id first: a script reads it as soon as it is there
     logger.info(
         "submitted job %s to %s: follow it with bmm-dask logs %s --follow, or wait for it "
         "with bmm-dask wait %s",

@@ -1,0 +1,285 @@
+"""Jobs submitted to a cluster started as a deployment starts one (`dask scheduler` and two
+`dask worker` processes on 127.0.0.1, apart from the tests): they outlive the process that
+submitted them and the worker that runs their driver, and can be followed and cancelled."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from distributed import Client
+
+from bmm_dask import BernoulliMixture, open_dataset
+from bmm_dask.datasets import synth
+from tests._helpers import (
+    assert_one_line_error,
+    dask_processes,
+    run_bmm_dask,
+    start_bmm_dask,
+    wait_until,
+)
+
+#: A `dask scheduler` and two `dask worker` processes, started here.
+pytestmark = pytest.mark.slow
+
+#: A fit long enough to be caught in the middle: batch EM to 60 iterations, in float64, where
+#: a resumed fit is the same as an uninterrupted one bit for bit.
+LONG = ("--k", "8", "--dtype", "float64", "--algorithm", "batch", "--tol", "0", "--max-iter", "60")
+LONG_MODEL = {"dtype": "float64", "algorithm": "batch", "tol": 0, "max_iter": 60}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """A scheduler and two single-threaded workers (their nannies restart a killed one)."""
+    folder = tmp_path_factory.mktemp("jobs")
+    workers = [["--name", name, "--memory-limit", "2GB"] for name in ("w1", "w2")]
+    with dask_processes(folder, [], workers) as scheduler_file:
+        with Client(scheduler_file=str(scheduler_file), timeout="30s") as client:
+            client.wait_for_workers(2, timeout=60)
+            data = synth(
+                folder / "data.zarr",
+                n_samples=100_000,
+                n_features=200,
+                n_components=8,
+                seed=4,
+                chunk_rows=10_000,
+            )
+            yield {"file": str(scheduler_file), "client": client, "data": data, "folder": folder}
+
+
+def on(cluster: dict) -> tuple[str, str]:
+    return ("--scheduler-file", cluster["file"])
+
+
+def submit(bmm, cluster: dict, *args: object) -> str:
+    result = bmm("-q", "submit", *args, *on(cluster))
+    assert result.code == 0, result.err
+    return result.out.strip()
+
+
+def job(cluster: dict, job_id: str) -> dict:
+    return cluster["client"].get_metadata(["bmm-dask-jobs", job_id])
+
+
+def same_model(path: Path, reference: BernoulliMixture) -> None:
+    model = BernoulliMixture.load(path)
+    assert np.array_equal(model.means_, reference.means_)
+    assert np.array_equal(model.weights_, reference.weights_)
+    assert model.lower_bound_ == reference.lower_bound_
+
+
+@pytest.fixture(scope="module")
+def long_reference(cluster: dict) -> BernoulliMixture:
+    """The LONG fit, uninterrupted, in this process."""
+    return BernoulliMixture(8, random_state=0, **LONG_MODEL).fit(open_dataset(cluster["data"]))
+
+
+def test_jobs_on_a_cluster_with_none(cluster: dict, bmm) -> None:
+    result = bmm("jobs", *on(cluster))
+    assert result.code == 0, result.err
+    assert result.out.strip() == "no jobs on this cluster (bmm-dask submit fit ... starts one)"
+    assert json.loads(bmm("jobs", "--json", *on(cluster)).out) == []
+
+
+def test_a_submitted_fit_ends_with_the_terminals_model(cluster: dict, tmp_path: Path, bmm) -> None:
+    data, out = cluster["data"], tmp_path / "m.zarr"
+    args = ("--k", "5", "--seed", "2", "--dtype", "float64", "--algorithm", "stepwise")
+    job_id = submit(bmm, cluster, "fit", data, *args, "--passes", "3", "--out", out)
+    assert len(job_id) == 8
+
+    waited = bmm("wait", job_id, *on(cluster))
+    assert waited.code == 0, waited.err
+    assert waited.out.startswith(f"wrote {out}: K = 5, 3 stepwise passes")
+    reference = BernoulliMixture(
+        5, random_state=2, dtype="float64", algorithm="stepwise", passes=3
+    ).fit(open_dataset(data))
+    same_model(out, reference)
+    assert not Path(f"{out}.checkpoint").exists() and not Path(f"{out}.lock").exists()
+
+    status = json.loads(bmm("status", job_id, "--json", *on(cluster)).out)
+    assert status["state"] == "done" and status["attempt"] == 1
+    assert status["output"] == str(out) and status["progress"]["pass"] == 3
+    assert status["command"] == "fit" and f"--out {out}" in status["argv"]
+    assert status["started"] <= status["ended"]
+    text = bmm("status", job_id, *on(cluster)).out
+    assert f"job {job_id}: done" in text and "last line   wrote" in text
+
+    log = bmm("logs", job_id, *on(cluster)).out.splitlines()
+    messages = [line.split("  ", 1)[1] for line in log]
+    assert messages[0].startswith("submitted: bmm-dask fit ")
+    assert messages[1].startswith("started on tcp://127.0.0.1:")
+    assert sum(m.startswith("pass ") for m in messages) == 3
+    assert messages[-1] == f"done: {waited.out.strip()}"
+
+    listed = bmm("jobs", *on(cluster)).out.splitlines()
+    assert listed[0].split()[:3] == ["JOB", "STATE", "PROGRESS"]
+    assert any(line.startswith(f"{job_id}  done") for line in listed[1:])
+
+
+def test_a_job_outlives_its_submitting_process_killed(
+    cluster: dict, tmp_path: Path, long_reference: BernoulliMixture, bmm
+) -> None:
+    out = tmp_path / "m.zarr"
+    process = start_bmm_dask(
+        "-q", "submit", "fit", cluster["data"], *LONG, "--out", out, *on(cluster)
+    )
+    assert process.stdout is not None
+    job_id = process.stdout.readline().strip()
+    process.kill()  # SIGKILL: no goodbye to the scheduler
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    waited = bmm("wait", job_id, *on(cluster))
+    assert waited.code == 0, waited.err
+    same_model(out, long_reference)
+
+
+def test_a_job_survives_the_worker_running_its_driver_killed(
+    cluster: dict, tmp_path: Path, long_reference: BernoulliMixture, bmm
+) -> None:
+    client, out = cluster["client"], tmp_path / "m.zarr"
+    job_id = submit(bmm, cluster, "fit", cluster["data"], *LONG, "--out", out)
+    checkpoint = Path(f"{out}.checkpoint") / "checkpoint.npz"
+
+    def far_enough() -> bool:
+        progress = job(cluster, job_id).get("progress") or {}
+        return (progress.get("iteration") or 0) >= 5 and checkpoint.is_file()
+
+    wait_until(far_enough, "fifth iteration of the job", timeout=120)
+    worker = job(cluster, job_id)["worker"]
+    pid = client.run(os.getpid, workers=[worker])[worker]
+    os.kill(pid, signal.SIGKILL)  # its nanny starts a fresh worker process
+
+    waited = bmm("wait", job_id, *on(cluster))
+    assert waited.code == 0, waited.err
+    status = job(cluster, job_id)
+    assert status["state"] == "done" and status["attempt"] == 2
+    log = bmm("logs", job_id, *on(cluster)).out
+    assert "(attempt 2: the worker of the last one died)" in log
+    assert f"resuming {out}.checkpoint: start 1 of 1, after its iteration" in log
+    same_model(out, long_reference)
+    assert not checkpoint.parent.exists()
+
+
+def test_cancel_stops_a_job_and_keeps_the_model_that_was_there(
+    cluster: dict, tmp_path: Path, bmm
+) -> None:
+    client, out = cluster["client"], tmp_path / "m.zarr"
+    small = ("--k", "2", "--max-iter", "2")
+    assert bmm("-q", "fit", cluster["data"], *small, "--out", out, *on(cluster)).code == 0
+    before = BernoulliMixture.load(out).means_
+    long = ("--k", "8", "--algorithm", "stepwise", "--passes", "50")
+    job_id = submit(bmm, cluster, "fit", cluster["data"], *long, "--out", out, "--overwrite")
+    checkpoint = Path(f"{out}.checkpoint")
+    wait_until(lambda: (checkpoint / "checkpoint.npz").is_file(), "a checkpoint", timeout=120)
+
+    cancelled = bmm("cancel", job_id, *on(cluster))
+    assert cancelled.code == 0, cancelled.err
+    assert "cancelling; it stops at its next step" in cancelled.out
+    waited = bmm("wait", job_id, *on(cluster))
+    assert waited.code == 130
+    assert waited.err.strip() == f"bmm-dask: job {job_id} was cancelled"
+    assert job(cluster, job_id)["state"] == "cancelled"
+    wait_until(
+        lambda: not any(client.processing().values()), "the workers' threads free", timeout=30
+    )
+    assert np.array_equal(BernoulliMixture.load(out).means_, before)
+    assert not checkpoint.exists() and not Path(f"{out}.lock").exists()
+    assert "cancelled: stopped at a step's end" in bmm("logs", job_id, *on(cluster)).out
+    # an ended job stays as it ended
+    assert bmm("cancel", job_id, *on(cluster)).out.strip() == f"job {job_id}: cancelled"
+
+
+def test_two_jobs_at_once(cluster: dict, tmp_path: Path, bmm) -> None:
+    data = cluster["data"]
+    ids = [
+        submit(
+            bmm,
+            cluster,
+            "fit",
+            data,
+            "--k",
+            str(k),
+            "--dtype",
+            "float64",
+            "--out",
+            tmp_path / f"m{k}.zarr",
+        )
+        for k in (3, 4)
+    ]
+    # a third writing the same output as a job still running is refused
+    third = bmm("submit", "fit", data, "--k", "3", "--out", tmp_path / "m3.zarr", *on(cluster))
+    if job(cluster, ids[0])["state"] in ("queued", "running"):
+        assert_one_line_error(third, f"m3.zarr: job {ids[0]} is writing it")
+    for job_id, k in zip(ids, (3, 4), strict=True):
+        assert bmm("wait", job_id, *on(cluster)).code == 0
+        reference = BernoulliMixture(k, random_state=0, dtype="float64").fit(open_dataset(data))
+        same_model(tmp_path / f"m{k}.zarr", reference)
+
+
+def test_a_job_that_fails_on_bad_data(cluster: dict, tmp_path: Path, bmm) -> None:
+    data = tmp_path / "d.zarr"
+    shutil.copytree(cluster["data"], data)
+    (data / "bits" / "c" / "3" / "0").write_bytes(b"\x00garbage" * 20)  # readable only as junk
+    out = tmp_path / "m.zarr"
+    job_id = submit(bmm, cluster, "fit", data, "--k", "3", "--out", out)
+    waited = bmm("wait", job_id, *on(cluster))
+    line = assert_one_line_error(waited, f"job {job_id} failed: ", "d.zarr/bits: chunk 3")
+    status = bmm("status", job_id, *on(cluster))
+    assert f"job {job_id}: failed" in status.out
+    assert "  error       " + line.split("failed: ", 1)[1] in status.out
+    assert not out.exists() and not Path(f"{out}.checkpoint").exists()
+    assert not Path(f"{out}.lock").exists()
+
+
+def test_paths_are_checked_on_a_worker(cluster: dict, tmp_path: Path, bmm) -> None:
+    missing = bmm(
+        "submit",
+        "fit",
+        tmp_path / "no.zarr",
+        "--k",
+        "2",
+        "--out",
+        tmp_path / "m.zarr",
+        *on(cluster),
+    )
+    assert_one_line_error(
+        missing, "no.zarr: no such file or folder", "(checked on the worker tcp://"
+    )
+    taken = tmp_path / "taken.zarr"
+    taken.mkdir()
+    exists = bmm("submit", "fit", cluster["data"], "--k", "2", "--out", taken, *on(cluster))
+    assert_one_line_error(exists, "taken.zarr: exists already; pass --overwrite to replace it")
+    big = bmm(
+        "submit",
+        "select",
+        cluster["data"],
+        "--k",
+        "2,200000",
+        "--out",
+        tmp_path / "s",
+        *on(cluster),
+    )
+    assert_one_line_error(big, "K = 200000 is more than its 100000 rows")
+    unknown = bmm("status", "nosuchjob", *on(cluster))
+    assert_one_line_error(unknown, "no job nosuchjob on the cluster at tcp://127.0.0.1:")
+
+
+def test_a_submitted_selection(cluster: dict, tmp_path: Path, bmm) -> None:
+    out = tmp_path / "sel"
+    job_id = submit(bmm, cluster, "select", cluster["data"], "--k", "2,8", "--out", out, "--json")
+    waited = bmm("wait", json.loads(job_id)["id"], *on(cluster))
+    assert waited.code == 0, waited.err
+    assert waited.out.startswith(f"wrote {out}: K = 8 chosen by heldout")
+    assert (out / "model.zarr").is_dir() and (out / "selection.json").is_file()
+
+
+def test_jobs_need_a_cluster(tmp_path: Path, bmm, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    result = run_bmm_dask("jobs")
+    assert_one_line_error(result, "name the cluster: --scheduler ADDRESS, --scheduler-file FILE")
