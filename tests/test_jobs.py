@@ -39,18 +39,20 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """A scheduler and two single-threaded workers (their nannies restart a killed one)."""
     folder = tmp_path_factory.mktemp("jobs")
     workers = [["--name", name, "--memory-limit", "2GB"] for name in ("w1", "w2")]
-    with dask_processes(folder, [], workers) as scheduler_file:
-        with Client(scheduler_file=str(scheduler_file), timeout="30s") as client:
-            client.wait_for_workers(2, timeout=60)
-            data = synth(
-                folder / "data.zarr",
-                n_samples=100_000,
-                n_features=200,
-                n_components=8,
-                seed=4,
-                chunk_rows=10_000,
-            )
-            yield {"file": str(scheduler_file), "client": client, "data": data, "folder": folder}
+    with (
+        dask_processes(folder, [], workers) as scheduler_file,
+        Client(scheduler_file=str(scheduler_file), timeout="30s") as client,
+    ):
+        client.wait_for_workers(2, timeout=60)
+        data = synth(
+            folder / "data.zarr",
+            n_samples=100_000,
+            n_features=200,
+            n_components=8,
+            seed=4,
+            chunk_rows=10_000,
+        )
+        yield {"file": str(scheduler_file), "client": client, "data": data, "folder": folder}
 
 
 def on(cluster: dict) -> tuple[str, str]:
