@@ -366,7 +366,7 @@ def drawing(batch_sizes: list[int]) -> list[tuple[str, str]]:
     rows: list[tuple[str, str]] = []
     for m in batch_sizes:
         window = window_chunks(m, CHUNK)
-        batches = pass_batches(chunk_sizes, m, window, np.random.default_rng(0))
+        _, batches = pass_batches(chunk_sizes, m, window, np.random.default_rng(0))
         start = time.perf_counter()
         count = 0
         for batch in batches:  # the first window's batches

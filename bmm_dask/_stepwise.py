@@ -32,6 +32,7 @@ in the passes, it would come back only in batch EM, after the others had settled
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import time
@@ -268,8 +269,8 @@ class Batch:
 
 def pass_batches(
     chunk_sizes: tuple[int, ...], batch_size: int, window: int, rng: np.random.Generator
-) -> Iterator[Batch]:
-    """The mini-batches of one pass, drawn with ``rng``: every row once.
+) -> tuple[int, Iterator[Batch]]:
+    """The mini-batches of one pass, drawn with ``rng``: every row once; and how many.
 
     Parameters
     ----------
@@ -282,13 +283,24 @@ def pass_batches(
     rng : numpy.random.Generator
         The driver's random generator.
 
-    Yields
-    ------
-    Batch
-        In order; the batches of a window come one after the other.
+    Returns
+    -------
+    int
+        The number of mini-batches.
+    iterator of Batch
+        The mini-batches in order; those of a window come one after the other.
     """
-    for chunks in pass_windows(len(chunk_sizes), window, rng):
-        yield from window_batches(chunks, chunk_sizes, batch_size, rng)
+    windows = pass_windows(len(chunk_sizes), window, rng)
+    count = sum(_batches_in(sum(chunk_sizes[c] for c in chunks), batch_size) for chunks in windows)
+    batches = itertools.chain.from_iterable(
+        window_batches(chunks, chunk_sizes, batch_size, rng) for chunks in windows
+    )
+    return count, batches
+
+
+def _batches_in(rows: int, batch_size: int) -> int:
+    """Mini-batches a window of ``rows`` rows is cut into."""
+    return max(1, round(rows / batch_size))
 
 
 def pass_windows(n_chunks: int, window: int, rng: np.random.Generator) -> list[list[int]]:
@@ -303,7 +315,7 @@ def window_batches(
     """The mini-batches of one window, drawn with ``rng``: its rows shuffled, cut in pieces."""
     starts = np.cumsum([0, *(chunk_sizes[c] for c in chunks)])
     shuffled = rng.permutation(int(starts[-1]))
-    n_batches = max(1, round(len(shuffled) / batch_size))
+    n_batches = _batches_in(len(shuffled), batch_size)
     for piece in np.array_split(shuffled, n_batches):
         # Sorted, the rows fall into runs, one per chunk: one sort, not a pass per chunk
         # (a mask per chunk of the window would cost m x window).
@@ -990,9 +1002,10 @@ def stepwise_pass(
             return runs[0].means, runs[0].weights
         return [run.means for run in runs], [run.weights for run in runs]
 
+    count, batches = pass_batches(chunk_sizes, batch_size, window, rng)
     steps = pass_steps(
         data,
-        pass_batches(chunk_sizes, batch_size, window, rng),
+        batches,
         given,
         dtype=dtype,
         persisted=persisted,
@@ -1005,6 +1018,10 @@ def stepwise_pass(
         for run, part in zip(runs, [stats] if single else stats, strict=True):
             event = run.advance(part)
         if single:
+            # where the pass is, for the progress page and a job's record
+            run = runs[0]
+            event.update(passes=run.passes, step_in_pass=position, steps_in_pass=count)
+            event["rows"] = int(run.rows)
             publish(event)
             if on_step is not None:
                 parameters = [(step.means, step.weights) for step in in_flight]

@@ -5,12 +5,16 @@ importable where the scheduler runs); in Python, ``client.register_plugin(Progre
 draws the events that the fit logs on the scheduler (topic ``bmm-dask``), refreshes itself every
 two seconds, and needs no network beyond the dashboard: plain HTML, inline SVG, no scripts.
 
+Above the runs, the jobs submitted to the cluster (``bmm-dask submit``), newest first: their
+state, where they are, and how they ended.
+
 A selection of the number of components (``bmm-dask select``) logs one event per shared
 iteration with a record per candidate still running; each candidate is drawn as a run of its
 own ("K = 10: iteration 12").
 
-For each run (newest first) it shows where the fit is (pass and step when the events carry them,
-else the iteration), two charts that share the iteration axis, and a table of the last iterations:
+For each run (newest first) it shows where the fit is (pass p of P and step s of S of a stepwise
+fit, with the time into the pass and the rows per second; else the iteration), two charts that
+share the iteration axis, and a table of the last iterations:
 
 - the objective, on a scale set by the iterations from the second on: the first, from the starting
   values, sits so far below the rest (hundreds of nats per sample at K = 30, where the later steps
@@ -34,6 +38,7 @@ from distributed.diagnostics.plugin import SchedulerPlugin
 from tornado import web
 
 from bmm_dask._events import EVENT_TOPIC as TOPIC
+from bmm_dask.jobs import METADATA_KEY as JOBS_KEY
 
 __all__ = ["PAGE", "ProgressPage", "render"]
 
@@ -45,6 +50,8 @@ REFRESH = 2
 #: under each.
 SHOWN_RUNS = 8
 SHOWN_ROWS = 10
+#: Jobs listed (newest first).
+SHOWN_JOBS = 20
 #: Keys of the events that say where a stepwise fit is, shown when present.
 POSITION_KEYS = ("pass", "step")
 
@@ -137,8 +144,15 @@ def _text(value: Any) -> str:
 
 
 def _position(record: Record) -> str:
-    """Where the fit is: 'pass 2, step 140' for a stepwise fit, else 'iteration 12' (after
-    'K = 10: ' for a candidate of a selection)."""
+    """Where the fit is: 'pass 2 of 10, step 140 of 234' for a stepwise fit (its step within
+    the pass, when the events carry it), else 'iteration 12' (after 'K = 10: ' for a candidate
+    of a selection)."""
+    if "step_in_pass" in record and "pass" in record:
+        of = f" of {_text(record['passes'])}" if record.get("passes") else ""
+        shown = [f"pass {_text(record['pass'])}{of}", f"step {_text(record['step_in_pass'])}"]
+        if record.get("steps_in_pass"):
+            shown[-1] += f" of {_text(record['steps_in_pass'])}"
+        return ", ".join(shown)
     shown = [f"{key} {_text(record[key])}" for key in POSITION_KEYS if key in record]
     if "candidate" in record:
         return f"{html.escape(record['candidate'])}: " + _position(
@@ -398,7 +412,12 @@ def _run(number: int, run: list[Record], newest: bool) -> str:
         f"objective <b>{_objective(last.get('objective'))}</b> nats per sample",
         f"change {_significant(last.get('change'), signed=True)}",
     ]
-    if seconds:
+    rows, elapsed = _number(last.get("rows")), _number(last.get("seconds"))
+    if "step_in_pass" in last and rows and elapsed:  # a stepwise pass under way
+        summary.append(
+            f"{_seconds(elapsed)} s into the pass, {rows / elapsed:,.0f} rows per second"
+        )
+    elif seconds:
         summary.append(f"{_seconds(sum(seconds) / len(seconds))} s per iteration")
     picture = _svg(
         [
@@ -425,7 +444,48 @@ STYLE = (
 )
 
 
-def render(events: Sequence[tuple[float, Any]], now: float | None = None) -> str:
+def _jobs(jobs: Sequence[Record], now: float) -> list[str]:
+    """The cluster's jobs (``bmm-dask submit``), newest first: state, progress, output."""
+    if not jobs:
+        return []
+    rows = []
+    for job in sorted(jobs, key=lambda j: -(_number(j.get("submitted")) or 0))[:SHOWN_JOBS]:
+        progress = job.get("progress") or {}
+        where = _position(progress) if progress else "-"
+        if isinstance(progress.get("objective"), int | float):
+            where += f", objective {_objective(progress['objective'])}"
+        started = _number(job.get("started"))
+        ended = _number(job.get("ended"))
+        elapsed = "-" if started is None else f"{(ended or now) - started:.0f} s"
+        rows.append(
+            "<tr>"
+            + "".join(
+                f"<td>{html.escape(str(cell))}</td>"
+                for cell in (
+                    job.get("id", "?"),
+                    job.get("state", "?"),
+                    where,
+                    elapsed,
+                    job.get("output") or "-",
+                    job.get("message") or "",
+                )
+            )
+            + "</tr>"
+        )
+    head = "".join(
+        f"<th>{h}</th>" for h in ("job", "state", "where", "elapsed", "output", "last line")
+    )
+    return [
+        "<h2>Jobs</h2>",
+        f'<table class="jobs"><tr>{head}</tr>{"".join(rows)}</table>',
+    ]
+
+
+def render(
+    events: Sequence[tuple[float, Any]],
+    now: float | None = None,
+    jobs: Sequence[Record] = (),
+) -> str:
     """The page for the events of topic ``bmm-dask``: the last runs, newest first.
 
     Parameters
@@ -435,6 +495,8 @@ def render(events: Sequence[tuple[float, Any]], now: float | None = None) -> str
         are left out.
     now : float, default=None
         The time (``time.time()``) that "last iteration ... ago" counts from; None means now.
+    jobs : sequence of dict, default=()
+        The records of the cluster's jobs (``bmm-dask submit``), listed above the runs.
 
     Returns
     -------
@@ -454,6 +516,7 @@ def render(events: Sequence[tuple[float, Any]], now: float | None = None) -> str
         ago = max(0.0, (time.time() if now is None else now) - max(times))
         note += f" Last iteration logged {ago:.0f} s ago."
     parts.append(f'<p class="note">{note}</p>')
+    parts += _jobs(jobs, time.time() if now is None else now)
     if not runs:
         parts.append("<p>No fit has run on this cluster yet.</p>")
     shown = list(enumerate(runs, start=1))[-SHOWN_RUNS:]
@@ -487,7 +550,9 @@ class _Handler(web.RequestHandler):
     def get(self) -> None:
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.set_header("Cache-Control", "no-store")
-        self.write(render(list(self.scheduler.get_events(TOPIC))))
+        jobs = self.scheduler.get_metadata([JOBS_KEY], default={}) or {}
+        records = [job for job in jobs.values() if isinstance(job, dict)]
+        self.write(render(list(self.scheduler.get_events(TOPIC)), jobs=records))
 
 
 class ProgressPage(SchedulerPlugin):

@@ -350,7 +350,7 @@ class RunningJob:
         if step and now - self._progress_at < PROGRESS_SECONDS:
             return
         self._progress_at = now
-        keys = ("iteration", "pass", "passes", "step", "steps", "objective")
+        keys = ("iteration", "pass", "passes", "step_in_pass", "steps_in_pass", "objective")
         progress = {k: record[k] for k in keys if k in record}
         if "candidates" in record:
             progress["candidates"] = len(record["candidates"])

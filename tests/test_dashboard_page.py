@@ -225,3 +225,49 @@ def test_each_candidate_of_a_selection_is_a_run_of_its_own() -> None:
     assert "<h2>Run 2: K = 5: iteration 5</h2>" in page
     assert "<h2>Run 3: K = 9: iteration 5 (newest)</h2>" in page
     assert page.count("<svg") == 3 and long_floats(page) == []
+
+
+def test_the_page_says_where_a_stepwise_pass_is_and_lists_the_jobs() -> None:
+    step = {
+        "kind": "iteration",
+        "pass": 2,
+        "passes": 10,
+        "step": 290,
+        "step_in_pass": 56,
+        "steps_in_pass": 234,
+        "rows": 112_000,
+        "seconds": 3.5,
+        "objective": -101.5,
+        "change": None,
+    }
+    jobs = [
+        {
+            "id": "ab12cd34",
+            "state": "running",
+            "submitted": 1000.0,
+            "started": 1001.0,
+            "ended": None,
+            "output": "/models/m.zarr",
+            "progress": {"pass": 2, "passes": 10, "step_in_pass": 56, "steps_in_pass": 234},
+        },
+        {
+            "id": "ef56ab78",
+            "state": "failed",
+            "submitted": 900.0,
+            "started": 901.0,
+            "ended": 905.0,
+            "output": "/models/<x>.zarr",
+            "message": "d.zarr/bits: chunk 3 cannot be read",
+            "progress": {"iteration": 4, "objective": -99.25},
+        },
+    ]
+    page = render([(1010.0, step)], now=1011.0, jobs=jobs)
+    assert "Run 1: pass 2 of 10, step 56 of 234" in page
+    assert "3.50 s into the pass, 32,000 rows per second" in page
+    table = page[page.index("<h2>Jobs</h2>") : page.index("</table>")]
+    # newest first, escaped, with where each is and how it ended
+    assert table.index("ab12cd34") < table.index("ef56ab78")
+    assert "<td>running</td><td>pass 2 of 10, step 56 of 234</td><td>10 s</td>" in table
+    assert "<td>iteration 4, objective -99.2500</td><td>4 s</td>" in table
+    assert "/models/&lt;x&gt;.zarr" in table and "chunk 3 cannot be read" in table
+    assert "<h2>Jobs</h2>" not in render([(1010.0, step)], now=1011.0)

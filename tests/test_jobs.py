@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,7 +53,14 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
             seed=4,
             chunk_rows=10_000,
         )
-        yield {"file": str(scheduler_file), "client": client, "data": data, "folder": folder}
+        dashboard = json.loads(scheduler_file.read_text())["services"]["dashboard"]
+        yield {
+            "file": str(scheduler_file),
+            "client": client,
+            "data": data,
+            "folder": folder,
+            "page": f"http://127.0.0.1:{dashboard}/bmm-dask",
+        }
 
 
 def on(cluster: dict) -> tuple[str, str]:
@@ -122,6 +130,10 @@ def test_a_submitted_fit_ends_with_the_terminals_model(cluster: dict, tmp_path: 
     listed = bmm("jobs", *on(cluster)).out.splitlines()
     assert listed[0].split()[:3] == ["JOB", "STATE", "PROGRESS"]
     assert any(line.startswith(f"{job_id}  done") for line in listed[1:])
+    # the dashboard's page lists it too (submit added the page to the scheduler)
+    with urllib.request.urlopen(cluster["page"], timeout=30) as response:
+        page = response.read().decode()
+    assert f"<td>{job_id}</td><td>done</td><td>pass 3, iteration 3, objective " in page
 
 
 def test_a_job_outlives_its_submitting_process_killed(

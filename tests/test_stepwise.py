@@ -104,12 +104,15 @@ def the_batches(X: np.ndarray, batch_size: int, seed: int, passes: int) -> list[
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(passes):
-        for batch in pass_batches(sizes, batch_size, window_chunks(batch_size, sizes[0]), rng):
+        count, batches = pass_batches(sizes, batch_size, window_chunks(batch_size, sizes[0]), rng)
+        before = len(out)
+        for batch in batches:
             out.append(
                 np.concatenate(
                     [starts[c] + r for c, r in zip(batch.window, batch.rows, strict=True)]
                 )
             )
+        assert len(out) - before == count  # the count the progress page shows
     return out
 
 

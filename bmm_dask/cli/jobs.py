@@ -310,9 +310,9 @@ def progress_text(progress: dict[str, Any]) -> str:
     if progress.get("pass") is not None:
         of = f" of {progress['passes']}" if progress.get("passes") else ""
         parts.append(f"pass {progress['pass']}{of}")
-        if progress.get("step") is not None:
-            of = f" of {progress['steps']}" if progress.get("steps") else ""
-            parts.append(f"step {progress['step']}{of}")
+        if progress.get("step_in_pass") is not None:
+            of = f" of {progress['steps_in_pass']}" if progress.get("steps_in_pass") else ""
+            parts.append(f"step {progress['step_in_pass']}{of}")
     elif progress.get("iteration") is not None:
         parts.append(f"iteration {progress['iteration']}")
     if progress.get("candidates"):
