@@ -8,10 +8,8 @@ fits from a dataset to a model store can use it the same way.
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from bmm_dask.errors import SettingsError, setting
@@ -22,6 +20,7 @@ from bmm_dask.io import (
     check_output,
     output_lock,
 )
+from bmm_dask.io._output import exists, join, remove_output
 from bmm_dask.model import BernoulliMixture
 
 __all__ = ["FitJob"]
@@ -41,11 +40,10 @@ def check_resumable(out: str | os.PathLike[str]) -> None:
     SettingsError
         ``out`` does not exist, holds a finished model, or holds no checkpoint.
     """
-    path = Path(out)
-    if not (path / CHECKPOINT_FILE).is_file():
-        if not path.exists():
+    if not exists(join(out, CHECKPOINT_FILE)):
+        if not exists(out):
             what = "does not exist"
-        elif (path / "zarr.json").is_file() and (path / "means").exists():
+        elif exists(join(out, "zarr.json")) and exists(join(out, "means")):
             what = "holds a finished model"
         else:
             what = "holds no checkpoint"
@@ -125,14 +123,14 @@ class FitJob:
         if resume:
             check_resumable(self.checkpoint)
         else:
-            if not overwrite and (Path(self.checkpoint) / CHECKPOINT_FILE).is_file():
+            if not overwrite and exists(join(self.checkpoint, CHECKPOINT_FILE)):
                 raise SettingsError(
                     f"{self.checkpoint}: holds the checkpoint of an unfinished fit; resume it "
                     f"({setting('--resume')}), or start afresh ({setting('--overwrite')})"
                 )
-            check_output(self.out, overwrite=overwrite)
+            check_output(self.out, overwrite=overwrite, urls=True)
             if self.checkpoint != self.out:
-                check_output(self.checkpoint, overwrite=overwrite)
+                check_output(self.checkpoint, overwrite=overwrite, urls=True)
         model._check_settings(dataset.n_features, dataset.n_samples, dataset.path)
         self.fingerprint = {"data": dataset.fingerprint()}
         #: Where a resumed fit continues: ``(start, iterations saved, last objective)``, the
@@ -180,7 +178,7 @@ class FitJob:
         with output_lock(self.out, owner=self.owner):
             if self.overwrite and not self.resume and self.checkpoint != self.out:
                 # another fit's checkpoint: its first save would keep that fit's attributes
-                shutil.rmtree(self.checkpoint, ignore_errors=True)
+                remove_output(self.checkpoint)
             started = time.perf_counter()
             self.model.fit(
                 self.dataset,
@@ -199,5 +197,5 @@ class FitJob:
                 attrs={**self.fingerprint, "fit_seconds": seconds, **(attrs or {})},
             )
             if self.checkpoint != self.out:
-                shutil.rmtree(self.checkpoint, ignore_errors=True)
+                remove_output(self.checkpoint)
         return seconds

@@ -141,7 +141,7 @@ def submit_job(
         if not workers:
             raise SettingsError(f"the cluster at {client.scheduler.address} has no workers")
         try:
-            client.run(check, options, workers=workers[:1])
+            client.run(_check, check, options, workers=workers[:1])
         except BmmDaskError as err:
             raise type(err)(f"{err} (checked on the worker {workers[0]})") from None
     job_id = uuid.uuid4().hex[:8]
@@ -176,6 +176,22 @@ def submit_job(
             raise TimeoutError(f"the scheduler at {client.scheduler.address} did not take the job")
         time.sleep(0.01)
     return job_id
+
+
+def _check(check: Callable[[dict[str, Any]], Any], options: dict[str, Any]) -> None:
+    """Run a job's checks on a worker; a user's mistake comes back as its error alone.
+
+    The error is raised anew, outside the handler: one raised from a library's exception
+    carries it along, and the client may not be able to unpickle that one (zarr's
+    GroupNotFoundError cannot be), so the message would come back as a plain Exception.
+    """
+    try:
+        check(options)
+    except BmmDaskError as err:
+        error = type(err)(str(err))
+    else:
+        return
+    raise error
 
 
 def list_jobs(client: Any) -> list[dict[str, Any]]:

@@ -226,7 +226,7 @@ class Selection:
         from bmm_dask.io import atomic_output
         from bmm_dask.report import plot_selection
 
-        with atomic_output(path, overwrite=overwrite, inputs=inputs) as tmp:
+        with atomic_output(path, overwrite=overwrite, inputs=inputs, urls=True) as tmp:
             summary = self.to_dict()
             summary["candidates"] = [jsonable(row) for row in self.table]
             (tmp / "selection.json").write_text(json.dumps(summary, indent=2))

@@ -9,12 +9,10 @@ import json
 import logging
 import os
 import shlex
-import shutil
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import click
@@ -106,14 +104,13 @@ def run_fit(options: dict[str, Any], job: Any) -> str:
     output; a later attempt (after the worker of the last one died) continues from them."""
     from bmm_dask.cli.fit import fit_done, log_resume, make_fit_job
     from bmm_dask.io import CHECKPOINT_FILE
+    from bmm_dask.io._output import exists, join, remove_output
     from bmm_dask.jobs import JobCancelled
 
     out, checkpoint = options["out"], checkpoint_of(options["out"])
     if job.attempt > 1 and _written_by(out, job.id):
         return f"wrote {out} (by the last attempt, before its worker died)"
-    resume = options["resume"] or (
-        job.attempt > 1 and (Path(checkpoint) / CHECKPOINT_FILE).is_file()
-    )
+    resume = options["resume"] or (job.attempt > 1 and exists(join(checkpoint, CHECKPOINT_FILE)))
     fit_job = make_fit_job(**{**options, "resume": resume}, checkpoint=checkpoint, owner=job.id)
     log_resume(fit_job)
     try:
@@ -122,16 +119,18 @@ def run_fit(options: dict[str, Any], job: Any) -> str:
         )
     except JobCancelled:
         if not options["resume"]:  # the job's own checkpoint; one it was given stays
-            shutil.rmtree(checkpoint, ignore_errors=True)
+            remove_output(checkpoint)
         raise
     return fit_done(fit_job, seconds)
 
 
 def _written_by(out: str, job_id: str) -> bool:
     """Whether ``out`` holds a model that this job saved."""
+    from bmm_dask.io._zarr import open_group
+
     try:
-        attrs = json.loads((Path(out) / "zarr.json").read_text()).get("attributes", {})
-    except (OSError, ValueError):
+        attrs = dict(open_group(out, None).attrs)
+    except Exception:  # not there, or not a store: not this job's model
         return False
     return isinstance(attrs, dict) and attrs.get("job") == job_id
 

@@ -196,7 +196,7 @@ class SelectJob:
         if validation is None and not 0 < fraction < 1:
             raise SettingsError(f"--validation-fraction must be in (0, 1); got {fraction!r}")
         self.inputs = [data, validation]
-        check_output(out, overwrite=options["overwrite"], inputs=self.inputs)
+        check_output(out, overwrite=options["overwrite"], inputs=self.inputs, urls=True)
         self.dataset = open_data(data)
         self.heldout = open_data(validation) if validation is not None else None
         if self.heldout is not None and self.heldout.n_features != self.dataset.n_features:
@@ -239,7 +239,8 @@ class SelectJob:
 
     def save(self, selection: Any) -> None:
         """Write the selection's folder."""
-        data_attrs = {**self.dataset.fingerprint(), "path": str(Path(self.data).absolute())}
+        path = self.data if "://" in self.data else str(Path(self.data).absolute())
+        data_attrs = {**self.dataset.fingerprint(), "path": path}
         selection.save(
             self.out,
             overwrite=self.options["overwrite"],

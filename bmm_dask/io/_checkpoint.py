@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from bmm_dask.io._output import atomic_file, atomic_output
+from bmm_dask.io._output import atomic_file, atomic_output, exists, is_url, join
 from bmm_dask.io._zarr import check_version, new_group, open_group
 
 #: What the ``format`` attribute of an unfinished fit's store holds.
@@ -35,7 +35,7 @@ def write_checkpoint(
     Parameters
     ----------
     path : str or path-like
-        The store (the fit's output folder).
+        The store (the fit's output folder, or a URL).
     arrays : mapping of str to ndarray
         The state's arrays (means, weights, ...).
     state : mapping
@@ -49,16 +49,15 @@ def write_checkpoint(
     OutputError
         If the store cannot be written.
     """
-    target = Path(path)
 
     def write_npz(tmp: Path) -> None:
         with open(tmp, "wb") as f:
             np.savez(f, state=np.array(json.dumps(dict(state))), **dict(arrays))
 
-    if (target / CHECKPOINT_FILE).is_file():
-        atomic_file(target / CHECKPOINT_FILE, write_npz)
+    if exists(join(path, CHECKPOINT_FILE)):
+        atomic_file(join(path, CHECKPOINT_FILE), write_npz)
         return
-    with atomic_output(target, overwrite=True) as tmp:
+    with atomic_output(path, overwrite=True, urls=True) as tmp:
         new_group(tmp, CHECKPOINT_FORMAT, **attrs)
         write_npz(tmp / CHECKPOINT_FILE)
 
@@ -96,7 +95,7 @@ def read_checkpoint(
         raise ModelFileError(f"{path}: not the checkpoint of an unfinished fit")
     check_version(os.fspath(path), attrs, CHECKPOINT_FORMAT, "checkpoint", ModelFileError)
     try:
-        with np.load(Path(path) / CHECKPOINT_FILE, allow_pickle=False) as npz:
+        with np.load(_open(join(path, CHECKPOINT_FILE)), allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files if k != "state"}
             state = json.loads(str(npz["state"]))
     except (OSError, ValueError, KeyError) as err:
@@ -104,3 +103,15 @@ def read_checkpoint(
             f"{path}/{CHECKPOINT_FILE}: cannot read the checkpoint: {err}"
         ) from err
     return arrays, state, attrs
+
+
+def _open(path: str) -> Any:
+    """A file to read, on this machine or at a URL (read whole: a checkpoint is small)."""
+    if not is_url(path):
+        return path
+    import io
+
+    import fsspec
+
+    with fsspec.open(path, "rb") as f:
+        return io.BytesIO(f.read())

@@ -60,7 +60,7 @@ def write_model(
     DataError
         If there are names, but not one string per feature.
     """
-    with atomic_output(path, overwrite=overwrite) as tmp:
+    with atomic_output(path, overwrite=overwrite, urls=True) as tmp:
         group = new_group(tmp, MODEL_FORMAT, **attrs)
         means_array = group.create_array(
             "means",

@@ -35,6 +35,113 @@ def is_url(path: str | os.PathLike[str]) -> bool:
     return "://" in str(path)
 
 
+def _filesystem(url: str) -> tuple[Any, str]:
+    """The fsspec filesystem of a URL, and the path within it.
+
+    Raises
+    ------
+    DependencyError
+        When the package for the URL's protocol (s3fs for ``s3://``) is not installed.
+    """
+    from bmm_dask.errors import DependencyError
+
+    try:
+        import fsspec.core
+
+        return fsspec.core.url_to_fs(url)
+    except ImportError as err:
+        protocol = url.split("://", 1)[0]
+        extra = {"s3": "s3", "gs": "gcs", "gcs": "gcs", "http": "http", "https": "http"}
+        raise DependencyError(
+            f"{url}: reading and writing {protocol}:// needs a package that is not installed "
+            f"(pip install 'bmm-dask[{extra.get(protocol, protocol)}]'): {err}"
+        ) from err
+
+
+def join(base: str | os.PathLike[str], name: str) -> str:
+    """``base/name``, for a local path or a URL (where ``Path`` would fold ``s3://`` to
+    ``s3:/``).
+
+    Parameters
+    ----------
+    base : str or path-like
+        A folder or a URL.
+    name : str
+        A name within it.
+
+    Returns
+    -------
+    str
+    """
+    text = os.fspath(base)
+    return f"{text.rstrip('/')}/{name}" if is_url(text) else os.path.join(text, name)
+
+
+def exists(path: str | os.PathLike[str]) -> bool:
+    """Whether a file or folder exists, on this machine or at a URL.
+
+    Parameters
+    ----------
+    path : str or path-like
+
+    Returns
+    -------
+    bool
+    """
+    text = os.fspath(path)
+    if is_url(text):
+        fs, inner = _filesystem(text)
+        fs.invalidate_cache()  # another process may have written or removed it since
+        return bool(fs.exists(inner))
+    return os.path.exists(text) or os.path.islink(text)
+
+
+def remove_output(path: str | os.PathLike[str]) -> None:
+    """Remove a folder (or a file), on this machine or at a URL; nothing if it is not there.
+
+    Parameters
+    ----------
+    path : str or path-like
+    """
+    text = os.fspath(path)
+    if is_url(text):
+        fs, inner = _filesystem(text)
+        fs.invalidate_cache()
+        with contextlib.suppress(FileNotFoundError):
+            fs.rm(inner, recursive=True)
+        return
+    if os.path.isdir(text) and not os.path.islink(text):
+        shutil.rmtree(text, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(text)
+
+
+def _upload(local: Path, url: str, *, overwrite: bool) -> None:
+    """Copy a folder written here to a URL, its root ``zarr.json`` last.
+
+    Object stores have no rename: a reader finds a store by its root ``zarr.json``, so the
+    store appears only once everything else is there. A store it replaces is removed first, so
+    a reader never sees parts of both.
+    """
+    fs, inner = _filesystem(url)
+    fs.invalidate_cache()
+    if fs.exists(inner):
+        if not overwrite:
+            raise OutputError(
+                f"{url}: appeared while this command was writing it; pass "
+                f"{setting('--overwrite')} to replace it"
+            )
+        with contextlib.suppress(FileNotFoundError):
+            fs.rm(f"{inner.rstrip('/')}/zarr.json")  # readers stop finding the old store first
+        fs.rm(inner, recursive=True)
+    files = sorted(f for f in local.rglob("*") if f.is_file())
+    root = local / "zarr.json"
+    for file in [f for f in files if f != root] + ([root] if root in files else []):
+        fs.put_file(os.fspath(file), f"{inner.rstrip('/')}/{file.relative_to(local).as_posix()}")
+    fs.invalidate_cache()
+
+
 def _local_input(path: str | os.PathLike[str]) -> Path | None:
     """The file or folder on this machine that an input path reads (a zip for ``x.zip/train``)."""
     text = os.fspath(path)
@@ -66,6 +173,19 @@ def check_not_input(
     OutputError
         If ``target`` is the current folder or above it, or is, holds or lies inside an input.
     """
+    if is_url(target):
+        text = os.fspath(target).rstrip("/")
+        for given in inputs:
+            other = os.fspath(given).rstrip("/") if given is not None else ""
+            if (
+                other
+                and is_url(other)
+                and (text == other or other.startswith(text + "/") or text.startswith(other + "/"))
+            ):
+                raise OutputError(
+                    f"{target}: is, holds or lies inside {given}, an input of this command; choose another output"
+                )
+        return
     out = Path(target).resolve()
     cwd = Path.cwd().resolve()
     if out == cwd or out in cwd.parents:
@@ -95,6 +215,7 @@ def check_output(
     *,
     overwrite: bool,
     inputs: Sequence[str | os.PathLike[str] | None] = (),
+    urls: bool = False,
 ) -> None:
     """Refuse an output that exists (unless ``overwrite``), that is or holds one of ``inputs``,
     or that cannot be written: its folder, or the nearest folder above it that exists (missing
@@ -103,20 +224,43 @@ def check_output(
     Parameters
     ----------
     target : str or path-like
-        The output: a local path.
+        The output: a local path, or a URL that fsspec writes (``s3://bucket/model.zarr``).
     overwrite : bool
         Whether an existing output may be replaced.
     inputs : sequence of paths, default=()
         What the command reads; ``target`` may be none of them (see :func:`check_not_input`).
+    urls : bool, default=False
+        Whether ``target`` may be a URL: models, selections and checkpoints (small, written
+        here and copied there) may; datasets and predictions, written chunk by chunk by the
+        workers, may not.
 
     Raises
     ------
     OutputError
-        If ``target`` is a URL, exists (without ``overwrite``), is or holds an input, or
-        cannot be written.
+        If ``target`` exists (without ``overwrite``), is or holds an input, cannot be written,
+        or is a URL where one is not taken.
+    DependencyError
+        If ``target`` is a URL whose protocol needs a package that is not installed.
     """
-    if is_url(target):
+    if is_url(target) and not urls:
         raise OutputError(f"{target}: outputs are written to a folder on this machine, not a URL")
+    if is_url(target):
+        check_not_input(target, inputs)
+        fs, inner = _filesystem(os.fspath(target))
+        try:
+            there = exists(target)
+            bucket = inner.split("/", 1)[0]
+            if "/" in inner.strip("/") and not fs.exists(bucket):
+                raise OutputError(f"{target}: cannot write there: no bucket {bucket}")
+        except OutputError:
+            raise
+        except Exception as err:  # credentials, network: whatever the store's library says
+            raise OutputError(f"{target}: cannot reach it: {err}") from err
+        if there and not overwrite:
+            raise OutputError(
+                f"{target}: exists already; pass {setting('--overwrite')} to replace it"
+            )
+        return
     target = Path(target)
     check_not_input(target, inputs)
     if (target.exists() or target.is_symlink()) and not overwrite:
@@ -138,6 +282,7 @@ def atomic_output(
     *,
     overwrite: bool = False,
     inputs: Sequence[str | os.PathLike[str] | None] = (),
+    urls: bool = False,
 ) -> Iterator[Path]:
     """Write a folder (a Zarr store) under a temporary sibling name, then rename it into place.
 
@@ -147,19 +292,26 @@ def atomic_output(
     (:func:`output_lock`) is held throughout, so two commands never write one output at once,
     and an output that appears meanwhile is never replaced without ``overwrite``.
 
+    At a URL (object storage, which has no rename), the folder is written here and copied
+    there when complete, its root ``zarr.json`` last, so that readers find the store only once
+    it is whole; a store it replaces is removed just before. No lock is taken there: a job's
+    output is guarded by the cluster's list of jobs.
+
     Parameters
     ----------
     path : str or path-like
-        The output folder (local).
+        The output folder, or a URL.
     overwrite : bool, default=False
         Whether an existing output may be replaced.
     inputs : sequence of paths, default=()
         What the command reads; ``path`` may be none of them (see :func:`check_not_input`).
+    urls : bool, default=False
+        Whether ``path`` may be a URL (see :func:`check_output`).
 
     Yields
     ------
     Path
-        The temporary folder to write into.
+        The temporary folder to write into (on this machine).
 
     Raises
     ------
@@ -167,7 +319,15 @@ def atomic_output(
         When ``path`` exists and ``overwrite`` is false, is or holds one of ``inputs``, or its
         parent folder is missing or cannot be written.
     """
-    check_output(path, overwrite=overwrite, inputs=inputs)
+    check_output(path, overwrite=overwrite, inputs=inputs, urls=urls)
+    if is_url(path):  # written here, then copied there whole (see _upload)
+        local = Path(tempfile.mkdtemp(prefix="bmm-dask-", suffix=".tmp"))
+        try:
+            yield local
+            _upload(local, os.fspath(path), overwrite=overwrite)
+        finally:
+            shutil.rmtree(local, ignore_errors=True)
+        return
     target = Path(path)
     parent = target.absolute().parent
     with output_lock(target):
@@ -215,6 +375,20 @@ def atomic_file(
     OutputError
         Without ``overwrite``, if ``final`` exists when the file is renamed into place.
     """
+    if is_url(final):  # an object is written whole by one request
+        fd, tmp_name = tempfile.mkstemp(prefix="bmm-dask-", suffix=".part")
+        os.close(fd)
+        try:
+            write(Path(tmp_name))
+            if not overwrite and exists(final):
+                raise OutputError(
+                    f"{final}: exists already; pass {setting('--overwrite')} to replace it"
+                )
+            fs, inner = _filesystem(os.fspath(final))
+            fs.put_file(tmp_name, inner)
+        finally:
+            os.unlink(tmp_name)
+        return Path(os.fspath(final))
     final = Path(final)
     fd, tmp_name = tempfile.mkstemp(
         prefix=f".{final.name}.", suffix=".part", dir=final.absolute().parent
@@ -309,7 +483,8 @@ def output_lock(path: str | os.PathLike[str], *, owner: str | None = None) -> It
 
     A lock left by a process that no longer runs (killed, say) on this machine is taken over, and
     so is an empty or unreadable one more than a few seconds old, and one of the same ``owner``.
-    The lock is re-entrant within a process.
+    The lock is re-entrant within a process. At a URL nothing is locked: object stores offer no
+    file that one writer alone can create; a submitted job's output is guarded by its cluster.
 
     Parameters
     ----------
@@ -332,6 +507,9 @@ def output_lock(path: str | os.PathLike[str], *, owner: str | None = None) -> It
     """
     import socket
 
+    if is_url(path):  # no lock on object storage: a job's output is guarded by its cluster
+        yield
+        return
     lock = Path(f"{os.fspath(path).rstrip('/')}.lock")
     key = os.path.abspath(lock)
     if key in _HELD_LOCKS:
