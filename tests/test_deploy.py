@@ -39,10 +39,16 @@ DOCKER_INSTRUCTIONS = {
 def check_command(words: list[str]) -> None:
     """Parse a bmm-dask command line with the real CLI, without running it."""
     assert words[0] == "bmm-dask", words
-    command = cli.get_command(click.Context(cli), words[1])
-    assert command is not None, f"no bmm-dask command {words[1]!r}"
+    group: click.Group = cli
+    words = words[1:]
+    while True:
+        command = group.get_command(click.Context(group), words[0])
+        assert command is not None, f"no bmm-dask command {words[0]!r}"
+        if not isinstance(command, click.Group):  # submit fit: the command under the group
+            break
+        group, words = command, words[1:]
     try:
-        command.make_context(words[1], words[2:])
+        command.make_context(words[0], words[1:])
     except click.UsageError as err:
         pytest.fail(f"{' '.join(words)}: {err.format_message()}")
 
@@ -92,6 +98,30 @@ def test_compose_file() -> None:
         check_command(command)
 
 
+def test_long_lived_cluster() -> None:
+    compose = yaml.safe_load((DEPLOY / "compose" / "cluster.yaml").read_text())
+    services = compose["services"]
+    assert {"scheduler", "worker", "minio", "bucket"} <= set(services)
+    # published on this machine only; reached from a laptop through SSH
+    ports = [p for service in services.values() for p in service.get("ports", [])]
+    assert ports and all(p.startswith("127.0.0.1:") for p in ports)
+    assert "127.0.0.1:8786:8786" in services["scheduler"]["ports"]
+    for name in ("scheduler", "worker", "tools"):
+        assert services[name]["environment"]["AWS_ENDPOINT_URL"] == "http://minio:9000"
+    assert services["worker"]["restart"] == "unless-stopped"
+    for command in commands_in(services["tools"]["command"][-1]):
+        check_command(command)
+    # the laptop's side, as deploy/README.md gives it
+    readme = (DEPLOY / "README.md").read_text()
+    section = readme[readme.index("## Jobs from a laptop") :]
+    section = section[: section.index("\n## ", 5)]
+    code = "\n".join(line for line in section.splitlines() if line.startswith("    "))
+    commands = commands_in(code)
+    assert {"submit", "jobs", "logs", "wait", "cancel", "status"} <= {c[1] for c in commands}
+    for command in commands:
+        check_command(command)
+
+
 def test_kubernetes_daskjob() -> None:
     documents = list(yaml.safe_load_all((DEPLOY / "kubernetes" / "daskjob.yaml").read_text()))
     job = next(d for d in documents if d["kind"] == "DaskJob")
@@ -118,3 +148,7 @@ def test_slurm_script() -> None:
 def test_a_wrong_command_line_is_caught() -> None:
     with pytest.raises(pytest.fail.Exception, match="No such option"):
         check_command(["bmm-dask", "fit", "d.zarr", "--k", "3", "--out", "m.zarr", "--bogus"])
+    with pytest.raises(pytest.fail.Exception, match="No such option"):
+        check_command(
+            ["bmm-dask", "submit", "fit", "d.zarr", "--k", "3", "--out", "m", "--workers", "2"]
+        )
