@@ -4,7 +4,6 @@ dashboard's page and any client can follow."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
@@ -12,11 +11,11 @@ from typing import Any
 #: them with ``Client.get_events("bmm-dask")`` or ``Client.subscribe_topic("bmm-dask", handler)``.
 EVENT_TOPIC = "bmm-dask"
 
-#: Called with every record published in this context: set by a submitted job's driver, to
-#: keep the job's progress and to stop at the next step when the job is cancelled.
-JOB_HOOK: ContextVar[Callable[[dict[str, Any]], None] | None] = ContextVar(
-    "bmm_dask_job_hook", default=None
-)
+#: The submitted job whose driver runs in this context (a :class:`bmm_dask.jobs.RunningJob`),
+#: or None: every record published goes to its ``record`` (which keeps the job's progress and
+#: stops the work when the job is cancelled), and work in flight can ask to be dropped at once
+#: when it is cancelled (its ``dropping``).
+CURRENT_JOB: ContextVar[Any] = ContextVar("bmm_dask_current_job", default=None)
 
 
 def current_client() -> Any | None:
@@ -64,6 +63,6 @@ def publish(record: dict[str, Any]) -> None:
     client = current_client()
     if client is not None:
         client.log_event(EVENT_TOPIC, {"kind": "iteration", **jsonable(record)})
-    hook = JOB_HOOK.get()
-    if hook is not None:
-        hook(record)
+    job = CURRENT_JOB.get()
+    if job is not None:
+        job.record(record)

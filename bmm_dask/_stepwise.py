@@ -32,6 +32,7 @@ in the passes, it would come back only in batch EM, after the others had settled
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import math
@@ -50,7 +51,7 @@ from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 from numpy.typing import NDArray
 
 from bmm_dask._estep import PackedData
-from bmm_dask._events import publish
+from bmm_dask._events import CURRENT_JOB, publish
 from bmm_dask._kernels import (
     estep_stats,
     log_parameters,
@@ -718,20 +719,35 @@ def pass_steps(
     slots = None if persisted else worker_slots(client)  # once a pass: workers come and go
     held: Window | None = None
     in_flight: deque[Step] = deque()
-    for position, (batch, last) in enumerate(with_last(batches), start=1):
-        if position <= skip:
-            continue
-        if held is None or held.chunks != batch.window:
-            groups = step_groups(threads, len(batch.window))
-            held = hold_window(data, batch.window, groups, persisted, slots)
-        means, weights = given()
-        token = uuid.uuid4().hex
-        in_flight.append(
-            submit_step(held, batch, data.n_features, means, weights, dtype, token, client)
+    job = CURRENT_JOB.get()
+    dropping: Any = contextlib.nullcontext()
+    if job is not None and client is not None:  # a submitted job: cancelling drops the steps
+        dropping = job.dropping(
+            lambda: client.cancel([task for step in list(in_flight) for task in step.tasks])
         )
-        while in_flight and (len(in_flight) >= steps_in_flight or last):
-            stats = in_flight.popleft().result()
-            yield stats, position - len(in_flight), list(in_flight)
+    with dropping:
+        try:
+            for position, (batch, last) in enumerate(with_last(batches), start=1):
+                if position <= skip:
+                    continue
+                if held is None or held.chunks != batch.window:
+                    groups = step_groups(threads, len(batch.window))
+                    held = hold_window(data, batch.window, groups, persisted, slots)
+                means, weights = given()
+                token = uuid.uuid4().hex
+                in_flight.append(
+                    submit_step(held, batch, data.n_features, means, weights, dtype, token, client)
+                )
+                while in_flight and (len(in_flight) >= steps_in_flight or last):
+                    stats = in_flight[0].result()  # in flight until in: a cancel drops it too
+                    in_flight.popleft()
+                    yield stats, position - len(in_flight), list(in_flight)
+        finally:
+            # Left early (an error, a cancelled job): the steps still in flight are dropped
+            # now, not when the garbage collector gets to them, so their tasks leave the workers.
+            if client is not None and in_flight:
+                client.cancel([task for step in in_flight for task in step.tasks])
+            in_flight.clear()
 
 
 class StepwiseRun:
@@ -1014,16 +1030,17 @@ def stepwise_pass(
         client=distributed_client(),
         skip=skip,
     )
-    for stats, position, in_flight in steps:
-        for run, part in zip(runs, [stats] if single else stats, strict=True):
-            event = run.advance(part)
-        if single:
-            # where the pass is, for the progress page and a job's record
-            run = runs[0]
-            event.update(passes=run.passes, step_in_pass=position, steps_in_pass=count)
-            event["rows"] = int(run.rows)
-            publish(event)
-            if on_step is not None:
-                parameters = [(step.means, step.weights) for step in in_flight]
-                on_step(runs[0].snapshot(position, pass_rng_state, parameters))
+    with contextlib.closing(steps):  # on an error, the steps in flight stop at once
+        for stats, position, in_flight in steps:
+            for run, part in zip(runs, [stats] if single else stats, strict=True):
+                event = run.advance(part)
+            if single:
+                # where the pass is, for the progress page and a job's record
+                run = runs[0]
+                event.update(passes=run.passes, step_in_pass=position, steps_in_pass=count)
+                event["rows"] = int(run.rows)
+                publish(event)
+                if on_step is not None:
+                    parameters = [(step.means, step.weights) for step in in_flight]
+                    on_step(runs[0].snapshot(position, pass_rng_state, parameters))
     return [run.end_pass() for run in runs]

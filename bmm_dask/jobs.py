@@ -32,7 +32,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from bmm_dask._events import JOB_HOOK, jsonable
+from bmm_dask._events import CURRENT_JOB, jsonable
 from bmm_dask.errors import BmmDaskError, SettingsError
 
 __all__ = [
@@ -347,6 +347,7 @@ class RunningJob:
         self.client, self.id, self.attempt = client, job_id, attempt
         self.cancelled = threading.Event()
         self._progress_at = 0.0
+        self._droppers: list[Callable[[], Any]] = []
 
     def log(self, message: str) -> None:
         """Add a line to the job's log."""
@@ -372,8 +373,22 @@ class RunningJob:
             progress["candidates"] = len(record["candidates"])
         self.client.set_metadata([METADATA_KEY, self.id, "progress"], jsonable(progress))
 
+    @contextlib.contextmanager
+    def dropping(self, drop: Callable[[], Any]) -> Iterator[None]:
+        """Within, a cancel calls ``drop()`` (in a thread of its own) at once: it cancels the
+        work in flight (a stepwise pass's steps), so the workers' threads are freed without
+        waiting for the driver's next step."""
+        self._droppers.append(drop)
+        try:
+            yield
+        finally:
+            self._droppers.remove(drop)
+
     def _on_cancel(self, event: Any) -> None:
+        # on the worker's event loop: the dropping is done by another thread
         self.cancelled.set()
+        for drop in list(self._droppers):
+            threading.Thread(target=drop, name="bmm-dask-cancel", daemon=True).start()
 
     def update(self, **fields: Any) -> None:
         """Set fields of the job's record."""
@@ -406,11 +421,11 @@ def _running(job: RunningJob) -> Iterator[None]:
     if not logger.isEnabledFor(logging.INFO):
         logger.setLevel(logging.INFO)
     logger.addHandler(handler)
-    token = JOB_HOOK.set(job.record)
+    token = CURRENT_JOB.set(job)
     try:
         yield
     finally:
-        JOB_HOOK.reset(token)
+        CURRENT_JOB.reset(token)
         logger.removeHandler(handler)
 
 
@@ -447,10 +462,11 @@ def _drive(job_id: str, runner: Runner, options: dict[str, Any]) -> str:
         with _running(job):
             message = runner(options, job)
         state = "done"
-    except JobCancelled:
-        state, message = "cancelled", "stopped at a step's end; its temporary output removed"
     except Exception as err:  # a job's failure is its result: state and message say it
-        state, message = "failed", _one_line(err)
+        if isinstance(err, JobCancelled) or job.cancelled.is_set():  # its steps dropped, say
+            state, message = "cancelled", "stopped at its next step; its temporary output removed"
+        else:
+            state, message = "failed", _one_line(err)
     finally:
         with contextlib.suppress(Exception):
             client.unsubscribe_topic(cancel_topic(job_id))

@@ -200,11 +200,13 @@ def test_cancel_stops_a_job_and_keeps_the_model_that_was_there(
     assert waited.err.strip() == f"bmm-dask: job {job_id} was cancelled"
     assert job(cluster, job_id)["state"] == "cancelled"
     wait_until(
-        lambda: not any(client.processing().values()), "the workers' threads free", timeout=30
+        lambda: not sum(client.run(lambda dask_worker: dask_worker.state.executing_count).values()),
+        "the workers' threads free",
+        timeout=30,
     )
     assert np.array_equal(BernoulliMixture.load(out).means_, before)
     assert not checkpoint.exists() and not Path(f"{out}.lock").exists()
-    assert "cancelled: stopped at a step's end" in bmm("logs", job_id, *on(cluster)).out
+    assert "cancelled: stopped at its next step" in bmm("logs", job_id, *on(cluster)).out
     # an ended job stays as it ended
     assert bmm("cancel", job_id, *on(cluster)).out.strip() == f"job {job_id}: cancelled"
 

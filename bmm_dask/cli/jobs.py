@@ -105,7 +105,6 @@ def run_fit(options: dict[str, Any], job: Any) -> str:
     from bmm_dask.cli.fit import fit_done, log_resume, make_fit_job
     from bmm_dask.io import CHECKPOINT_FILE
     from bmm_dask.io._output import exists, join, remove_output
-    from bmm_dask.jobs import JobCancelled
 
     out, checkpoint = options["out"], checkpoint_of(options["out"])
     if job.attempt > 1 and _written_by(out, job.id):
@@ -117,9 +116,9 @@ def run_fit(options: dict[str, Any], job: Any) -> str:
         seconds = fit_job.run(
             callback=job.record, persist=options["persist"], attrs={"job": job.id}
         )
-    except JobCancelled:
-        if not options["resume"]:  # the job's own checkpoint; one it was given stays
-            remove_output(checkpoint)
+    except Exception:
+        if job.cancelled.is_set() and not options["resume"]:
+            remove_output(checkpoint)  # the job's own checkpoint; one it was given stays
         raise
     return fit_done(fit_job, seconds)
 
