@@ -90,11 +90,13 @@ def long_reference(cluster: dict) -> BernoulliMixture:
     return BernoulliMixture(8, random_state=0, **LONG_MODEL).fit(open_dataset(cluster["data"]))
 
 
-def test_jobs_on_a_cluster_with_none(cluster: dict, bmm) -> None:
+def test_jobs_on_a_cluster_with_none(cluster: dict, bmm, monkeypatch: pytest.MonkeyPatch) -> None:
     result = bmm("jobs", *on(cluster))
     assert result.code == 0, result.err
     assert result.out.strip() == "no jobs on this cluster (bmm-dask submit fit ... starts one)"
-    assert json.loads(bmm("jobs", "--json", *on(cluster)).out) == []
+    # the cluster named by the environment, as Dask's own clients find it
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", cluster["client"].scheduler.address)
+    assert json.loads(bmm("jobs", "--json").out) == []
 
 
 def test_a_submitted_fit_ends_with_the_terminals_model(cluster: dict, tmp_path: Path, bmm) -> None:
@@ -151,6 +153,39 @@ def test_a_job_outlives_its_submitting_process_killed(
     waited = bmm("wait", job_id, *on(cluster))
     assert waited.code == 0, waited.err
     same_model(out, long_reference)
+
+
+def test_logs_follow_and_a_resume_from_a_checkpoint_left_behind(
+    cluster: dict, tmp_path: Path, long_reference: BernoulliMixture, bmm
+) -> None:
+    # A scheduler that restarts forgets its jobs; their checkpoints stay. Here one is copied
+    # while its job runs, and a job submitted with --resume continues from it.
+    out = tmp_path / "m.zarr"
+    job_id = submit(bmm, cluster, "fit", cluster["data"], *LONG, "--out", out)
+    follow = start_bmm_dask("logs", job_id, "--follow", *on(cluster))
+    checkpoint = Path(f"{out}.checkpoint")
+
+    def far_enough() -> bool:
+        progress = job(cluster, job_id).get("progress") or {}
+        return (progress.get("iteration") or 0) >= 5 and (checkpoint / "checkpoint.npz").is_file()
+
+    wait_until(far_enough, "fifth iteration of the job", timeout=120)
+    left = tmp_path / "again.zarr.checkpoint"
+    shutil.copytree(checkpoint, left)
+    timeout = bmm("wait", job_id, "--timeout", "0", *on(cluster))
+    assert timeout.code == 1 and f"job {job_id} is still running" in timeout.err
+
+    lines, _ = follow.communicate(timeout=120)  # --follow ends when the job does
+    assert follow.returncode == 0
+    assert lines.splitlines()[-1].split("  ", 1)[1].startswith(f"done: wrote {out}: K = 8")
+    assert sum("  iteration " in line for line in lines.splitlines()) == 60
+
+    again = tmp_path / "again.zarr"
+    resumed = submit(bmm, cluster, "fit", cluster["data"], *LONG, "--out", again, "--resume")
+    assert bmm("wait", resumed, *on(cluster)).code == 0
+    assert "resuming " + str(left) in bmm("logs", resumed, *on(cluster)).out
+    same_model(again, long_reference)
+    assert not left.exists()
 
 
 def test_a_job_survives_the_worker_running_its_driver_killed(
