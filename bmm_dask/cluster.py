@@ -314,8 +314,25 @@ def _connect(failure: str, named: str, **where: str) -> Any:
     try:
         return Client(**where, timeout=CONNECT_TIMEOUT)
     except (OSError, TypeError, ValueError) as err:  # refused, timed out, or no TLS settings
+        _forget_unstarted_clients()
         reason = " ".join(str(err).split()) or type(err).__name__
         raise SettingsError(f"{failure} ({reason})") from err
+
+
+def _forget_unstarted_clients() -> None:
+    """Unregister the clients of this process that failed to start.
+
+    distributed registers a Client as the default before it connects, and keeps it there when
+    the connection fails: every later computation in the process (a script or a test that goes
+    on after the error) would wait on it until it times out.
+    """
+    from distributed import client as module
+
+    clients = getattr(module, "_global_clients", {})
+    forget = getattr(module, "_del_global_client", None)
+    for client in list(clients.values()):
+        if client.status not in ("running", "connecting", "closing") and forget is not None:
+            forget(client)
 
 
 def _killed_message(err: Exception, where: str) -> str:

@@ -224,7 +224,7 @@ def _submitted(name: str) -> click.Command:
     def callback(
         scheduler: str | None, scheduler_file: str | None, json_output: bool, **options: Any
     ) -> None:
-        _submit(name, options, scheduler, scheduler_file, json_output, original)
+        _submit(name, options, scheduler, scheduler_file, json_output)
 
     return click.Command(
         name,
@@ -242,16 +242,14 @@ def _submit(
     scheduler: str | None,
     scheduler_file: str | None,
     json_output: bool,
-    original: click.Command,
 ) -> None:
     from bmm_dask.jobs import submit_job
 
     for key in PATHS:
         if key in options:
             options[key] = _absolute(options[key])
-    if "performance_report" in options:  # never submitted
-        options.pop("performance_report")
-    defaults = {p.name: p.default for p in original.params if p.name}
+    # the options given, against submit's own defaults (a checkpoint every iteration)
+    defaults = {p.name: p.default for p in click.get_current_context().command.params if p.name}
     argv = _command_line(name, options, defaults)
     runner, check = RUNNERS[name]
     with remote_client(scheduler, scheduler_file) as client:
