@@ -2,7 +2,7 @@
 same fit run from the terminal, and that a fit survives kill -9 of its client and of the worker
 running its driver.
 
-Run from the repository root:  python benchmarks/bench_submit.py [--rounds 3]
+Run from the repository root:  python benchmarks/bench_submit.py [--rounds 3] [--preload MODULE]
 
 The cluster is started as a deployment starts one: a `dask scheduler` and two `dask worker`
 processes of one thread each on 127.0.0.1, apart from this script. Every command is a
@@ -64,6 +64,12 @@ def dask(*args: str) -> subprocess.Popen[bytes]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--preload",
+        metavar="MODULE",
+        help="start the workers with `dask worker --preload MODULE` (bmm_dask.model: the "
+        "package imported as each worker starts, not by the first job's checks)",
+    )
     args = parser.parse_args()
     data = f"{packaged_mnist_path()}/train"
     folder = Path(tempfile.mkdtemp(prefix="bench-submit-"))
@@ -86,6 +92,7 @@ def main() -> None:
     try:
         while not file.exists():
             time.sleep(0.1)
+        preload = ["--preload", args.preload] if args.preload else []
         for name in ("w1", "w2"):
             processes.append(
                 dask(
@@ -99,6 +106,7 @@ def main() -> None:
                     name,
                     "--memory-limit",
                     "4GB",
+                    *preload,
                 )
             )
         client = Client(scheduler_file=str(file))

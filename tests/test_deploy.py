@@ -109,6 +109,7 @@ def test_long_lived_cluster() -> None:
     for name in ("scheduler", "worker", "tools"):
         assert services[name]["environment"]["AWS_ENDPOINT_URL"] == "http://minio:9000"
     assert services["worker"]["restart"] == "unless-stopped"
+    assert "--preload" in services["worker"]["command"]  # a first submit answers at once
     for command in commands_in(services["tools"]["command"][-1]):
         check_command(command)
     # the laptop's side, as deploy/README.md gives it
