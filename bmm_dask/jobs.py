@@ -178,15 +178,19 @@ def submit_job(
     return job_id
 
 
-def _check(check: Callable[[dict[str, Any]], Any], options: dict[str, Any]) -> None:
-    """Run a job's checks on a worker; a user's mistake comes back as its error alone.
+async def _check(check: Callable[[dict[str, Any]], Any], options: dict[str, Any]) -> None:
+    """Run a job's checks on a worker, in a thread of their own: ``client.run`` calls this on
+    the worker's event loop, which a slow store would otherwise hold up (heartbeats and all).
+    A user's mistake comes back as its error alone.
 
     The error is raised anew, outside the handler: one raised from a library's exception
     carries it along, and the client may not be able to unpickle that one (zarr's
     GroupNotFoundError cannot be), so the message would come back as a plain Exception.
     """
+    import asyncio
+
     try:
-        check(options)
+        await asyncio.get_running_loop().run_in_executor(None, check, options)
     except BmmDaskError as err:
         error = type(err)(str(err))
     else:
