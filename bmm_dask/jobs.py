@@ -327,6 +327,7 @@ def _ended(client: Any, job_id: str, state: str, message: str) -> None:
     if record is None:
         return
     record.update(state=state, message=message, ended=time.time())
+    (record.get("progress") or {}).pop("candidates", None)  # none runs once it has ended
     client.set_metadata([METADATA_KEY, job_id], record)
     client.log_event(driver_key(job_id), {"kind": "log", "message": f"{state}: {message}"})
 
@@ -352,6 +353,7 @@ class RunningJob:
         self.cancelled = threading.Event()
         self._progress_at = 0.0
         self._droppers: list[Callable[[], Any]] = []
+        self._last: dict[str, Any] = {}
 
     def log(self, message: str) -> None:
         """Add a line to the job's log."""
@@ -371,11 +373,29 @@ class RunningJob:
         if step and now - self._progress_at < PROGRESS_SECONDS:
             return
         self._progress_at = now
-        keys = ("iteration", "pass", "passes", "step_in_pass", "steps_in_pass", "objective")
-        progress = {k: record[k] for k in keys if k in record}
+        self.client.set_metadata([METADATA_KEY, self.id, "progress"], self._progress(record))
+
+    def _progress(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Where the job is, from its latest record: a stepwise pass as pass p of P, step s of
+        S (a pass's end record, which lacks P and S, keeps those of its steps); else the
+        iteration; with the objective, and the number of K still running in a selection."""
+        before = self._last
+        if "pass" in record:
+            progress = {"pass": record["pass"]}
+            for key in ("passes", "steps_in_pass"):
+                if record.get(key) is not None or before.get(key) is not None:
+                    progress[key] = record.get(key, before.get(key))
+            done = progress.get("steps_in_pass") if "step_in_pass" not in record else None
+            progress["step_in_pass"] = record.get("step_in_pass", done)
+        else:
+            progress = {"iteration": record.get("iteration")}
+        progress["objective"] = record.get("objective")
         if "candidates" in record:
-            progress["candidates"] = len(record["candidates"])
-        self.client.set_metadata([METADATA_KEY, self.id, "progress"], jsonable(progress))
+            progress["candidates"] = len(
+                {c.get("n_components") for c in record["candidates"] if isinstance(c, dict)}
+            )
+        self._last = progress
+        return jsonable({k: v for k, v in progress.items() if v is not None})
 
     @contextlib.contextmanager
     def dropping(self, drop: Callable[[], Any]) -> Iterator[None]:

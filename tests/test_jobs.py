@@ -116,7 +116,11 @@ def test_a_submitted_fit_ends_with_the_terminals_model(cluster: dict, tmp_path: 
 
     status = json.loads(bmm("status", job_id, "--json", *on(cluster)).out)
     assert status["state"] == "done" and status["attempt"] == 1
-    assert status["output"] == str(out) and status["progress"]["pass"] == 3
+    assert status["output"] == str(out)
+    # a pass's end: pass 3 of 3, every step of it taken
+    progress = status["progress"]
+    assert progress["pass"] == progress["passes"] == 3 and "iteration" not in progress
+    assert progress["step_in_pass"] == progress["steps_in_pass"] > 0
     assert status["command"] == "fit" and f"--out {out}" in status["argv"]
     assert status["started"] <= status["ended"]
     text = bmm("status", job_id, *on(cluster)).out
@@ -135,7 +139,7 @@ def test_a_submitted_fit_ends_with_the_terminals_model(cluster: dict, tmp_path: 
     # the dashboard's page lists it too (submit added the page to the scheduler)
     with urllib.request.urlopen(cluster["page"], timeout=30) as response:
         page = response.read().decode()
-    assert f"<td>{job_id}</td><td>done</td><td>pass 3, iteration 3, objective " in page
+    assert f"<td>{job_id}</td><td>done</td><td>pass 3 of 3, step " in page
 
 
 def test_a_job_outlives_its_submitting_process_killed(
@@ -229,7 +233,7 @@ def test_cancel_stops_a_job_and_keeps_the_model_that_was_there(
 
     cancelled = bmm("cancel", job_id, *on(cluster))
     assert cancelled.code == 0, cancelled.err
-    assert "cancelling; it stops at its next step" in cancelled.out
+    assert "cancelling; it stops at its next step and removes its checkpoint" in cancelled.out
     waited = bmm("wait", job_id, *on(cluster))
     assert waited.code == 130
     assert waited.err.strip() == f"bmm-dask: job {job_id} was cancelled"
@@ -243,7 +247,9 @@ def test_cancel_stops_a_job_and_keeps_the_model_that_was_there(
     assert not checkpoint.exists() and not Path(f"{out}.lock").exists()
     assert "cancelled: stopped at its next step" in bmm("logs", job_id, *on(cluster)).out
     # an ended job stays as it ended
-    assert bmm("cancel", job_id, *on(cluster)).out.strip() == f"job {job_id}: cancelled"
+    assert bmm("cancel", job_id, *on(cluster)).out.strip() == (
+        f"job {job_id}: cancelled already; nothing to cancel"
+    )
 
 
 def test_two_jobs_at_once(cluster: dict, tmp_path: Path, bmm) -> None:
@@ -328,9 +334,44 @@ def test_a_submitted_selection(cluster: dict, tmp_path: Path, bmm) -> None:
     assert waited.code == 0, waited.err
     assert waited.out.startswith(f"wrote {out}: K = 8 chosen by heldout")
     assert (out / "model.zarr").is_dir() and (out / "selection.json").is_file()
+    status = json.loads(bmm("status", json.loads(job_id)["id"], "--json", *on(cluster)).out)
+    assert "candidates" not in status["progress"]  # none still running once it is done
 
 
 def test_jobs_need_a_cluster(tmp_path: Path, bmm, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
     result = run_bmm_dask("jobs")
     assert_one_line_error(result, "name the cluster: --scheduler ADDRESS, --scheduler-file FILE")
+
+
+def test_a_jobs_progress_says_where_it_is() -> None:
+    from bmm_dask.jobs import RunningJob
+
+    job = RunningJob(None, "x", 1)
+    step = {"pass": 2, "passes": 10, "step": 40, "step_in_pass": 7, "steps_in_pass": 30}
+    assert job._progress({**step, "objective": -1.5}) == {
+        "pass": 2,
+        "passes": 10,
+        "step_in_pass": 7,
+        "steps_in_pass": 30,
+        "objective": -1.5,
+    }
+    # a pass's end record (its iteration is the pass's number, its steps all steps so far)
+    end = {"pass": 2, "iteration": 2, "steps": 60, "objective": -1.25}
+    assert job._progress(end) == {
+        "pass": 2,
+        "passes": 10,
+        "step_in_pass": 30,
+        "steps_in_pass": 30,
+        "objective": -1.25,
+    }
+    # then batch iterations (auto), and a selection's round: K counted once, whatever the starts
+    assert job._progress({"iteration": 12, "objective": -1.0}) == {
+        "iteration": 12,
+        "objective": -1.0,
+    }
+    round_ = {
+        "iteration": 3,
+        "candidates": [{"n_components": k, "start": s} for k in (5, 10) for s in (0, 1)],
+    }
+    assert job._progress(round_) == {"iteration": 3, "candidates": 2}

@@ -312,7 +312,7 @@ def progress_text(progress: dict[str, Any]) -> str:
     elif progress.get("iteration") is not None:
         parts.append(f"iteration {progress['iteration']}")
     if progress.get("candidates"):
-        parts.append(f"{progress['candidates']} K running")
+        parts.append(f"{progress['candidates']} K still running")
     if isinstance(progress.get("objective"), int | float):
         parts.append(f"objective {progress['objective']:.4f}")
     return ", ".join(parts) or "-"
@@ -361,8 +361,14 @@ def _status_lines(job: dict[str, Any]) -> list[str]:
         f"  progress    {progress_text(job.get('progress') or {})}",
         f"  submitted   {_when(job.get('submitted'))}",
         f"  started     {_when(job.get('started'))}"
-        + (f" on {job['worker']}" if job.get("worker") else "")
-        + (f" (attempt {job['attempt']})" if (job.get("attempt") or 0) > 1 else ""),
+        + (f" on {job['worker']}" if job.get("worker") and (job.get("attempt") or 0) <= 1 else ""),
+        *(
+            [
+                f"  attempt     {job['attempt']}, on {job['worker']} (the worker of the last one died)"
+            ]
+            if (job.get("attempt") or 0) > 1
+            else []
+        ),
         f"  elapsed     {_duration(job.get('elapsed'))}",
     ]
     if job.get("ended"):
@@ -459,6 +465,9 @@ def cancel(job_id: str, scheduler: str | None, scheduler_file: str | None) -> No
     with remote_client(scheduler, scheduler_file) as client:
         job = cancel_job(client, job_id)
     if job["state"] in ("queued", "running"):
-        click.echo(f"job {job_id}: cancelling; it stops at its next step (bmm-dask wait {job_id})")
+        click.echo(
+            f"job {job_id}: cancelling; it stops at its next step and removes its checkpoint "
+            f"(bmm-dask wait {job_id})"
+        )
     else:
-        click.echo(f"job {job_id}: {job['state']}")
+        click.echo(f"job {job_id}: {job['state']} already; nothing to cancel")
