@@ -323,6 +323,11 @@ def test_paths_are_checked_on_a_worker(cluster: dict, tmp_path: Path, bmm) -> No
         *on(cluster),
     )
     assert_one_line_error(big, "K = 200000 is more than its 100000 rows")
+    listed = bmm(
+        "submit", "select", cluster["data"], "--k", "2,x", "--out", tmp_path / "s", *on(cluster)
+    )
+    line = assert_one_line_error(listed, "--k: expected whole numbers separated by commas")
+    assert "checked on the worker" not in line  # read here, before any connection
     unknown = bmm("status", "nosuchjob", *on(cluster))
     assert_one_line_error(unknown, "no job nosuchjob on the cluster at tcp://127.0.0.1:")
 

@@ -245,6 +245,10 @@ def _submit(
 ) -> None:
     from bmm_dask.jobs import submit_job
 
+    if name == "select":  # a mistake the command line shows needs no worker to find it
+        from bmm_dask.cli.select import parse_k_list
+
+        parse_k_list(options["ks"])
     for key in PATHS:
         if key in options:
             options[key] = _absolute(options[key])
