@@ -179,6 +179,20 @@ def test_logs_follow_and_a_resume_from_a_checkpoint_left_behind(
     timeout = bmm("wait", job_id, "--timeout", "0", *on(cluster))
     assert timeout.code == 1 and f"job {job_id} is still running" in timeout.err
 
+    def clients() -> int:
+        return cluster["client"].run_on_scheduler(
+            lambda dask_scheduler: len(dask_scheduler.clients)
+        )
+
+    before = clients()
+    waiting = start_bmm_dask("wait", job_id, *on(cluster))
+    wait_until(lambda: clients() > before, "wait connected", worker=waiting, interval=0.1)
+    waiting.send_signal(signal.SIGINT)  # Ctrl-C stops the waiting, not the job
+    _, err = waiting.communicate(timeout=60)
+    assert waiting.returncode == 130
+    assert err.strip() == "bmm-dask: interrupted; the job goes on (bmm-dask status JOB)"
+    assert job(cluster, job_id)["state"] == "running"
+
     lines, _ = follow.communicate(timeout=120)  # --follow ends when the job does
     assert follow.returncode == 0
     assert lines.splitlines()[-1].split("  ", 1)[1].startswith(f"done: wrote {out}: K = 8")

@@ -25,6 +25,8 @@ logger = logging.getLogger("bmm_dask")
 
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+#: Commands that follow a job on a cluster: stopping them stops nothing there.
+FOLLOWING = ("wait", "logs", "jobs", "status")
 
 
 class _Command(click.Command):
@@ -45,7 +47,9 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt as err:
-            raise Stopped() from err
+            stopped = Stopped()
+            stopped.command = ctx.invoked_subcommand
+            raise stopped from err
 
 
 @click.group(cls=_Group, context_settings=CONTEXT)
@@ -116,7 +120,10 @@ def _main(argv: Sequence[str] | None) -> int:
             return 128 + signal.SIGTERM
         if isinstance(err, Stopped) and sys.stderr.isatty():
             click.echo("", err=True)  # after the ^C the terminal echoes
-        click.echo("bmm-dask: interrupted; outputs already saved are intact", err=True)
+        if getattr(err, "command", None) in FOLLOWING:  # they write nothing; the job is elsewhere
+            click.echo("bmm-dask: interrupted; the job goes on (bmm-dask status JOB)", err=True)
+        else:
+            click.echo("bmm-dask: interrupted; outputs already saved are intact", err=True)
         return 128 + signal.SIGINT
     except OSError as err:
         click.echo(f"bmm-dask: error: {err}", err=True)

@@ -20,7 +20,10 @@ class Terminated(KeyboardInterrupt):
 
 class Stopped(BaseException):
     """A Ctrl-C or SIGTERM on its way out of a command, past click (which would print a blank
-    line for a KeyboardInterrupt and turn it into ``Abort``); ``__cause__`` is the signal's."""
+    line for a KeyboardInterrupt and turn it into ``Abort``); ``__cause__`` is the signal's,
+    ``command`` the name of the command it stopped."""
+
+    command: str | None = None
 
 
 @contextmanager
