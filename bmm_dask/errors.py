@@ -53,6 +53,9 @@ class DependencyError(BmmDaskError, ImportError):
 #: How a setting is named in messages from Python; under the command line they name its flag.
 _PYTHON_NAMES = {
     "--overwrite": "overwrite=True",
+    "--max-iter": "max_iter",
+    "--tol": "tol",
+    "--alpha": "alpha",
     "--resume": "resume=True",
     "--algorithm batch": 'algorithm="batch"',
     "--checkpoint-every N": "checkpoint_every=N",

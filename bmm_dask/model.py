@@ -498,10 +498,14 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
                     "last iterations: try fewer components"
                 )
             else:
-                advice = "try a larger max_iter, a larger tol, or more smoothing (alpha)"
+                advice = (
+                    f"try a larger {setting('--max-iter')}, a larger {setting('--tol')}, or "
+                    f"more smoothing ({setting('--alpha')})"
+                )
+            iterations = f"{self.max_iter} iteration{'s' if self.max_iter != 1 else ''}"
             warnings.warn(
-                f"EM did not converge in {self.max_iter} iterations (the last change of the "
-                f"objective was {last:.2e}, tol is {self.tol}); {advice}",
+                f"EM did not converge in {iterations} (the last change of the objective was "
+                f"{last:.2e}, {setting('--tol')} is {self.tol}); {advice}",
                 ConvergenceWarning,
                 stacklevel=2,
             )

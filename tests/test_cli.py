@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from bmm_dask import BernoulliMixture, open_dataset
-from bmm_dask.datasets import Binarization, ingest, write_idx
-from tests._helpers import Result, assert_one_line_error, random_images
+from bmm_dask.datasets import Binarization, ingest, synth, write_idx
+from tests._helpers import LOCAL_CLUSTER, Result, assert_one_line_error, random_images
 
 
 @pytest.fixture
@@ -367,3 +367,16 @@ def test_the_fit_summary_says_what_ran_in_order() -> None:
     assert fit_summary(model) == "2 stepwise passes (500 rows per mini-batch)"
     model = SimpleNamespace(history_=history[:1], batch_size_=None, converged_=False)
     assert fit_summary(model) == "1 iteration, not converged"
+
+
+@pytest.mark.slow
+def test_the_warning_of_a_fit_not_converged_names_the_flags(tmp_path: Path, bmm) -> None:
+    data = synth(tmp_path / "d.zarr", n_samples=200, n_features=8, n_components=2, seed=0)
+    result = bmm(
+        "fit", data, "--k", "2", "--max-iter", "1", "--out", tmp_path / "m.zarr", *LOCAL_CLUSTER
+    )
+    assert result.code == 0, result.err
+    warning = next(line for line in result.err.splitlines() if line.startswith("warning: "))
+    assert warning.startswith("warning: EM did not converge in 1 iteration (")
+    assert "try a larger --max-iter, a larger --tol, or more smoothing (--alpha)" in warning
+    assert "max_iter" not in warning

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
@@ -16,6 +17,18 @@ import click
 from bmm_dask.errors import SettingsError
 
 logger = logging.getLogger("bmm_dask")
+
+
+class FiniteRange(click.FloatRange):
+    """click's FloatRange, less NaN and the infinities, which it lets through (every
+    comparison with NaN is false): ``--tol nan`` would stop nothing, ``--alpha inf`` would
+    smooth every mean to a half."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
 
 
 def seed_option(what: str) -> Any:
@@ -49,7 +62,7 @@ ALPHA_OPTION = click.option(
     "--alpha",
     default=0.1,
     show_default=True,
-    type=click.FloatRange(min=0),
+    type=FiniteRange(min=0),
     help="Additive smoothing of the means (0: maximum likelihood).",
 )
 DTYPE_OPTION = click.option(
@@ -70,7 +83,7 @@ STEP_EXPONENT_OPTION = click.option(
     "--step-exponent",
     default=0.55,
     show_default=True,
-    type=click.FloatRange(0.5, 1, min_open=True),
+    type=FiniteRange(0.5, 1, min_open=True),
     help="kappa of the step sizes (t + 2)^-kappa of stepwise EM.",
 )
 STEPS_IN_FLIGHT_OPTION = click.option(

@@ -8,7 +8,7 @@ import click
 
 from bmm_dask.cli._display import format_dataset, format_model, progress_bar
 from bmm_dask.cli._group import CONTEXT, cli
-from bmm_dask.cli._options import CHUNK_ROWS_OPTION, overwrite_option, seed_option
+from bmm_dask.cli._options import CHUNK_ROWS_OPTION, FiniteRange, overwrite_option, seed_option
 
 
 @cli.command(context_settings=CONTEXT)
@@ -55,7 +55,7 @@ def _parse_columns(
 )
 @click.option(
     "--threshold",
-    type=click.FloatRange(0, 255, min_open=True),
+    type=FiniteRange(0, 255, min_open=True),
     help="A value at least this is 1 [default: 128].",
 )
 @click.option(
@@ -252,7 +252,7 @@ def _parse_shape(
 )
 @click.option(
     "--density",
-    type=click.FloatRange(0, 0.5, min_open=True),
+    type=FiniteRange(0, 0.5, min_open=True),
     help="Draw a sparse mixture with this share of ones (words in documents, say): each "
     "feature's rate raised far above it in a few components, means from 1e-6 to 0.5; rows are "
     "drawn at a cost in proportion to their ones (not with --like).",

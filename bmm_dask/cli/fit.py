@@ -21,6 +21,7 @@ from bmm_dask.cli._options import (
     PERSIST_OPTION,
     STEP_EXPONENT_OPTION,
     STEPS_IN_FLIGHT_OPTION,
+    FiniteRange,
     check_report_path,
     cluster_client,
     cluster_options,
@@ -198,12 +199,12 @@ def fit_done(job: Any, seconds: float) -> str:
     "--tol",
     default=1e-4,
     show_default=True,
-    type=click.FloatRange(min=0),
+    type=FiniteRange(min=0),
     help="Stop when the objective (nats per sample) changes less.",
 )
 @click.option(
     "--mean-tol",
-    type=click.FloatRange(min=0),
+    type=FiniteRange(min=0),
     help="Also stop when the means move less than this (L2).",
 )
 @click.option(

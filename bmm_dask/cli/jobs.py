@@ -20,7 +20,7 @@ import click
 from bmm_dask.cli import fit as _fit  # noqa: F401  (submit takes fit's and select's options)
 from bmm_dask.cli import select as _select  # noqa: F401
 from bmm_dask.cli._group import CONTEXT, cli
-from bmm_dask.cli._options import scheduler_options
+from bmm_dask.cli._options import FiniteRange, scheduler_options
 from bmm_dask.errors import SettingsError, command_line_messages
 
 logger = logging.getLogger("bmm_dask")
@@ -432,7 +432,7 @@ def logs(job_id: str, scheduler: str | None, scheduler_file: str | None, follow:
 @_cluster
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=0),
+    type=FiniteRange(min=0),
     metavar="SECONDS",
     help="Give up after this long (exit status 1) [default: wait as long as it takes].",
 )

@@ -18,6 +18,7 @@ from bmm_dask.cli._options import (
     PERSIST_OPTION,
     STEP_EXPONENT_OPTION,
     STEPS_IN_FLIGHT_OPTION,
+    FiniteRange,
     check_report_path,
     cluster_client,
     cluster_options,
@@ -101,7 +102,7 @@ def parse_k_list(text: str) -> list[int]:
     "--tol",
     default=1e-4,
     show_default=True,
-    type=click.FloatRange(min=0),
+    type=FiniteRange(min=0),
     help="A K stops when its objective changes by less (nats per row).",
 )
 @INIT_OPTION
