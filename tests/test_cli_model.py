@@ -134,6 +134,15 @@ def test_predict_writes_labels_chunked_like_the_data(tmp_path: Path, workdir: Pa
     data = open_dataset(workdir / "train.zarr")
     np.testing.assert_array_equal(group["labels"][:], model.predict(data).compute())
     np.testing.assert_allclose(group["resp"][:].sum(axis=1), 1, atol=1e-5)
+    # info says what the store holds, and where it came from
+    info = bmm("info", tmp_path / "p.zarr")
+    assert info.code == 0, info.err
+    assert info.out.splitlines()[:3] == [
+        f"{tmp_path / 'p.zarr'}: predictions with responsibilities",
+        "  samples        3,000",
+        "  components     3",
+    ]
+    assert f"  model          {workdir / 'model.zarr'}" in info.out
 
 
 def test_evaluate_prints_and_writes_the_metrics(tmp_path: Path, workdir: Path, bmm) -> None:

@@ -176,6 +176,15 @@ def test_the_select_command_writes_the_table_the_figure_and_the_models(tmp_path,
     assert '<img src="selection.png"' in page and "held-out log-likelihood, among K = 1" in page
     assert "<title>Bernoulli mixture, K = 3</title>" in page
     assert (tmp_path / "report" / "selection.png").stat().st_size > 10_000
+    # info names it a selection, and points at its model
+    info = bmm("info", out)
+    assert info.code == 0, info.err
+    lines = info.out.splitlines()
+    assert (
+        lines[0] == f"{out}: selection of K, K = 3 chosen by heldout (its model: {out}/model.zarr)"
+    )
+    assert [line.split()[0] for line in lines[3:]] == ["1", "3", "5"]
+    assert json.loads(bmm("info", out, "--json").out)["kind"] == "selection"
 
 
 def test_a_selection_streamed_from_its_store_equals_one_held_in_memory(tmp_path) -> None:

@@ -308,7 +308,8 @@ def synth(
 def info(path: str, as_json: bool) -> None:
     """Describe a dataset (samples, features, binarisation, chunks, bytes stored) or a model.
 
-    PATH may also be a group of datasets (as `ingest mnist` writes): each is described.
+    PATH may also be a group of datasets (as `ingest mnist` writes): each is described; or the
+    checkpoint of an unfinished fit, predictions, or the folder a selection of K wrote.
     """
     from bmm_dask.io import describe_path
 
@@ -326,6 +327,31 @@ def info(path: str, as_json: bool) -> None:
                 "  settings       "
                 + ", ".join(f"{k}={v}" for k, v in sorted((entry["settings"] or {}).items())),
                 f"  data           {(entry['data'] or {}).get('path')}",
+            ]
+        elif entry["kind"] == "predictions":
+            lines = [
+                f"{entry['path']}: predictions"
+                + (" with responsibilities" if entry["responsibilities"] else ""),
+                f"  samples        {entry['n_samples']:,}"
+                if entry["n_samples"] is not None
+                else "  samples        ?",
+                f"  components     {entry['n_components']}",
+                f"  model          {entry['model']}",
+                f"  data           {entry['data']}",
+            ]
+        elif entry["kind"] == "selection":
+            lines = [
+                f"{entry['path']}: selection of K, K = {entry['n_components']} chosen by "
+                f"{entry['criterion']} (its model: {entry['path'].rstrip('/')}/model.zarr)",
+                f"  rows           {entry['n_train']:,} training, {entry['n_heldout']:,} held out"
+                if entry["n_train"] is not None and entry["n_heldout"] is not None
+                else "  rows           ?",
+                f"  {'K':>6} {'held-out':>10} {'BIC':>14} {'iterations':>10}",
+                *(
+                    f"  {row['n_components']:>6} {row['heldout_loglik']:>10.4f} "
+                    f"{row['bic']:>14.1f} {row['n_iter']:>10}"
+                    for row in entry["candidates"]
+                ),
             ]
         else:
             lines = format_model(entry) if entry["kind"] == "model" else format_dataset(entry)

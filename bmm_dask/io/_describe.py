@@ -1,4 +1,5 @@
-"""What ``bmm-dask info`` shows of whatever a path holds: a model, a checkpoint or datasets."""
+"""What ``bmm-dask info`` shows of whatever a path holds: a model, a checkpoint, datasets,
+predictions, or the folder of a selection of K."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from bmm_dask.errors import DataError
 from bmm_dask.io._checkpoint import CHECKPOINT_FORMAT, read_checkpoint
 from bmm_dask.io._dataset import dataset_children, describe_dataset
 from bmm_dask.io._model import MODEL_FORMAT, describe_model
+from bmm_dask.io._output import is_url
+from bmm_dask.io._predictions import PREDICTIONS_FORMAT
 from bmm_dask.io._zarr import open_group
 
 
@@ -25,7 +28,10 @@ def describe_path(path_or_url: str | os.PathLike[str]) -> list[dict[str, Any]]:
     list of dict
         One description per model, checkpoint or dataset (see :func:`describe_model` and
         :func:`describe_dataset`; a checkpoint gives ``kind``, ``path``, ``start``,
-        ``iterations``, ``objective``, ``settings`` and ``data``).
+        ``iterations``, ``objective``, ``settings`` and ``data``), or of predictions
+        (``n_samples``, ``n_components``, ``responsibilities``, ``model``, ``data``) or a
+        selection's folder (``n_components`` chosen, ``criterion``, ``n_train``, ``n_heldout``
+        and ``candidates``, the best start of each K).
 
     Raises
     ------
@@ -35,8 +41,27 @@ def describe_path(path_or_url: str | os.PathLike[str]) -> list[dict[str, Any]]:
         If a model or checkpoint cannot be read.
     """
     path = os.fspath(path_or_url)
+    if not is_url(path):
+        from bmm_dask.selection import read_selection
+
+        selection = read_selection(path)
+        if selection is not None:
+            return [_selection(path, selection)]
     group = open_group(path, None)
     kind = (group.attrs.get("format") or {}).get("name")
+    if kind == PREDICTIONS_FORMAT["name"]:
+        data = group.attrs.get("data") or {}
+        return [
+            {
+                "kind": "predictions",
+                "path": path,
+                "n_samples": int(group["labels"].shape[0]) if "labels" in group else None,
+                "n_components": group.attrs.get("n_components"),
+                "responsibilities": "resp" in group,
+                "model": group.attrs.get("model"),
+                "data": data.get("path") if isinstance(data, dict) else None,
+            }
+        ]
     if kind == MODEL_FORMAT["name"]:
         return [describe_model(path)]
     if kind == CHECKPOINT_FORMAT["name"]:
@@ -56,5 +81,30 @@ def describe_path(path_or_url: str | os.PathLike[str]) -> list[dict[str, Any]]:
         return [describe_dataset(path)]
     names = dataset_children(group)
     if not names:
-        raise DataError(f"{path}: a Zarr group, but neither a dataset nor a group of datasets")
+        raise DataError(
+            f"{path}: a Zarr group, but none that bmm-dask writes (a dataset or a group of "
+            "them, a model, a checkpoint, predictions)"
+        )
     return [describe_dataset(f"{path.rstrip('/')}/{name}") for name in names]
+
+
+def _selection(path: str, selection: dict[str, Any]) -> dict[str, Any]:
+    """What ``info`` shows of a selection's folder: the choice, and each K's best start."""
+    best = [
+        row for row in selection["candidates"] if isinstance(row, dict) and row.get("best_start")
+    ]
+    return {
+        "kind": "selection",
+        "path": path,
+        "n_components": selection["n_components"],
+        "criterion": selection["criterion"],
+        "n_train": selection.get("n_train"),
+        "n_heldout": selection.get("n_heldout"),
+        "candidates": [
+            {
+                k: row.get(k)
+                for k in ("n_components", "heldout_loglik", "bic", "n_iter", "converged")
+            }
+            for row in best
+        ],
+    }
