@@ -371,7 +371,7 @@ CASES: dict[str, Case] = {
     "info of an empty folder": case("info", "empty", names=("empty", "not a Zarr group")),
     "info of a zip that is not one": case("info", "fake.zip", names=("fake.zip", "not a zip")),
     "info of a group that is not a dataset": case(
-        "info", "group.zarr", names=("group.zarr", "neither a dataset")
+        "info", "group.zarr", names=("group.zarr", "a Zarr group, but none that bmm-dask writes")
     ),
     "info of a model from a newer version": case(
         "info", "v99-model.zarr", names=("v99-model.zarr", "newer than this bmm-dask")
