@@ -380,6 +380,12 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ fitting
 
+    def __sklearn_tags__(self) -> Any:
+        """scikit-learn's tags: SciPy sparse matrices and arrays are taken as they are."""
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
+
     def fit(
         self,
         X: Any,

@@ -7,6 +7,7 @@ from typing import Any
 
 import dask
 import numpy as np
+import scipy.sparse
 from sklearn.base import BaseEstimator
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
@@ -19,7 +20,11 @@ SETTINGS: dict[str, Any] = {"n_components": 2, "max_iter": 5, "tol": 0, "random_
 def _binary(X: Any) -> Any:
     """``X > 0.5`` for numbers (of any dtype, in lists too), so that the checks' continuous data
     become the 0/1 data a Bernoulli mixture takes; anything else (NaN, infinity, complex numbers,
-    strings, sparse matrices, 1-d arrays) is passed on as it is, for the estimator to refuse."""
+    strings, 1-d arrays) is passed on as it is; sparse matrices stay sparse, for the estimator to refuse."""
+    if scipy.sparse.issparse(X):  # kept sparse, as the estimator takes it
+        if X.dtype.kind not in "biuf" or not np.isfinite(X.data).all():
+            return X
+        return (X > 0.5).astype(np.uint8)
     if not isinstance(X, np.ndarray | list) or np.iscomplexobj(X):
         return X
     try:
@@ -80,16 +85,12 @@ BY_DESIGN = {
         "1-d X is refused with 'X must be 2-dimensional', not scikit-learn's 'Reshape your data'"
     ),
     "check_estimator_sparse_array": (
-        "sparse input is refused with 'X must be 2-dimensional ... got shape ()' "
-        "(np.asarray of a sparse array), which does not say 'sparse'"
+        "fit and predict take the sparse rows; the check then reads predict_proba's shape from "
+        "classifier tags, which a clusterer has none of"
     ),
     "check_estimator_sparse_matrix": (
-        "sparse input is refused with 'X must be 2-dimensional ... got shape ()' "
-        "(np.asarray of a sparse matrix), which does not say 'sparse'"
-    ),
-    "check_estimator_sparse_tag": (
-        "sparse input is refused (input_tags.sparse is False, rightly) but the message does "
-        "not say 'sparse'"
+        "fit and predict take the sparse rows; the check then reads predict_proba's shape from "
+        "classifier tags, which a clusterer has none of"
     ),
 }
 
@@ -122,6 +123,9 @@ FITS_CONTINUOUS_DATA = [
     "check_pipeline_consistency",
     "check_positive_only_tag_during_fit",
     "check_readonly_memmap_input",
+    "check_estimator_sparse_tag",
+    "check_estimator_sparse_array",
+    "check_estimator_sparse_matrix",
 ]
 
 
