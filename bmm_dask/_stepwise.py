@@ -719,12 +719,14 @@ def pass_steps(
     slots = None if persisted else worker_slots(client)  # once a pass: workers come and go
     held: Window | None = None
     in_flight: deque[Step] = deque()
+
+    def drop() -> None:  # the steps in flight: their tasks leave the workers at once
+        if client is not None and in_flight:
+            client.cancel([task for step in list(in_flight) for task in step.tasks])
+
     job = CURRENT_JOB.get()
-    dropping: Any = contextlib.nullcontext()
-    if job is not None and client is not None:  # a submitted job: cancelling drops the steps
-        dropping = job.dropping(
-            lambda: client.cancel([task for step in list(in_flight) for task in step.tasks])
-        )
+    # a submitted job: cancelling it drops the steps, without waiting for the next one
+    dropping = job.dropping(drop) if job is not None else contextlib.nullcontext()
     with dropping:
         try:
             for position, (batch, last) in enumerate(with_last(batches), start=1):
@@ -744,9 +746,8 @@ def pass_steps(
                     yield stats, position - len(in_flight), list(in_flight)
         finally:
             # Left early (an error, a cancelled job): the steps still in flight are dropped
-            # now, not when the garbage collector gets to them, so their tasks leave the workers.
-            if client is not None and in_flight:
-                client.cancel([task for step in in_flight for task in step.tasks])
+            # now, not when the garbage collector gets to them.
+            drop()
             in_flight.clear()
 
 

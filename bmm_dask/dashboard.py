@@ -39,6 +39,7 @@ from tornado import web
 
 from bmm_dask._events import EVENT_TOPIC as TOPIC
 from bmm_dask.jobs import METADATA_KEY as JOBS_KEY
+from bmm_dask.jobs import describe_progress
 
 __all__ = ["PAGE", "ProgressPage", "render"]
 
@@ -147,12 +148,9 @@ def _position(record: Record) -> str:
     """Where the fit is: 'pass 2 of 10, step 140 of 234' for a stepwise fit (its step within
     the pass, when the events carry it), else 'iteration 12' (after 'K = 10: ' for a candidate
     of a selection)."""
-    if "step_in_pass" in record and "pass" in record:
-        of = f" of {_text(record['passes'])}" if record.get("passes") else ""
-        shown = [f"pass {_text(record['pass'])}{of}", f"step {_text(record['step_in_pass'])}"]
-        if record.get("steps_in_pass"):
-            shown[-1] += f" of {_text(record['steps_in_pass'])}"
-        return ", ".join(shown)
+    if "step_in_pass" in record and "pass" in record:  # as a job's progress says it
+        keys = ("pass", "passes", "step_in_pass", "steps_in_pass")
+        return html.escape(describe_progress({k: record.get(k) for k in keys}))
     shown = [f"{key} {_text(record[key])}" for key in POSITION_KEYS if key in record]
     if "candidate" in record:
         return f"{html.escape(record['candidate'])}: " + _position(
@@ -450,10 +448,7 @@ def _jobs(jobs: Sequence[Record], now: float) -> list[str]:
         return []
     rows = []
     for job in sorted(jobs, key=lambda j: -(_number(j.get("submitted")) or 0))[:SHOWN_JOBS]:
-        progress = job.get("progress") or {}
-        where = _position(progress) if progress else "-"
-        if isinstance(progress.get("objective"), int | float):
-            where += f", objective {_objective(progress['objective'])}"
+        where = describe_progress(job.get("progress") or {})
         started = _number(job.get("started"))
         ended = _number(job.get("ended"))
         elapsed = "-" if started is None else f"{(ended or now) - started:.0f} s"

@@ -41,6 +41,7 @@ __all__ = [
     "JobCancelled",
     "RunningJob",
     "cancel_job",
+    "describe_progress",
     "get_job",
     "job_log",
     "list_jobs",
@@ -230,8 +231,8 @@ def list_jobs(client: Any) -> list[dict[str, Any]]:
                 "running it died, or the scheduler restarted; its checkpoint, if any, is where "
                 "a resubmitted job with --resume continues from"
             )
-        begun = job.get("started") or job.get("submitted") or now
-        job["elapsed"] = (job.get("ended") or now) - begun if job.get("started") else 0.0
+        started = job.get("started")
+        job["elapsed"] = (job.get("ended") or now) - started if started else 0.0
     return jobs
 
 
@@ -262,6 +263,37 @@ def job_log(client: Any, job_id: str) -> list[tuple[float, dict[str, Any]]]:
     """
     get_job(client, job_id)
     return [(t, e) for t, e in client.get_events(driver_key(job_id)) if isinstance(e, dict)]
+
+
+def describe_progress(progress: dict[str, Any]) -> str:
+    """Where a job is, from its record's ``progress``: 'pass 2 of 10, step 40 of 234' in a
+    stepwise pass, else 'iteration 12'; with the K a selection still runs, and the objective.
+    ``bmm-dask jobs``, ``status`` and the dashboard's page say it alike.
+
+    Parameters
+    ----------
+    progress : dict
+        As :func:`list_jobs` gives it (or a step's record).
+
+    Returns
+    -------
+    str
+        '-' when there is nothing to say yet.
+    """
+    parts = []
+    if progress.get("pass") is not None:
+        of = f" of {progress['passes']}" if progress.get("passes") else ""
+        parts.append(f"pass {progress['pass']}{of}")
+        if progress.get("step_in_pass") is not None:
+            of = f" of {progress['steps_in_pass']}" if progress.get("steps_in_pass") else ""
+            parts.append(f"step {progress['step_in_pass']}{of}")
+    elif progress.get("iteration") is not None:
+        parts.append(f"iteration {progress['iteration']}")
+    if progress.get("candidates"):
+        parts.append(f"{progress['candidates']} K still running")
+    if isinstance(progress.get("objective"), int | float):
+        parts.append(f"objective {progress['objective']:.4f}")
+    return ", ".join(parts) or "-"
 
 
 def cancel_job(client: Any, job_id: str) -> dict[str, Any]:

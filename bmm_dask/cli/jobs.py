@@ -22,6 +22,7 @@ from bmm_dask.cli import select as _select  # noqa: F401
 from bmm_dask.cli._group import CONTEXT, cli
 from bmm_dask.cli._options import FiniteRange, scheduler_options
 from bmm_dask.errors import SettingsError, command_line_messages
+from bmm_dask.jobs import describe_progress
 
 logger = logging.getLogger("bmm_dask")
 
@@ -71,10 +72,9 @@ def remote_client(scheduler: str | None, scheduler_file: str | None) -> Iterator
 
 def _command_line(command: str, params: dict[str, Any], defaults: dict[str, Any]) -> str:
     """The command as a user would type it: its arguments and the options not at default."""
-    argument = {"fit": "data", "select": "data"}[command]
-    words = ["bmm-dask", "fit" if command == "fit" else "select", str(params[argument])]
+    words = ["bmm-dask", command, str(params["data"])]
     for name, value in params.items():
-        if name == argument or name in NOT_SUBMITTED or name == "json_output":
+        if name == "data" or name in NOT_SUBMITTED or name == "json_output":
             continue
         if value == defaults.get(name) or value is None or value is False:
             continue
@@ -106,21 +106,24 @@ def run_fit(options: dict[str, Any], job: Any) -> str:
     from bmm_dask.io import CHECKPOINT_FILE
     from bmm_dask.io._output import exists, join, remove_output
 
-    out, checkpoint = options["out"], checkpoint_of(options["out"])
-    if job.attempt > 1 and _written_by(out, job.id):
-        return f"wrote {out} (by the last attempt, before its worker died)"
-    resume = options["resume"] or (job.attempt > 1 and exists(join(checkpoint, CHECKPOINT_FILE)))
-    fit_job = make_fit_job(**{**options, "resume": resume}, checkpoint=checkpoint, owner=job.id)
-    log_resume(fit_job)
-    try:
-        seconds = fit_job.run(
-            callback=job.record, persist=options["persist"], attrs={"job": job.id}
+    with command_line_messages():  # messages name settings by their flags
+        out, checkpoint = options["out"], checkpoint_of(options["out"])
+        if job.attempt > 1 and _written_by(out, job.id):
+            return f"wrote {out} (by the last attempt, before its worker died)"
+        resume = options["resume"] or (
+            job.attempt > 1 and exists(join(checkpoint, CHECKPOINT_FILE))
         )
-    except Exception:
-        if job.cancelled.is_set() and not options["resume"]:
-            remove_output(checkpoint)  # the job's own checkpoint; one it was given stays
-        raise
-    return fit_done(fit_job, seconds)
+        fit_job = make_fit_job(**{**options, "resume": resume}, checkpoint=checkpoint, owner=job.id)
+        log_resume(fit_job)
+        try:
+            seconds = fit_job.run(
+                callback=job.record, persist=options["persist"], attrs={"job": job.id}
+            )
+        except Exception:
+            if job.cancelled.is_set() and not options["resume"]:
+                remove_output(checkpoint)  # the job's own checkpoint; one it was given stays
+            raise
+        return fit_done(fit_job, seconds)
 
 
 def _written_by(out: str, job_id: str) -> bool:
@@ -150,28 +153,17 @@ def run_select(options: dict[str, Any], job: Any) -> str:
     """
     from bmm_dask.cli.select import SelectJob
 
-    select_job = SelectJob(**options)
-    selection, seconds = select_job.run()
-    select_job.save(selection)
-    *table, last = select_job.summary(selection, seconds)
-    for line in table:
-        job.log(line)
-    return last
-
-
-def submitted_fit(options: dict[str, Any], job: Any) -> str:
-    """:func:`run_fit`, its messages naming settings by their flags."""
     with command_line_messages():
-        return run_fit(options, job)
+        select_job = SelectJob(**options)
+        selection, seconds = select_job.run()
+        select_job.save(selection)
+        *table, last = select_job.summary(selection, seconds)
+        for line in table:
+            job.log(line)
+        return last
 
 
-def submitted_select(options: dict[str, Any], job: Any) -> str:
-    """:func:`run_select`, its messages naming settings by their flags."""
-    with command_line_messages():
-        return run_select(options, job)
-
-
-RUNNERS = {"fit": (submitted_fit, check_fit), "select": (submitted_select, check_select)}
+RUNNERS = {"fit": (run_fit, check_fit), "select": (run_select, check_select)}
 
 
 # --------------------------------------------------------------------------- the commands
@@ -304,24 +296,6 @@ def _duration(seconds: float | None) -> str:
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
 
-def progress_text(progress: dict[str, Any]) -> str:
-    """Where a job is: 'pass 2 of 10, step 40', 'iteration 12', with its objective."""
-    parts = []
-    if progress.get("pass") is not None:
-        of = f" of {progress['passes']}" if progress.get("passes") else ""
-        parts.append(f"pass {progress['pass']}{of}")
-        if progress.get("step_in_pass") is not None:
-            of = f" of {progress['steps_in_pass']}" if progress.get("steps_in_pass") else ""
-            parts.append(f"step {progress['step_in_pass']}{of}")
-    elif progress.get("iteration") is not None:
-        parts.append(f"iteration {progress['iteration']}")
-    if progress.get("candidates"):
-        parts.append(f"{progress['candidates']} K still running")
-    if isinstance(progress.get("objective"), int | float):
-        parts.append(f"objective {progress['objective']:.4f}")
-    return ", ".join(parts) or "-"
-
-
 @cli.command(context_settings=CONTEXT)
 @_cluster
 @click.option("--json", "json_output", is_flag=True, help="Print the jobs as JSON.")
@@ -343,7 +317,7 @@ def jobs(scheduler: str | None, scheduler_file: str | None, json_output: bool) -
             (
                 job["id"],
                 job["state"],
-                progress_text(job.get("progress") or {}),
+                describe_progress(job.get("progress") or {}),
                 _when(job.get("started")),
                 _duration(job.get("elapsed")),
                 job.get("output") or "-",
@@ -362,7 +336,7 @@ def _status_lines(job: dict[str, Any]) -> list[str]:
         f"job {job['id']}: {job['state']}",
         f"  command     {job['argv']}",
         f"  output      {job.get('output') or '-'}",
-        f"  progress    {progress_text(job.get('progress') or {})}",
+        f"  progress    {describe_progress(job.get('progress') or {})}",
         f"  submitted   {_when(job.get('submitted'))}",
         f"  started     {_when(job.get('started'))}"
         + (f" on {job['worker']}" if job.get("worker") and (job.get("attempt") or 0) <= 1 else ""),
@@ -414,15 +388,14 @@ def logs(job_id: str, scheduler: str | None, scheduler_file: str | None, follow:
     with remote_client(scheduler, scheduler_file) as client:
         shown = 0
         while True:
+            # the state before the lines: the lines of a job seen ended are all there
+            ended = get_job(client, job_id)["state"] not in ACTIVE
             lines = job_log(client, job_id)
             for when, event in lines[shown:]:
                 click.echo(f"{_when(when)}  {event.get('message', '')}")
             shown = len(lines)
             sys.stdout.flush()
-            if not follow or get_job(client, job_id)["state"] not in ACTIVE:
-                if follow:  # lines logged as it ended
-                    for when, event in job_log(client, job_id)[shown:]:
-                        click.echo(f"{_when(when)}  {event.get('message', '')}")
+            if not follow or ended:
                 return
             time.sleep(0.5)
 
