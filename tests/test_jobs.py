@@ -102,7 +102,7 @@ def test_jobs_on_a_cluster_with_none(cluster: dict, bmm, monkeypatch: pytest.Mon
 def test_a_submitted_fit_ends_with_the_terminals_model(cluster: dict, tmp_path: Path, bmm) -> None:
     data, out = cluster["data"], tmp_path / "m.zarr"
     args = ("--k", "5", "--seed", "2", "--dtype", "float64", "--algorithm", "stepwise")
-    job_id = submit(bmm, cluster, "fit", data, *args, "--passes", "3", "--out", out)
+    job_id = submit(bmm, cluster, "fit", data, *args, "--passes", "3", "--out", out, "--no-persist")
     assert len(job_id) == 8
 
     waited = bmm("wait", job_id, *on(cluster))
@@ -122,6 +122,7 @@ def test_a_submitted_fit_ends_with_the_terminals_model(cluster: dict, tmp_path: 
     assert progress["pass"] == progress["passes"] == 3 and "iteration" not in progress
     assert progress["step_in_pass"] == progress["steps_in_pass"] > 0
     assert status["command"] == "fit" and f"--out {out}" in status["argv"]
+    assert status["argv"].endswith("--no-persist")  # the command as typed
     assert status["started"] <= status["ended"]
     text = bmm("status", job_id, *on(cluster)).out
     assert f"job {job_id}: done" in text and "last line   wrote" in text

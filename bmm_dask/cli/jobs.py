@@ -76,12 +76,13 @@ def _command_line(command: str, params: dict[str, Any], defaults: dict[str, Any]
     for name, value in params.items():
         if name == "data" or name in NOT_SUBMITTED or name == "json_output":
             continue
+        if name == "persist" and value is not None:  # a flag pair: either may be given
+            words.append("--persist" if value else "--no-persist")
+            continue
         if value == defaults.get(name) or value is None or value is False:
             continue
         flag = "--k" if name in ("n_components", "ks") else "--" + name.replace("_", "-")
-        if name == "persist":
-            words.append("--persist")
-        elif value is True:
+        if value is True:
             words.append(flag)
         else:
             words += [flag, str(value)]
