@@ -27,11 +27,9 @@ mini-batches of 1,000 / 2,000 / 4,000 rows and step exponents 0.55 / 0.6 / 0.7.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
 import time
 import warnings
-from collections.abc import Iterator
 from typing import Any
 
 import dask
@@ -43,49 +41,25 @@ from bmm_dask.datasets import packaged_mnist_path
 Point = dict[str, Any]  # passes, seconds, means, weights (then test)
 
 
-@contextlib.contextmanager
-def recorded(n_samples: int, alpha: float) -> Iterator[list[Point]]:
-    """Copy the parameters after every batch iteration and stepwise pass of the fits run
-    inside, with the seconds since the block began."""
-    from bmm_dask import _em
-
-    points: list[Point] = []
-    started = time.perf_counter()
-    advance, after_pass = _em.EMRun.advance, _em.EMRun.after_pass
-
-    def keep(run: Any) -> None:
-        points.append(
-            {
-                "passes": len(points) + 1,
-                "seconds": time.perf_counter() - started,
-                "means": np.array(run.means),
-                "weights": np.array(run.weights),
-            }
-        )
-
-    def advance_and_keep(run: Any, *args: Any, **kwargs: Any) -> Any:
-        record = advance(run, *args, **kwargs)
-        keep(run)
-        return record
-
-    def after_pass_and_keep(run: Any) -> None:
-        after_pass(run)
-        keep(run)
-
-    _em.EMRun.advance = advance_and_keep  # type: ignore[method-assign]
-    _em.EMRun.after_pass = after_pass_and_keep  # type: ignore[method-assign]
-    try:
-        yield points
-    finally:
-        _em.EMRun.advance, _em.EMRun.after_pass = advance, after_pass  # type: ignore[method-assign]
-
-
 def run(model: BernoulliMixture, train: Any, test: Any) -> tuple[list[Point], float]:
-    """Fit, keeping the parameters after every pass; score them all on ``test`` after."""
-    with recorded(train.bits.shape[0], model.alpha) as points:
-        started = time.perf_counter()
-        model.fit(train)
-        seconds = time.perf_counter() - started
+    """Fit, keeping the parameters after every batch iteration and stepwise pass (from the
+    fit's events, with the seconds since the fit began); score them all on ``test`` after."""
+    points: list[Point] = []
+
+    def keep(event: dict[str, Any]) -> None:
+        if event["kind"] in ("iteration", "pass"):
+            points.append(
+                {
+                    "passes": len(points) + 1,
+                    "seconds": time.perf_counter() - started,
+                    "means": np.array(event["means"]),
+                    "weights": np.array(event["weights"]),
+                }
+            )
+
+    started = time.perf_counter()
+    model.fit(train, callback=keep)
+    seconds = time.perf_counter() - started
     scorer = BernoulliMixture(model.n_components)
     scorer.n_features_in_ = model.n_features_in_
     for point in points:

@@ -193,16 +193,13 @@ def stepwise_fit(
     args: argparse.Namespace, train: Any, heldout: Any, passes: int
 ) -> tuple[list[Point], list[Point]]:
     """One stepwise fit of ``passes`` passes from the k-means++ start, its parameters kept
-    after every step (a copy of the running statistics, timed when taken); those of every
-    ``--snapshot-every`` steps and of the passes' ends are scored on the held-out rows after
-    the fit.
+    (from the fit's step events, timed when they come) every ``--snapshot-every`` steps and at
+    the passes' ends, and scored on the held-out rows after the fit.
 
     A fit of fewer passes takes the same steps (the same draws and step sizes), so the
     snapshot at the end of pass p is the model a fit of p passes returns. Returns the points
     (``passes`` in fractions of a pass) and those at the passes' ends, with the passes' times.
     """
-    from bmm_dask import _stepwise
-
     model = BernoulliMixture(
         args.k,
         algorithm="stepwise",
@@ -212,43 +209,34 @@ def stepwise_fit(
         init="kmeans++",
         random_state=args.random_state,
     )
-    snapshots: list[tuple[int, float, Any, Any]] = []
-    update = _stepwise.StepwiseState.update
+    snapshots: list[tuple[float, float, Any, Any]] = []
 
-    def update_and_keep(state: Any, stats: dict[str, Any], kappa: float) -> float:
-        eta = update(state, stats, kappa)
-        # every step kept (the pass ends are not known here), only some scored below
-        snapshots.append(
-            (state.step, time.perf_counter(), state.resp_sum.copy(), state.resp_x.copy())
-        )
-        return eta
+    def keep(event: dict[str, Any]) -> None:
+        if event["kind"] != "step":
+            return
+        end = event["step_in_pass"] == event["steps_in_pass"]
+        if end or event["step"] % args.snapshot_every == 0:
+            at = event["pass"] - 1 + event["step_in_pass"] / event["steps_in_pass"]
+            snapshots.append((at, time.perf_counter(), event["means"], event["weights"]))
 
-    _stepwise.StepwiseState.update = update_and_keep  # type: ignore[method-assign]
-    try:
-        started = time.perf_counter()
-        model.fit(train, persist=False)
-        wall = time.perf_counter() - started
-    finally:
-        _stepwise.StepwiseState.update = update  # type: ignore[method-assign]
+    started = time.perf_counter()
+    model.fit(train, persist=False, callback=keep)
+    wall = time.perf_counter() - started
     pass_seconds = [r["seconds"] for r in model.history_]
     steps_per_pass = model.history_[0]["steps"]
-    n = train.bits.shape[0]
     points: list[Point] = []
     scorer = BernoulliMixture(args.k)
-    for step, taken, resp_sum, resp_x in snapshots:
-        if step % args.snapshot_every and step % steps_per_pass:
-            continue
-        state = _stepwise.StepwiseState(resp_sum, resp_x, step)
-        scorer.means_, scorer.weights_ = state.parameters(n, model.alpha)
+    for at, taken, means, weights in snapshots:
+        scorer.means_, scorer.weights_ = means, weights
         scorer.n_features_in_ = model.n_features_in_
         score, _ = scored(scorer, heldout)
         points.append(
             {
-                "passes": step / steps_per_pass,
+                "passes": at,
                 "seconds": taken - started,
                 "heldout": score,
-                "means": scorer.means_,
-                "weights": scorer.weights_,
+                "means": means,
+                "weights": weights,
             }
         )
     ends = []
@@ -383,7 +371,7 @@ def throughput(args: argparse.Namespace, train: Any, rounds: int) -> None:
     """A batch pass against stepwise passes with 1, 2 and 3 steps in flight, ``rounds`` times
     side by side on one cluster, and the CPU each pass costs (from 1 and 3 passes/iterations:
     the difference, halved, leaves out the start)."""
-    from bmm_dask._stepwise import STEPS_IN_FLIGHT
+    from bmm_dask._settings import STEPS_IN_FLIGHT
 
     settings = {"n_components": args.k, "random_state": args.random_state}
     runs: dict[str, dict[str, Any]] = {

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from bmm_dask._estep import (
     task_blocks,
     with_sparse_chunks,
 )
-from bmm_dask._events import publish
+from bmm_dask._events import CURRENT_OUTPUT, publish
 from bmm_dask._init import count_distinct_rows, starting_values
 from bmm_dask._kernels import log_prior, mstep, split_components
 from bmm_dask._stepwise import (
@@ -73,9 +74,25 @@ class EMResult:
     means: NDArray[np.float64]
     weights: NDArray[np.float64]
     converged: bool
+    #: Batch EM iterations (stepwise passes are not counted: see :attr:`n_passes`).
     n_iter: int
     lower_bound: float
     history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def n_passes(self) -> int:
+        """Stepwise passes over the data."""
+        return count_passes(self.history)
+
+
+def count_passes(history: list[dict[str, Any]]) -> int:
+    """The stepwise passes among a run's records (a pass's record has a "pass")."""
+    return sum(1 for record in history if "pass" in record)
+
+
+def count_iterations(history: list[dict[str, Any]]) -> int:
+    """The batch EM iterations among a run's records."""
+    return len(history) - count_passes(history)
 
 
 @contextmanager
@@ -117,7 +134,7 @@ class BatchRun:
     alpha : float
         Additive smoothing of the means; 0 for maximum likelihood.
     max_iter : int
-        Most iterations, counting those in ``history``.
+        Most iterations of this phase, counting those in ``history``.
     tol : float
         Stop when the objective changes by less than this.
     mean_tol : float, default=None
@@ -125,7 +142,8 @@ class BatchRun:
     history : list of dict, default=None
         Records of the iterations already run, when continuing from a checkpoint.
     iteration_offset : int, default=0
-        Added to the iteration numbers in the records (the iterations and passes before).
+        Added to the iteration numbers in the records (the batch iterations of the phases
+        before: stepwise passes are counted apart).
     label : str, default=""
         Put before the lines it logs (one of several runs).
     """
@@ -251,7 +269,8 @@ class EMRun:
     passes until one gains less than that (the first is judged against the last batch
     iteration, so no pass is run to learn what the climb from the start was), at most
     ``passes`` of them; then batch iterations to ``tol``. On fewer than
-    ``MIN_STEPS_PER_PASS * MIN_BATCH_SIZE`` rows it is batch EM alone.
+    ``MIN_STEPS_PER_PASS * MIN_BATCH_SIZE`` rows it is batch EM alone. ``max_iter`` bounds the
+    batch iterations alone, ``passes`` the stepwise passes.
 
     Parameters
     ----------
@@ -317,11 +336,11 @@ class EMRun:
             means,
             weights,
             alpha=self.alpha,
-            max_iter=self.max_iter - len(self.history),
+            max_iter=self.max_iter - count_iterations(self.history),
             tol=self.tol,
             mean_tol=self.mean_tol,
             history=history,
-            iteration_offset=len(self.history),
+            iteration_offset=count_iterations(self.history),
             label=self.label,
         )
 
@@ -338,14 +357,18 @@ class EMRun:
             alpha=self.alpha,
             step_exponent=self.step_exponent,
             batch_size=self.batch_size,
-            passes=min(self.passes, AUTO_PASSES, self.max_iter - len(self.history))
-            if auto
-            else self.passes,
+            passes=self.pass_bound,
             min_gain=SWITCH_GAIN * self.tol if auto and self.tol > 0 else None,
             previous=previous,
-            iteration_offset=len(self.history),
             label=self.label,
         )
+
+    @property
+    def pass_bound(self) -> int:
+        """Stepwise passes the run takes at most (0: batch EM alone)."""
+        if self.algorithm == "batch":
+            return 0
+        return min(self.passes, AUTO_PASSES) if self.algorithm == "auto" else self.passes
 
     @property
     def next(self) -> str | None:
@@ -406,7 +429,7 @@ class EMRun:
         assert self.stepwise is not None
         if not self.stepwise.done:
             return
-        if self.algorithm == "stepwise" or len(self.full_history) >= self.max_iter:
+        if self.algorithm == "stepwise" or count_iterations(self.history) >= self.max_iter:
             self.finished = True  # ends in its passes: result() takes them as they are
             return
         self.history += self.stepwise.history
@@ -425,14 +448,14 @@ class EMRun:
                 self.stepwise.means,
                 self.stepwise.weights,
                 False,
-                len(history),
+                count_iterations(history),
                 history[-1]["objective"] if history else -math.inf,
                 history,
             )
         assert self.batch is not None
         result = self.batch.result()
         result.history = self.history + result.history
-        result.n_iter = len(result.history)
+        result.n_iter = count_iterations(result.history)
         return result
 
     def state(
@@ -526,7 +549,7 @@ def fit_em(
     alpha : float, default=0.1
         Additive smoothing of the means; 0 for maximum likelihood.
     max_iter : int, default=100
-        Most iterations per start.
+        Most batch iterations per start (stepwise passes are counted apart).
     tol : float, default=1e-4
         Stop when the objective changes by less than this.
     mean_tol : float, default=None
@@ -537,7 +560,8 @@ def fit_em(
         Whether to hold the data in the cluster's memory; None means when it takes at most
         half of it.
     callback : callable, default=None
-        Called with each iteration's record.
+        Called with each event of the fit: a start begun, a batch iteration, a stepwise pass
+        and step (:mod:`bmm_dask._events`).
     checkpoint : callable, default=None
         Called with a :class:`FitState` every ``checkpoint_every`` iterations and between
         starts.
@@ -622,6 +646,31 @@ def fit_em(
             if runs > 1:
                 logger.info("start %d of %d", start + 1, runs)
             pending = resume.stepwise if begun and resume is not None else None
+            run_id = uuid.uuid4().hex[:12]  # not the fit's generator: the model is the same
+
+            def emit(event: dict[str, Any], run_id: str = run_id) -> None:
+                event = {**event, "run": run_id}
+                publish(event)
+                if callback is not None:
+                    callback(event)
+
+            emit(
+                {
+                    "kind": "run",
+                    "start": start + 1,
+                    "n_init": runs,
+                    "n_components": n_components,
+                    "n_samples": data.n_samples,
+                    "n_features": data.n_features,
+                    "algorithm": run.algorithm,
+                    "max_iter": max_iter,
+                    "passes": run.pass_bound,
+                    "batch_size": batch_size if run.algorithm != "batch" else None,
+                    "data": data.source,
+                    "output": CURRENT_OUTPUT.get(),
+                    "resumed": begun,
+                }
+            )
 
             def save(
                 snapshot: dict[str, Any] | None = None,
@@ -656,10 +705,12 @@ def fit_em(
                         threads=threads,
                         steps_in_flight=steps_in_flight,
                         on_step=save_step if checkpoint_every else None,
+                        on_event=emit,
                         resume=pending,
                     )
                     pending = None
                     run.after_pass()
+                    emit({"kind": "pass", **record, **parameters(run)})
                 else:
                     began = time.perf_counter()
                     stats = estep(
@@ -670,15 +721,14 @@ def fit_em(
                         threads=threads,
                     )
                     record = run.advance(stats, data, time.perf_counter() - began)
-                    publish(record)
+                    converged = run.batch is not None and run.batch.converged
+                    emit({"kind": "iteration", **record, "converged": converged, **parameters(run)})
                     if run.next == "stepwise":  # auto: batch EM is far from converged
                         logger.info(
                             "stepwise EM: at most %d passes, mini-batches of %d rows",
                             run.stepwise.passes,
                             batch_size,
                         )
-                if callback is not None:
-                    callback(record)
                 run.check()
                 if checkpoint_every and (
                     len(run.full_history) % checkpoint_every == 0 or run.next == "stepwise"
@@ -691,6 +741,11 @@ def fit_em(
                 checkpoint(FitState(start + 1, None, None, [], rng.bit_generator.state, best))
     assert best is not None
     return best
+
+
+def parameters(run: EMRun) -> dict[str, NDArray[np.float64]]:
+    """The run's means and weights now, for the events a ``callback`` gets."""
+    return {"means": run.means, "weights": run.weights}
 
 
 @dataclass

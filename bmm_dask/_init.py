@@ -22,10 +22,10 @@ from numpy.typing import NDArray
 
 from bmm_dask._estep import PackedData
 from bmm_dask._kernels import CLIP, unpack_sparse
+from bmm_dask._settings import INITS
 from bmm_dask.errors import SettingsError
 
 Init = Literal["random", "random_from_data", "kmeans++"]
-INITS: tuple[str, ...] = ("random", "random_from_data", "kmeans++")
 
 #: Hard-EM (k-means) steps on the sample after k-means++ seeding, before EM starts.
 LLOYD_STEPS = 10

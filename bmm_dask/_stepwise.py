@@ -51,7 +51,7 @@ from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 from numpy.typing import NDArray
 
 from bmm_dask._estep import PackedData
-from bmm_dask._events import CURRENT_JOB, publish
+from bmm_dask._events import CURRENT_JOB
 from bmm_dask._kernels import (
     estep_stats,
     log_parameters,
@@ -62,6 +62,7 @@ from bmm_dask._kernels import (
     split_components,
     stacked_stats,
 )
+from bmm_dask._settings import STEPS_IN_FLIGHT
 from bmm_dask.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -100,13 +101,6 @@ MIN_BATCH_SIZE = 256
 #: measured sparse corpus and on MNIST a component re-seeded at this level lived (a split
 #: starts with half of a large component's mass), and no live component came near it.
 STARVING = 0.01
-
-#: Steps submitted before the oldest is collected (see the module's docstring). Two hide the
-#: round trip behind the next step's arithmetic; on 4 million rows stepwise EM got as close to
-#: batch EM's optimum as with one, as fast (benchmarks/bench_stepwise_scale.py), and three
-#: gained little more throughput, at a staler E-step.
-STEPS_IN_FLIGHT = 2
-
 
 #: The sparse E-step's costs per row (:func:`kernel_rows_per_second` with a density): each
 #: packed byte is read, decompressed and scanned; each one is unpacked and, in both
@@ -779,8 +773,6 @@ class StepwiseRun:
         pass, ``previous``): the "auto" algorithm then goes on with batch EM.
     previous : float, default=-inf
         The objective before the first pass (batch EM's, when the passes follow its iterations).
-    iteration_offset : int, default=0
-        Added to the pass numbers to give the records' ``iteration`` (the iterations before).
     label : str, default=""
         Put before the lines it logs (one of several models).
     """
@@ -797,7 +789,6 @@ class StepwiseRun:
         passes: int,
         min_gain: float | None = None,
         previous: float = -math.inf,
-        iteration_offset: int = 0,
         label: str = "",
     ) -> None:
         self.state = StepwiseState.start(means, weights)
@@ -806,7 +797,7 @@ class StepwiseRun:
         self.n_samples, self.alpha, self.step_exponent = n_samples, alpha, step_exponent
         self.batch_size, self.passes, self.min_gain = batch_size, passes, min_gain
         self.previous = previous
-        self.iteration_offset, self.label = iteration_offset, label
+        self.label = label
         self.history: list[dict[str, Any]] = []
         self.left = False  # left before its passes were run: a pass gained too little
         self.begin_pass()
@@ -859,7 +850,6 @@ class StepwiseRun:
         pass_ = len(self.history) + 1
         record = {
             "pass": pass_,
-            "iteration": self.iteration_offset + pass_,
             "steps": self.state.step,
             "batch_size": self.batch_size,
             "objective": objective,
@@ -954,6 +944,7 @@ def stepwise_pass(
     threads: int = 1,
     steps_in_flight: int = STEPS_IN_FLIGHT,
     on_step: Callable[[dict[str, Any]], None] | None = None,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
     resume: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """One pass of stepwise EM for one model or several, all taking the same mini-batches
@@ -988,6 +979,10 @@ def stepwise_pass(
     on_step : callable, default=None
         For one model: called after every step with the run's :meth:`StepwiseRun.snapshot`,
         from which ``resume`` continues exactly.
+    on_event : callable, default=None
+        For one model: called after every step with its event (kind "step", as
+        :mod:`bmm_dask._events` describes), for the progress page, a job's record and a
+        fit's ``callback``.
     resume : dict, default=None
         Such a snapshot, already restored into the run: the pass goes on from it and ends as
         a pass never interrupted, bit for bit.
@@ -1040,7 +1035,8 @@ def stepwise_pass(
                 run = runs[0]
                 event.update(passes=run.passes, step_in_pass=position, steps_in_pass=count)
                 event["rows"] = int(run.rows)
-                publish(event)
+                if on_event is not None:
+                    on_event({"kind": "step", **event, "means": run.means, "weights": run.weights})
                 if on_step is not None:
                     parameters = [(step.means, step.weights) for step in in_flight]
                     on_step(runs[0].snapshot(position, pass_rng_state, parameters))

@@ -281,11 +281,12 @@ def write_report(
             ("components", len(model.weights_)),
             ("features", model.n_features_in_),
             ("iterations", model.n_iter_),
+            ("stepwise passes", model.n_passes_),
             ("converged", model.converged_),
             ("objective (nats per sample)", f"{model.lower_bound_:.4f}"),
             (
                 "fit time",
-                f"{sum(h['seconds'] for h in history):.1f} s over {len(history)} iterations (best start)",
+                f"{sum(h['seconds'] for h in history):.1f} s over {len(history)} iterations and passes (best start)",
             ),
             ("trained on", (attrs.get("data") or {}).get("path", "?")),
             ("feature names", names_from),

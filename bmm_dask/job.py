@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from bmm_dask._events import CURRENT_OUTPUT
 from bmm_dask.errors import SettingsError, setting
 from bmm_dask.io import (
     CHECKPOINT_FILE,
@@ -157,7 +158,8 @@ class FitJob:
         Parameters
         ----------
         callback : callable, default=None
-            Called with the record of each iteration (a progress display).
+            Called with each event of the fit (a progress display; see
+            :meth:`BernoulliMixture.fit`).
         persist : bool, default=None
             Hold the data in the cluster's memory, or read it from its store every iteration;
             None means held when it takes at most half the cluster's memory.
@@ -180,15 +182,19 @@ class FitJob:
                 # another fit's checkpoint: its first save would keep that fit's attributes
                 remove_output(self.checkpoint)
             started = time.perf_counter()
-            self.model.fit(
-                self.dataset,
-                callback=callback,
-                checkpoint=self.checkpoint if checkpoints else None,
-                checkpoint_every=self.checkpoint_every,
-                resume=self.resume,
-                checkpoint_attrs=self.fingerprint,
-                persist=persist,
-            )
+            output = CURRENT_OUTPUT.set(str(self.out))
+            try:
+                self.model.fit(
+                    self.dataset,
+                    callback=callback,
+                    checkpoint=self.checkpoint if checkpoints else None,
+                    checkpoint_every=self.checkpoint_every,
+                    resume=self.resume,
+                    checkpoint_attrs=self.fingerprint,
+                    persist=persist,
+                )
+            finally:
+                CURRENT_OUTPUT.reset(output)
             seconds = time.perf_counter() - started
             # A checkpoint in out is this fit's own: the model replaces it.
             self.model.save(

@@ -400,7 +400,9 @@ class RunningJob:
         """Called with each record the work publishes (an iteration, a pass, a stepwise step,
         a round of a selection): stop if asked to, and keep the job's progress up to date."""
         self.check()
-        step = "step" in record and "iteration" not in record
+        if record.get("kind") == "run":
+            return
+        step = record.get("kind") == "step"
         now = time.monotonic()
         if step and now - self._progress_at < PROGRESS_SECONDS:
             return

@@ -8,7 +8,7 @@ import sys
 import time
 import warnings
 from datetime import UTC, datetime
-from numbers import Integral, Real
+from numbers import Integral
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -18,14 +18,14 @@ import numpy as np
 from numpy.typing import NDArray
 from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
-from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
+from sklearn.utils._param_validation import Interval, InvalidParameterError
 
-from bmm_dask._em import EMResult, FitState, fit_em
+from bmm_dask._em import EMResult, FitState, count_iterations, count_passes, fit_em
 from bmm_dask._estep import SPLIT_EVERY, PackedData, as_packed, predict_log_resp
 from bmm_dask._events import jsonable
-from bmm_dask._init import INITS
 from bmm_dask._kernels import log_prior
-from bmm_dask._stepwise import STEPS_IN_FLIGHT
+from bmm_dask._progress import FitBar
+from bmm_dask._settings import DEFAULTS, EM_SETTINGS, sklearn_constraints
 from bmm_dask.errors import DataError, SettingsError, setting
 from bmm_dask.io import Dataset, read_checkpoint, write_checkpoint, write_model
 from bmm_dask.io._model import read_model_with_names
@@ -83,7 +83,7 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
     n_components : int, default=1
         The number of components K.
     max_iter : int, default=100
-        EM iterations per start at most.
+        Batch EM iterations per start at most (stepwise passes are bounded by ``passes``).
     tol : float, default=1e-4
         Stop when the objective (mean log-likelihood per sample plus the smoothing prior's log)
         changes by less than this. 0 runs exactly ``max_iter`` iterations.
@@ -123,10 +123,11 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
         batch iterations; if the third still gained at least 100 x ``tol`` and a stepwise pass
         costs at most 3 batch iterations by the cost model, at most 3 stepwise passes (fewer
         once a pass gains less than 100 x ``tol``); then batch iterations until ``tol``
-        (``max_iter`` counts them all). Elsewhere, and on fewer than 7,680 rows, it is batch
+        (``max_iter`` counts the batch iterations before and after the passes). Elsewhere, and on fewer than 7,680 rows, it is batch
         EM. The rule and why: "Stepwise EM" in the README.
     passes : int, default=10
-        Passes over the data of stepwise EM (at most, and at most 3, for "auto").
+        Passes over the data of stepwise EM (at most, and at most 3, for "auto"); the
+        passes are not counted in ``max_iter``.
     batch_size : int or "auto", default="auto"
         Rows per mini-batch of stepwise EM. "auto": enough for every worker thread to work
         about 60 ms per step, at most a 30th of the rows and at least 256. It follows the
@@ -148,11 +149,16 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
     weights_ : array of shape (n_components,)
     converged_ : bool
     n_iter_ : int
-        Iterations of the best start.
+        Batch EM iterations of the best start (after :meth:`partial_fit`, its steps).
+    n_passes_ : int
+        Stepwise passes over the data of the best start.
     lower_bound_ : float
-        The objective of the best start at its last iteration.
+        The objective of the best start at its last iteration or pass.
     history_ : list of dict
-        Per iteration of the best start: objective, change, mean_shift, seconds, reseeded.
+        Per batch iteration and stepwise pass of the best start, in the order they ran:
+        objective, change, mean_shift, seconds, reseeded; a batch iteration's record has
+        ``iteration`` (counting batch iterations), a pass's has ``pass`` (counting passes),
+        ``steps`` and ``batch_size``.
     n_features_in_ : int
     feature_names_in_ : ndarray of shape (n_features_in_,), of str (dtype object)
         The features' names, where the data fitted on had them: a dataset's stored names
@@ -165,23 +171,23 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
         self,
         n_components: int = 1,
         *,
-        max_iter: int = 100,
-        tol: float = 1e-4,
-        mean_tol: float | None = None,
-        n_init: int = 1,
-        init: str = "kmeans++",
+        max_iter: int = DEFAULTS["max_iter"],
+        tol: float = DEFAULTS["tol"],
+        mean_tol: float | None = DEFAULTS["mean_tol"],
+        n_init: int = DEFAULTS["n_init"],
+        init: str = DEFAULTS["init"],
         means_init: NDArray[np.float64] | None = None,
         weights_init: NDArray[np.float64] | None = None,
-        alpha: float = 0.1,
+        alpha: float = DEFAULTS["alpha"],
         random_state: int | np.random.Generator | None = None,
-        dtype: str = "float32",
+        dtype: str = DEFAULTS["dtype"],
         warm_start: bool = False,
         verbose: int = 0,
-        algorithm: str = "auto",
-        passes: int = 10,
-        batch_size: int | str = "auto",
-        step_exponent: float = 0.55,
-        steps_in_flight: int = STEPS_IN_FLIGHT,
+        algorithm: str = DEFAULTS["algorithm"],
+        passes: int = DEFAULTS["passes"],
+        batch_size: int | str = DEFAULTS["batch_size"],
+        step_exponent: float = DEFAULTS["step_exponent"],
+        steps_in_flight: int = DEFAULTS["steps_in_flight"],
     ) -> None:
         self.n_components = n_components
         self.max_iter = max_iter
@@ -203,26 +209,16 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
         self.steps_in_flight = steps_in_flight
 
     # The range of each setting, for scikit-learn's _validate_params, which _check_settings
-    # calls first (``[0, inf)`` leaves out infinity as well as NaN).
+    # calls first (``[0, inf)`` leaves out infinity as well as NaN). The EM settings' ranges
+    # are those of the command line's options: both are made from bmm_dask._settings.
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
         "n_components": [Interval(Integral, 1, None, closed="left")],
-        "max_iter": [Interval(Integral, 1, None, closed="left")],
-        "tol": [Interval(Real, 0, None, closed="left")],
-        "mean_tol": [Interval(Real, 0, None, closed="left"), None],
-        "n_init": [Interval(Integral, 1, None, closed="left")],
-        "init": [StrOptions(set(INITS))],
         "means_init": ["array-like", None],
         "weights_init": ["array-like", None],
-        "alpha": [Interval(Real, 0, None, closed="left")],
         "random_state": [Interval(Integral, 0, None, closed="left"), np.random.Generator, None],
-        "dtype": [StrOptions({"float32", "float64"})],
         "warm_start": ["boolean"],
-        "algorithm": [StrOptions({"batch", "stepwise", "auto"})],
-        "passes": [Interval(Integral, 1, None, closed="left")],
-        "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
-        "step_exponent": [Interval(Real, 0.5, 1, closed="right")],
-        "steps_in_flight": [Interval(Integral, 1, None, closed="left")],
         "verbose": ["verbose"],
+        **{setting.name: sklearn_constraints(setting) for setting in EM_SETTINGS},
     }
 
     # ------------------------------------------------------------------ checks
@@ -406,8 +402,13 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
             opened dataset (``bmm_dask.open_dataset``)
         y : ignored
         callback : callable, default=None
-            Called after every iteration with its record (as in ``history_``), for progress
-            displays.
+            Called on the driver with each event of the fit, a dict whose "kind" says what it
+            is: "run" (a start begins: K, the data's size, ``max_iter`` and the passes it may
+            take, ...), "iteration" and "pass" (a batch iteration's or a stepwise pass's record,
+            as in ``history_``), "step" (a stepwise step: where it is in its pass); the last
+            three also carry the parameters after them, ``means`` and ``weights``. Every event is also logged, less the parameters, as a Dask event on topic "bmm-dask" when a distributed client is in
+            use. For progress displays, and to watch a fit (the benchmarks do). An exception it
+            raises stops the fit.
         checkpoint : str or path-like, default=None
             Save the state of the fit in this store every ``checkpoint_every`` iterations and
             after each start (a Zarr group marked unfinished; :meth:`save` to the same path
@@ -468,7 +469,7 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
                 arrays, meta = _state_to_files(state)
                 write_checkpoint(checkpoint, arrays, meta, attrs)
 
-        with _progress(self.verbose, self.max_iter) as show:
+        with _progress(self.verbose) as show:
             result = fit_em(
                 data,
                 n_components=self.n_components,
@@ -528,6 +529,7 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
         self.weights_ = result.weights
         self.converged_ = result.converged
         self.n_iter_ = result.n_iter
+        self.n_passes_ = result.n_passes
         self.lower_bound_ = result.lower_bound
         self.history_ = result.history
         self.n_features_in_ = n_features
@@ -598,6 +600,7 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
             }
         )
         self.n_iter_ = state.step
+        self.n_passes_ = 0
         self.lower_bound_ = objective
         self.converged_ = False
         self.n_features_in_ = data.n_features
@@ -790,6 +793,7 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
         meta = {
             "settings": self._settings(),
             "n_iter": int(self.n_iter_),
+            "n_passes": int(self.n_passes_),
             "converged": bool(self.converged_),
             "lower_bound": float(self.lower_bound_),
             "history": _jsonable(self.history_),
@@ -861,9 +865,13 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
         model = cls(**settings)
         model.means_, model.weights_ = means, weights
         model.converged_ = bool(attrs.get("converged", False))
-        model.n_iter_ = int(attrs.get("n_iter", 0))
         model.lower_bound_ = float(attrs.get("lower_bound", np.nan))
         model.history_ = list(attrs.get("history", []))
+        # models saved before passes were counted apart have both in their n_iter
+        model.n_iter_ = (
+            count_iterations(model.history_) if model.history_ else int(attrs.get("n_iter", 0))
+        )
+        model.n_passes_ = count_passes(model.history_)
         model.batch_size_ = _batch_size_used(model.history_)
         model.n_features_in_ = means.shape[1]
         if names is not None:
@@ -989,12 +997,19 @@ _LOOP_LOGGERS = ("bmm_dask._em", "bmm_dask._stepwise")
 
 
 class _progress:
-    """A progress bar (verbose 1) or a line an iteration (verbose 2) on stderr; nothing at 0."""
+    """A progress bar (verbose 1) or a line per iteration and pass (verbose 2) on stderr;
+    nothing at 0."""
 
-    def __init__(self, verbose: int, max_iter: int) -> None:
-        self.verbose, self.max_iter = verbose, max_iter
-        self.bar: Any = None
+    def __init__(self, verbose: int) -> None:
+        self.verbose = verbose
+        self.bar = FitBar(self._new_bar)
         self.handler: logging.Handler | None = None
+
+    @staticmethod
+    def _new_bar(total: int, unit: str, suffix: str) -> Any:
+        from tqdm import tqdm
+
+        return tqdm(total=total, desc="EM" + suffix, unit=unit, file=sys.stderr)
 
     def __enter__(self) -> Any:
         if self.verbose >= 2:  # the lines of the batch iterations and the stepwise passes
@@ -1007,28 +1022,11 @@ class _progress:
                 loop_logger.setLevel(logging.INFO)
             return None
         if self.verbose >= 1:
-            return self._update
+            return self.bar
         return None
 
-    def _update(self, record: dict[str, Any]) -> None:
-        from tqdm import tqdm
-
-        if self.bar is None or record["iteration"] == 1:
-            if self.bar is not None:
-                self.bar.close()
-            self.bar = tqdm(total=self.max_iter, desc="EM", unit=" iterations", file=sys.stderr)
-            self.reseeded = 0
-        self.bar.update(1)
-        self.reseeded += record.get("reseeded") or 0
-        postfix = [f"stepwise pass {record['pass']}"] if "pass" in record else []
-        postfix.append(f"objective {record['objective']:.4f}")
-        if self.reseeded:
-            postfix.append(f"re-seeded {self.reseeded}")
-        self.bar.set_postfix_str(", ".join(postfix))
-
     def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.close()
+        self.bar.close()
         if self.handler is not None:
             for name, level in self.levels.items():
                 loop_logger = logging.getLogger(name)

@@ -45,7 +45,8 @@ from bmm_dask._estep import (
 )
 from bmm_dask._events import jsonable, publish
 from bmm_dask._init import starting_values
-from bmm_dask._stepwise import STEPS_IN_FLIGHT, auto_batch_size, stepwise_pass
+from bmm_dask._settings import DEFAULTS
+from bmm_dask._stepwise import auto_batch_size, stepwise_pass
 from bmm_dask.errors import SettingsError
 
 logger = logging.getLogger(__name__)
@@ -151,7 +152,7 @@ class Selection:
     table : list of dict
         Per K and start: ``n_components``, ``start``, ``objective`` (training objective
         at the last iteration), ``train_loglik`` (per training row, final parameters),
-        ``heldout_loglik`` (per held-out row), ``bic``, ``aic``, ``icl``, ``n_iter``,
+        ``heldout_loglik`` (per held-out row), ``bic``, ``aic``, ``icl``, ``n_iter`` (batch iterations), ``n_passes`` (stepwise passes),
         ``seconds`` (the candidate's share of the shared iterations), ``converged``,
         ``best_start`` (whether it is its K's best start, by training objective).
     n_components : int
@@ -287,19 +288,19 @@ def select_n_components(
     validation_fraction: float = 0.1,
     validation: Any = None,
     criterion: str = "heldout",
-    n_init: int = 1,
-    init: str = "kmeans++",
+    n_init: int = DEFAULTS["n_init"],
+    init: str = DEFAULTS["init"],
     random_state: int | np.random.Generator | None = None,
-    alpha: float = 0.1,
-    max_iter: int = 100,
-    tol: float = 1e-4,
-    mean_tol: float | None = None,
-    dtype: str = "float32",
-    algorithm: str = "auto",
-    passes: int = 10,
-    batch_size: int | None = None,
-    step_exponent: float = 0.55,
-    steps_in_flight: int = STEPS_IN_FLIGHT,
+    alpha: float = DEFAULTS["alpha"],
+    max_iter: int = DEFAULTS["max_iter"],
+    tol: float = DEFAULTS["tol"],
+    mean_tol: float | None = DEFAULTS["mean_tol"],
+    dtype: str = DEFAULTS["dtype"],
+    algorithm: str = DEFAULTS["algorithm"],
+    passes: int = DEFAULTS["passes"],
+    batch_size: int | str | None = DEFAULTS["batch_size"],
+    step_exponent: float = DEFAULTS["step_exponent"],
+    steps_in_flight: int = DEFAULTS["steps_in_flight"],
     persist: bool | None = None,
     callback: Any = None,
 ) -> Selection:
@@ -330,8 +331,8 @@ def select_n_components(
         (:class:`~bmm_dask._em.EMRun`) as a fit of its own would, the candidates in batch
         iterations sharing each E-step and those in stepwise passes each pass.
     passes, batch_size, step_exponent, steps_in_flight :
-        Of stepwise EM, as for :class:`~bmm_dask.BernoulliMixture`; ``batch_size`` None
-        sizes the mini-batches for all the candidates' components together.
+        Of stepwise EM, as for :class:`~bmm_dask.BernoulliMixture`; ``batch_size`` "auto"
+        (or None) sizes the mini-batches for all the candidates' components together.
     persist : bool, default=None
         Hold the training and held-out rows in the cluster's memory; None: when they take
         at most half of it.
@@ -371,6 +372,7 @@ def select_n_components(
     }
     if batch_size is not None:
         settings["batch_size"] = batch_size
+    batch_size = None if batch_size == "auto" else batch_size
     if algorithm not in ("batch", "stepwise", "auto"):
         raise SettingsError(f"algorithm must be batch, stepwise or auto; got {algorithm!r}")
     for k in ks:  # every setting checked as a fit of each K checks it, before any work
@@ -488,7 +490,13 @@ def select_n_components(
                     seconds[i] += took / len(active)
                     record = run.advance(part, train, took)
                     records.append({"n_components": k, "start": start, **record})
-            publish({"iteration": round_, "candidates": [jsonable(r) for r in records]})
+            publish(
+                {
+                    "kind": "iteration",
+                    "iteration": round_,
+                    "candidates": [jsonable(r) for r in records],
+                }
+            )
             logger.info(
                 "%s %d  %s",
                 "pass" if algorithm == "stepwise" else "iteration",
@@ -527,6 +535,7 @@ def select_n_components(
                 "aic": -2 * tr["loglik"] + 2 * p,
                 "icl": bic + 2 * tr["entropy"],
                 "n_iter": result.n_iter,
+                "n_passes": result.n_passes,
                 "seconds": took,
                 "converged": result.converged,
             }

@@ -242,7 +242,8 @@ def test_stepwise_improves_on_its_start(rows: np.ndarray) -> None:
     settings = {"means_init": means, "weights_init": weights, "random_state": 0, "tol": 1e-6}
     batch = BernoulliMixture(K, algorithm="batch", **settings).fit(train)
     stepwise = BernoulliMixture(K, algorithm="stepwise", passes=1, **settings).fit(train)
-    assert stepwise.n_iter_ == 1 and stepwise.score(test) > batch.score(test) - 0.5
+    assert stepwise.n_passes_ == 1 and stepwise.n_iter_ == 0
+    assert stepwise.score(test) > batch.score(test) - 0.5
 
 
 def test_auto_is_batch_em_where_a_pass_costs_too_much(soft_rows: np.ndarray) -> None:
@@ -273,7 +274,8 @@ def test_auto_switches_to_passes_while_batch_em_is_far_from_converged(
     assert batch.history_[2]["change"] >= 100 * 1e-6
     assert kinds[:3] == ["iteration"] * 3 and 1 <= passes <= 3
     assert kinds[3 : 3 + passes] == ["pass"] * passes and "pass" not in kinds[3 + passes :]
-    assert [r["iteration"] for r in auto.history_] == list(range(1, auto.n_iter_ + 1))
+    iterations = [r["iteration"] for r in auto.history_ if "pass" not in r]
+    assert iterations == list(range(1, auto.n_iter_ + 1)) and auto.n_passes_ == passes
     assert auto.converged_ and abs(auto.score(test) - batch.score(test)) < 0.02
 
 
@@ -337,15 +339,26 @@ def test_partial_fit_over_the_mini_batches_equals_fit(rows: np.ndarray) -> None:
 
 
 @pytest.mark.parametrize(("max_iter", "passes"), [(3, 0), (5, 2), (12, 3)])
-def test_max_iter_counts_the_passes_and_iterations_of_auto(
+def test_max_iter_counts_batch_iterations_and_passes_are_bounded_apart(
     rows: np.ndarray, passes_pay: None, max_iter: int, passes: int
 ) -> None:
+    # --max-iter 100 read as 100 EM iterations ended after 10 passes and 90 iterations
     model = BernoulliMixture(K, max_iter=max_iter, tol=0, random_state=0, passes=passes or 3).fit(
         rows[:10_000]
     )
-    assert model.n_iter_ == len(model.history_) == max_iter
-    assert [r["iteration"] for r in model.history_] == list(range(1, max_iter + 1))
+    assert model.n_iter_ == max_iter and model.n_passes_ == passes
+    assert len(model.history_) == max_iter + passes
+    iterations = [r["iteration"] for r in model.history_ if "pass" not in r]
+    assert iterations == list(range(1, max_iter + 1))
     assert [i for i, r in enumerate(model.history_) if "pass" in r] == list(range(3, 3 + passes))
+    assert [r["pass"] for r in model.history_ if "pass" in r] == list(range(1, passes + 1))
+
+
+def test_stepwise_runs_its_passes_whatever_max_iter(rows: np.ndarray) -> None:
+    model = BernoulliMixture(
+        K, algorithm="stepwise", passes=3, max_iter=1, batch_size=1_000, random_state=0
+    ).fit(rows[:10_000])
+    assert model.n_passes_ == 3 and model.n_iter_ == 0 and len(model.history_) == 3
 
 
 def test_a_saved_model_keeps_the_mini_batch_size_it_used(rows: np.ndarray, tmp_path) -> None:

@@ -35,11 +35,13 @@ def test_a_fit_survives_a_worker_killed_mid_fit(tmp_path_factory: pytest.TempPat
         done: dict[str, object] = {}
         iterations: list[int] = []
 
+        def count(event: dict) -> None:
+            if event["kind"] == "iteration":
+                iterations.append(event["iteration"])
+
         def fit() -> None:
             try:
-                done["model"] = BernoulliMixture(5, **settings).fit(
-                    data, callback=lambda r: iterations.append(r["iteration"])
-                )
+                done["model"] = BernoulliMixture(5, **settings).fit(data, callback=count)
             except BaseException as err:  # reported below
                 done["error"] = err
 

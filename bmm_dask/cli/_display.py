@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from bmm_dask._progress import FitBar
 from bmm_dask.memory import format_bytes
 
 logger = logging.getLogger("bmm_dask")
@@ -59,23 +60,18 @@ class ProgressBar:
     """The one progress bar of the commands: tqdm's, on stderr when it is a terminal and
     messages are on; silent elsewhere (a log file, a pipe, ``-q``).
 
-    Fed by :meth:`rows` (ingest: rows just written, rows in all) or by :meth:`iteration` (fit:
-    one record per EM iteration; a new start begins a new bar).
+    Fed by :meth:`rows` (ingest: rows just written, rows in all) or by :meth:`iteration` (a
+    fit's events: a new start begins a new bar).
 
     Parameters
     ----------
     label : str
         The bar's description.
-    max_iter : int, default=None
-        Most iterations per start, the bar's length in :meth:`iteration`; None means unknown.
-    n_init : int, default=1
-        Number of starts, shown as "start i of n" when more than one.
     """
 
-    def __init__(self, label: str, *, max_iter: int | None = None, n_init: int = 1) -> None:
-        self.label, self.max_iter, self.n_init = label, max_iter, n_init
-        self.start = 0
-        self.reseeded = 0
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.fit: FitBar | None = None
         self.bar: Any = None
         self.enabled = sys.stderr.isatty() and logger.isEnabledFor(logging.INFO)
 
@@ -104,29 +100,23 @@ class ProgressBar:
             self.bar.unit_scale = True
         self.bar.update(done)
 
-    def iteration(self, record: dict[str, Any]) -> None:
-        """Show one EM iteration: its number and the objective (nats per sample).
+    def iteration(self, event: dict[str, Any]) -> None:
+        """Show a fit's progress: a bar per start, moved by its iterations and passes.
 
         Parameters
         ----------
-        record : dict
-            The iteration's record, with ``iteration`` and ``objective``; iteration 1 begins
-            a new bar.
+        event : dict
+            An event of the fit (:mod:`bmm_dask._events`), as its ``callback`` gets it.
         """
         if not self.enabled:
             return
-        if self.bar is None or record["iteration"] == 1:
-            self.start += 1
-            self.reseeded = 0
-            start = f" (start {self.start} of {self.n_init})" if self.n_init > 1 else ""
-            self._new(self.max_iter, " iterations", self.label + start)
-        self.bar.update(1)
-        self.reseeded += record.get("reseeded") or 0
-        postfix = [f"stepwise pass {record['pass']}"] if "pass" in record else []
-        postfix.append(f"objective {record['objective']:.4f}")
-        if self.reseeded:  # components re-seeded in this start so far
-            postfix.append(f"re-seeded {self.reseeded}")
-        self.bar.set_postfix_str(", ".join(postfix), refresh=True)
+        if self.fit is None:
+            self.fit = FitBar(self._fit_bar)
+        self.fit(event)
+
+    def _fit_bar(self, total: int, unit: str, suffix: str) -> Any:
+        self._new(total, unit, self.label + suffix)
+        return self.bar
 
     def close(self) -> None:
         """Close the bar, if one is shown, and wipe it from the terminal."""
@@ -136,25 +126,19 @@ class ProgressBar:
 
 
 @contextmanager
-def progress_bar(
-    label: str, *, max_iter: int | None = None, n_init: int = 1
-) -> Iterator[ProgressBar]:
+def progress_bar(label: str) -> Iterator[ProgressBar]:
     """A :class:`ProgressBar`, closed (and wiped from the terminal) on the way out.
 
     Parameters
     ----------
     label : str
         The bar's description.
-    max_iter : int, default=None
-        Most iterations per start; None means unknown.
-    n_init : int, default=1
-        Number of starts.
 
     Yields
     ------
     ProgressBar
     """
-    bar = ProgressBar(label, max_iter=max_iter, n_init=n_init)
+    bar = ProgressBar(label)
     try:
         yield bar
     finally:
@@ -261,6 +245,8 @@ def format_model(info: dict[str, Any]) -> list[str]:
     settings = info.get("settings") or {}
     weights = info["weights"]
     shown = ", ".join(f"{w:.3f}" for w in weights[:12]) + (", ..." if len(weights) > 12 else "")
+    n_passes = info.get("n_passes") or 0
+    passes = f" and {n_passes} stepwise pass{'es' if n_passes > 1 else ''}" if n_passes else ""
     names = info.get("first_feature_names")
     named = ""
     if names:  # a few, to say what the features are; the rest would flood the terminal
@@ -272,7 +258,8 @@ def format_model(info: dict[str, Any]) -> list[str]:
         f"  components     {info['n_components']}",
         f"  features       {info['n_features']:,}{named}",
         f"  weights        {shown}",
-        f"  iterations     {info.get('n_iter')} ({'converged' if info.get('converged') else 'not converged'})",
+        f"  iterations     {info.get('n_iter')}{passes} "
+        f"({'converged' if info.get('converged') else 'not converged'})",
         f"  objective      {info.get('lower_bound', float('nan')):.4f} nats per sample",
         "  settings       " + ", ".join(f"{k}={v}" for k, v in sorted(settings.items())),
         f"  fitted on      {data.get('path', '?')} ({data.get('n_samples', '?'):,} samples, binarisation "

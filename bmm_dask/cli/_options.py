@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
@@ -17,18 +16,6 @@ import click
 from bmm_dask.errors import SettingsError
 
 logger = logging.getLogger("bmm_dask")
-
-
-class FiniteRange(click.FloatRange):
-    """click's FloatRange, less NaN and the infinities, which it lets through (every
-    comparison with NaN is false): ``--tol nan`` would stop nothing, ``--alpha inf`` would
-    smooth every mean to a half."""
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        number = super().convert(value, param, ctx)
-        if not math.isfinite(number):
-            self.fail(f"{value!r} is not a finite number.", param, ctx)
-        return number
 
 
 def seed_option(what: str) -> Any:
@@ -50,51 +37,6 @@ CHUNK_ROWS_OPTION = click.option(
 )
 
 
-# The EM settings that fit and select share.
-INIT_OPTION = click.option(
-    "--init",
-    default="kmeans++",
-    show_default=True,
-    type=click.Choice(["kmeans++", "random", "random_from_data"]),
-    help="How each start's means are chosen.",
-)
-ALPHA_OPTION = click.option(
-    "--alpha",
-    default=0.1,
-    show_default=True,
-    type=FiniteRange(min=0),
-    help="Additive smoothing of the means (0: maximum likelihood).",
-)
-DTYPE_OPTION = click.option(
-    "--dtype",
-    default="float32",
-    show_default=True,
-    type=click.Choice(["float32", "float64"]),
-    help="Arithmetic of the E-step.",
-)
-PASSES_OPTION = click.option(
-    "--passes",
-    default=10,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Passes over the data of stepwise EM (at most, with --algorithm auto).",
-)
-STEP_EXPONENT_OPTION = click.option(
-    "--step-exponent",
-    default=0.55,
-    show_default=True,
-    type=FiniteRange(0.5, 1, min_open=True),
-    help="kappa of the step sizes (t + 2)^-kappa of stepwise EM.",
-)
-STEPS_IN_FLIGHT_OPTION = click.option(
-    "--steps-in-flight",
-    default=2,
-    show_default=True,
-    type=click.IntRange(min=1),
-    metavar="S",
-    help="Stepwise steps submitted before the oldest one's statistics are in: each mini-batch "
-    "is computed with the parameters from S steps before (1: stepwise EM as published).",
-)
 PERSIST_OPTION = click.option(
     "--persist/--no-persist",
     default=None,
@@ -219,6 +161,35 @@ def remote_options(func: Any) -> Any:
         ``func`` with the options.
     """
     return _apply([*scheduler_options("in this process"), PERFORMANCE_REPORT_OPTION], func)
+
+
+#: The options of where the work runs (:func:`cluster_options`), as :func:`cluster_client`
+#: takes them.
+CLUSTER_SETTINGS = (
+    "scheduler",
+    "scheduler_file",
+    "workers",
+    "threads_per_worker",
+    "memory_limit",
+    "performance_report",
+    "dashboard_address",
+)
+
+
+def cluster_settings(options: dict[str, Any]) -> dict[str, Any]:
+    """The options of where the work runs, among all of a command's options.
+
+    Parameters
+    ----------
+    options : dict
+        A command's options by name.
+
+    Returns
+    -------
+    dict
+        Those :func:`cluster_client` takes.
+    """
+    return {name: options[name] for name in CLUSTER_SETTINGS if name in options}
 
 
 @contextmanager

@@ -7,8 +7,9 @@ import json
 import click
 
 from bmm_dask.cli._display import format_dataset, format_model, progress_bar
+from bmm_dask.cli._em_options import FiniteRange
 from bmm_dask.cli._group import CONTEXT, cli
-from bmm_dask.cli._options import CHUNK_ROWS_OPTION, FiniteRange, overwrite_option, seed_option
+from bmm_dask.cli._options import CHUNK_ROWS_OPTION, overwrite_option, seed_option
 
 
 @cli.command(context_settings=CONTEXT)
@@ -346,10 +347,10 @@ def info(path: str, as_json: bool) -> None:
                 f"  rows           {entry['n_train']:,} training, {entry['n_heldout']:,} held out"
                 if entry["n_train"] is not None and entry["n_heldout"] is not None
                 else "  rows           ?",
-                f"  {'K':>6} {'held-out':>10} {'BIC':>14} {'iterations':>10}",
+                f"  {'K':>6} {'held-out':>10} {'BIC':>14} {'iterations':>10} {'passes':>6}",
                 *(
                     f"  {row['n_components']:>6} {row['heldout_loglik']:>10.4f} "
-                    f"{row['bic']:>14.1f} {row['n_iter']:>10}"
+                    f"{row['bic']:>14.1f} {row['n_iter']:>10} {row.get('n_passes', 0):>6}"
                     for row in entry["candidates"]
                 ),
             ]

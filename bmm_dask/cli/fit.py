@@ -11,20 +11,16 @@ from typing import Any
 
 import click
 
+from bmm_dask._settings import EM_SETTINGS
 from bmm_dask.cli._display import print_metrics, progress_bar
+from bmm_dask.cli._em_options import em_options
 from bmm_dask.cli._group import CONTEXT, cli
 from bmm_dask.cli._options import (
-    ALPHA_OPTION,
-    DTYPE_OPTION,
-    INIT_OPTION,
-    PASSES_OPTION,
     PERSIST_OPTION,
-    STEP_EXPONENT_OPTION,
-    STEPS_IN_FLIGHT_OPTION,
-    FiniteRange,
     check_report_path,
     cluster_client,
     cluster_options,
+    cluster_settings,
     open_data,
     overwrite_option,
     seed_option,
@@ -91,31 +87,20 @@ def make_fit_job(
     data: str,
     n_components: int,
     out: str,
-    max_iter: int,
-    tol: float,
-    mean_tol: float | None,
-    n_init: int,
-    init: str,
     seed: int,
-    alpha: float,
-    dtype: str,
-    algorithm: str,
-    passes: int,
-    batch_size: int | None,
-    step_exponent: float,
-    steps_in_flight: int,
     overwrite: bool,
     checkpoint_every: int,
     resume: bool,
     checkpoint: str | None = None,
     owner: str | None = None,
-    **ignored: Any,
+    **options: Any,
 ) -> Any:
     """The :class:`~bmm_dask.job.FitJob` that ``fit``'s options describe, checked: the data
     opened, the output and the settings checked against it.
 
     ``fit`` calls it in the terminal; a submitted fit calls it on a worker, to check and then
-    to run. Options of where the work runs (``ignored``) play no part.
+    to run. ``options`` holds the EM settings (:data:`~bmm_dask._settings.EM_SETTINGS`);
+    its options of where the work runs play no part.
 
     Returns
     -------
@@ -130,22 +115,8 @@ def make_fit_job(
     from bmm_dask.model import BernoulliMixture
 
     dataset = open_data(data)
-    model = BernoulliMixture(
-        n_components,
-        max_iter=max_iter,
-        tol=tol,
-        mean_tol=mean_tol,
-        n_init=n_init,
-        init=init,
-        random_state=seed,
-        alpha=alpha,
-        dtype=dtype,
-        algorithm=algorithm,
-        passes=passes,
-        batch_size="auto" if batch_size is None else batch_size,
-        step_exponent=step_exponent,
-        steps_in_flight=steps_in_flight,
-    )
+    settings = {setting.name: options[setting.name] for setting in EM_SETTINGS}
+    model = BernoulliMixture(n_components, random_state=seed, **settings)
     return FitJob(
         model,
         dataset,
@@ -188,55 +159,8 @@ def fit_done(job: Any, seconds: float) -> str:
     "--k", "n_components", required=True, type=click.IntRange(min=1), help="Number of components."
 )
 @click.option("--out", "-o", required=True, type=click.Path(), help="Model to write (MODEL.zarr).")
-@click.option(
-    "--max-iter",
-    default=100,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="EM iterations per start at most.",
-)
-@click.option(
-    "--tol",
-    default=1e-4,
-    show_default=True,
-    type=FiniteRange(min=0),
-    help="Stop when the objective (nats per sample) changes less.",
-)
-@click.option(
-    "--mean-tol",
-    type=FiniteRange(min=0),
-    help="Also stop when the means move less than this (L2).",
-)
-@click.option(
-    "--n-init",
-    default=1,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Starts; the best is kept.",
-)
-@INIT_OPTION
+@em_options()
 @seed_option("every random draw")
-@ALPHA_OPTION
-@DTYPE_OPTION
-@click.option(
-    "--algorithm",
-    default="auto",
-    show_default=True,
-    type=click.Choice(["auto", "batch", "stepwise"]),
-    help="auto: batch iterations, stepwise passes between them where batch EM is far from "
-    "converged and a pass costs at most 3 iterations, to --tol; batch: every row each "
-    "iteration; stepwise: the parameters move after each mini-batch.",
-)
-@PASSES_OPTION
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    metavar="ROWS",
-    help="Rows per mini-batch of stepwise EM [default: enough to keep every worker thread "
-    "busy for about 60 ms a step, at most a 30th of the rows, at least 256].",
-)
-@STEP_EXPONENT_OPTION
-@STEPS_IN_FLIGHT_OPTION
 @overwrite_option()
 @click.option(
     "--checkpoint-every",
@@ -251,29 +175,7 @@ def fit_done(job: Any, seconds: float) -> str:
 )
 @PERSIST_OPTION
 @cluster_options
-def fit(
-    data: str,
-    n_components: int,
-    out: str,
-    max_iter: int,
-    tol: float,
-    mean_tol: float | None,
-    n_init: int,
-    init: str,
-    seed: int,
-    alpha: float,
-    dtype: str,
-    algorithm: str,
-    passes: int,
-    batch_size: int | None,
-    step_exponent: float,
-    steps_in_flight: int,
-    overwrite: bool,
-    checkpoint_every: int,
-    resume: bool,
-    persist: bool | None,
-    **cluster: Any,
-) -> None:
+def fit(data: str, n_components: int, out: str, persist: bool | None, **options: Any) -> None:
     """Fit a Bernoulli mixture of K components to DATA (DATA.zarr or DATA.zarr/group) by EM.
 
     With --checkpoint-every N the state is saved in OUT every N iterations (OUT is then marked
@@ -287,15 +189,14 @@ def fit(
     from bmm_dask.io import output_lock
 
     job = make_fit_job(**click.get_current_context().params)
-    check_report_path(cluster.get("performance_report"), [data, out])
+    check_report_path(options["performance_report"], [data, out])
     log_resume(job)
-    task_bytes = task_memory(job.dataset.n_features, n_components, 8 if dtype == "float64" else 4)
+    itemsize = 8 if options["dtype"] == "float64" else 4
+    task_bytes = task_memory(job.dataset.n_features, n_components, itemsize)
     with (
         output_lock(out),  # before the cluster starts: a second fit of out stops at once
-        cluster_client(**cluster, task_bytes=task_bytes),
-        progress_bar(
-            "fit", max_iter=passes if algorithm == "stepwise" else max_iter, n_init=n_init
-        ) as bar,
+        cluster_client(**cluster_settings(options), task_bytes=task_bytes),
+        progress_bar("fit") as bar,
         warnings.catch_warnings(record=True) as caught,
     ):
         warnings.simplefilter("always", ConvergenceWarning)
@@ -361,7 +262,7 @@ def demo(
         model = BernoulliMixture(n_components, n_init=n_init, random_state=seed)
         with (
             cluster_client(**cluster),
-            progress_bar("fit", max_iter=model.max_iter, n_init=n_init) as bar,
+            progress_bar("fit") as bar,
             warnings.catch_warnings(),
         ):
             warnings.simplefilter("ignore", ConvergenceWarning)

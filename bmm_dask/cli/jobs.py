@@ -19,8 +19,9 @@ import click
 
 from bmm_dask.cli import fit as _fit  # noqa: F401  (submit takes fit's and select's options)
 from bmm_dask.cli import select as _select  # noqa: F401
+from bmm_dask.cli._em_options import FiniteRange
 from bmm_dask.cli._group import CONTEXT, cli
-from bmm_dask.cli._options import FiniteRange, scheduler_options
+from bmm_dask.cli._options import scheduler_options
 from bmm_dask.errors import SettingsError, command_line_messages
 from bmm_dask.jobs import describe_progress
 
@@ -117,9 +118,8 @@ def run_fit(options: dict[str, Any], job: Any) -> str:
         fit_job = make_fit_job(**{**options, "resume": resume}, checkpoint=checkpoint, owner=job.id)
         log_resume(fit_job)
         try:
-            seconds = fit_job.run(
-                callback=job.record, persist=options["persist"], attrs={"job": job.id}
-            )
+            # the fit's events reach job.record by publish(): CURRENT_JOB is this job
+            seconds = fit_job.run(persist=options["persist"], attrs={"job": job.id})
         except Exception:
             if job.cancelled.is_set() and not options["resume"]:
                 remove_output(checkpoint)  # the job's own checkpoint; one it was given stays

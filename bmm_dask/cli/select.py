@@ -9,19 +9,15 @@ from typing import Any
 
 import click
 
+from bmm_dask._settings import EM_SETTINGS
+from bmm_dask.cli._em_options import em_options
 from bmm_dask.cli._group import CONTEXT, cli
 from bmm_dask.cli._options import (
-    ALPHA_OPTION,
-    DTYPE_OPTION,
-    INIT_OPTION,
-    PASSES_OPTION,
     PERSIST_OPTION,
-    STEP_EXPONENT_OPTION,
-    STEPS_IN_FLIGHT_OPTION,
-    FiniteRange,
     check_report_path,
     cluster_client,
     cluster_options,
+    cluster_settings,
     open_data,
     overwrite_option,
     seed_option,
@@ -84,75 +80,19 @@ def parse_k_list(text: str) -> list[int]:
     type=click.Choice(["heldout", "bic", "aic", "icl"]),
     help="heldout: the largest held-out log-likelihood per row; bic, aic, icl: the smallest.",
 )
-@click.option(
-    "--n-init",
-    default=1,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Starts per K; each K keeps its start of the best training objective.",
-)
-@click.option(
-    "--max-iter",
-    default=100,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Most iterations (and passes) of each K.",
-)
-@click.option(
-    "--tol",
-    default=1e-4,
-    show_default=True,
-    type=FiniteRange(min=0),
-    help="A K stops when its objective changes by less (nats per row).",
-)
-@INIT_OPTION
-@seed_option("every random draw (the held-out rows and the starts)")
-@ALPHA_OPTION
-@DTYPE_OPTION
-@click.option(
-    "--algorithm",
-    default="auto",
-    show_default=True,
-    type=click.Choice(["batch", "stepwise", "auto"]),
-    help="auto: each K as fit's default runs it (batch iterations, stepwise passes where "
+@em_options(
+    n_init="Starts per K; each K keeps its start of the best training objective.",
+    algorithm="auto: each K as fit's default runs it (batch iterations, stepwise passes where "
     "they pay, batch iterations to --tol); batch: EM to --tol; stepwise: --passes passes, the "
     "same mini-batches for every K.",
+    batch_size="Rows per mini-batch of stepwise EM; auto: sized for all the candidates' "
+    "components together.",
 )
-@PASSES_OPTION
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    metavar="ROWS",
-    help="Rows per mini-batch of stepwise EM [default: sized for all the candidates together].",
-)
-@STEP_EXPONENT_OPTION
-@STEPS_IN_FLIGHT_OPTION
+@seed_option("every random draw (the held-out rows and the starts)")
 @PERSIST_OPTION
 @overwrite_option("the folder")
 @cluster_options
-def select(
-    data: str,
-    ks: str,
-    out: str,
-    validation_fraction: float,
-    validation: str | None,
-    criterion: str,
-    n_init: int,
-    max_iter: int,
-    tol: float,
-    init: str,
-    seed: int,
-    alpha: float,
-    dtype: str,
-    algorithm: str,
-    passes: int,
-    batch_size: int | None,
-    step_exponent: float,
-    steps_in_flight: int,
-    persist: bool | None,
-    overwrite: bool,
-    **cluster: Any,
-) -> None:
+def select(data: str, out: str, **options: Any) -> None:
     """Fit a mixture for every K in --k on the training rows of DATA, in shared passes, score
     the held-out rows, and choose K.
 
@@ -163,11 +103,10 @@ def select(
     from bmm_dask.cluster import task_memory
 
     job = SelectJob(**click.get_current_context().params)
-    check_report_path(cluster.get("performance_report"), [data, out])
-    task_bytes = task_memory(
-        job.dataset.n_features, sum(job.candidates), 8 if dtype == "float64" else 4
-    )
-    with cluster_client(**cluster, task_bytes=task_bytes):
+    check_report_path(options["performance_report"], [data, out])
+    itemsize = 8 if options["dtype"] == "float64" else 4
+    task_bytes = task_memory(job.dataset.n_features, sum(job.candidates), itemsize)
+    with cluster_client(**cluster_settings(options), task_bytes=task_bytes):
         selection, seconds = job.run()
     job.save(selection)
     for line in job.summary(selection, seconds):
@@ -222,19 +161,9 @@ class SelectJob:
             validation_fraction=o["validation_fraction"],
             validation=self.heldout,
             criterion=o["criterion"],
-            n_init=o["n_init"],
-            init=o["init"],
             random_state=o["seed"],
-            alpha=o["alpha"],
-            max_iter=o["max_iter"],
-            tol=o["tol"],
-            dtype=o["dtype"],
-            algorithm=o["algorithm"],
-            passes=o["passes"],
-            batch_size=o["batch_size"],
-            step_exponent=o["step_exponent"],
-            steps_in_flight=o["steps_in_flight"],
             persist=o["persist"],
+            **{setting.name: o[setting.name] for setting in EM_SETTINGS},
         )
         return selection, time.perf_counter() - started
 
@@ -251,13 +180,13 @@ class SelectJob:
 
     def summary(self, selection: Any, seconds: float) -> list[str]:
         """The table of the candidates (their best starts) and the line that ends it."""
-        lines = [f"{'K':>6} {'held-out':>10} {'BIC':>14} {'iterations':>10}"]
+        lines = [f"{'K':>6} {'held-out':>10} {'BIC':>14} {'iterations':>10} {'passes':>6}"]
         for row in selection.table:
             if row["best_start"]:
                 mark = "  <- chosen" if row["n_components"] == selection.n_components else ""
                 lines.append(
                     f"{row['n_components']:>6} {row['heldout_loglik']:>10.4f} "
-                    f"{row['bic']:>14.1f} {row['n_iter']:>10}{mark}"
+                    f"{row['bic']:>14.1f} {row['n_iter']:>10} {row.get('n_passes', 0):>6}{mark}"
                 )
         lines.append(
             f"wrote {self.out}: K = {selection.n_components} chosen by "

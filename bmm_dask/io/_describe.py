@@ -103,7 +103,14 @@ def _selection(path: str, selection: dict[str, Any]) -> dict[str, Any]:
         "candidates": [
             {
                 k: row.get(k)
-                for k in ("n_components", "heldout_loglik", "bic", "n_iter", "converged")
+                for k in (
+                    "n_components",
+                    "heldout_loglik",
+                    "bic",
+                    "n_iter",
+                    "n_passes",
+                    "converged",
+                )
             }
             for row in best
         ],
