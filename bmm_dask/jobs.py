@@ -267,13 +267,15 @@ def job_log(client: Any, job_id: str) -> list[tuple[float, dict[str, Any]]]:
 
 def describe_progress(progress: dict[str, Any]) -> str:
     """Where a job is, from its record's ``progress``: 'pass 2 of 10, step 40 of 234' in a
-    stepwise pass, else 'iteration 12'; with the K a selection still runs, and the objective.
-    ``bmm-dask jobs``, ``status`` and the dashboard's page say it alike.
+    stepwise pass, else 'iteration 12' ('iteration 12 of at most 100' given ``max_iter``); with
+    the K a selection still runs, and the objective. ``bmm-dask jobs``, ``status`` and the
+    dashboard's page say it alike.
 
     Parameters
     ----------
     progress : dict
-        As :func:`list_jobs` gives it (or a step's record).
+        As :func:`list_jobs` gives it (or a step's record, or a run's position on the
+        dashboard's page, which knows the run's ``max_iter``).
 
     Returns
     -------
@@ -288,7 +290,8 @@ def describe_progress(progress: dict[str, Any]) -> str:
             of = f" of {progress['steps_in_pass']}" if progress.get("steps_in_pass") else ""
             parts.append(f"step {progress['step_in_pass']}{of}")
     elif progress.get("iteration") is not None:
-        parts.append(f"iteration {progress['iteration']}")
+        of = f" of at most {progress['max_iter']}" if progress.get("max_iter") else ""
+        parts.append(f"iteration {progress['iteration']}{of}")
     if progress.get("candidates"):
         parts.append(f"{progress['candidates']} K still running")
     if isinstance(progress.get("objective"), int | float):

@@ -395,3 +395,14 @@ def test_a_jobs_progress_says_where_it_is() -> None:
         "candidates": [{"n_components": k, "start": s} for k in (5, 10) for s in (0, 1)],
     }
     assert job._progress(round_) == {"iteration": 3, "candidates": 2}
+
+
+def test_where_a_job_is_reads_as_a_person_says_it() -> None:
+    from bmm_dask.jobs import describe_progress
+
+    step = {"pass": 2, "passes": 10, "step_in_pass": 7, "steps_in_pass": 30, "objective": -1.5}
+    assert describe_progress(step) == "pass 2 of 10, step 7 of 30, objective -1.5000"
+    assert describe_progress({"iteration": 12}) == "iteration 12"
+    # the dashboard's page knows how many batch iterations a run may make
+    assert describe_progress({"iteration": 12, "max_iter": 100}) == "iteration 12 of at most 100"
+    assert describe_progress({}) == "-"
