@@ -100,6 +100,11 @@ def _x(record: Record) -> float | None:
     return x if x is not None else _number(record.get("step"))
 
 
+#: The kinds of the events that are records of a fit's progress (bmm_dask._events); events
+#: of older versions were all "iteration", told apart by their keys as :func:`_kind` does.
+RECORD_KINDS = ("iteration", "pass", "step")
+
+
 def _kind(record: Record) -> str:
     """What a record is: a stepwise 'step', the end of a stepwise 'pass', or a batch
     'iteration' (told apart by their keys; a pass's record of an older version also has an
@@ -166,7 +171,7 @@ def _runs(events: Sequence[tuple[float, Any]]) -> list[_Run]:
             named[name] = _Run(True, info=event, began=at, last=at)
             runs.append(named[name])
             continue
-        if event.get("kind") != "iteration":
+        if event.get("kind") not in RECORD_KINDS:
             continue
         if isinstance(event.get("candidates"), list):
             if _number(event.get("iteration")) == 1:

@@ -515,3 +515,54 @@ def test_an_interrupted_stepwise_fit_resumes_to_the_same_model(
     assert [r["objective"] for r in resumed.history_] == [
         r["objective"] for r in reference.history_
     ]
+
+
+def _plain(event: dict) -> dict:
+    return {k: v for k, v in event.items() if not isinstance(v, np.ndarray)}
+
+
+def test_a_fit_tells_its_callback_and_the_progress_page_each_event(
+    soft_rows: np.ndarray, passes_pay: None
+) -> None:
+    from bmm_dask.dashboard import render
+
+    events: list[dict] = []
+    settings = {"random_state": 0, "tol": 1e-6, "batch_size": 500, "max_iter": 300}
+    model = BernoulliMixture(K, **settings).fit(soft_rows[:10_000], callback=events.append)
+    kinds = [e["kind"] for e in events]
+    assert kinds[0] == "run" and kinds.count("run") == 1
+    assert {e["run"] for e in events} == {events[0]["run"]}
+    assert events[0]["max_iter"] == 300 and events[0]["passes"] == 3
+    assert events[0]["n_samples"] == 10_000 and events[0]["n_components"] == K
+    records = [e for e in events if e["kind"] in ("iteration", "pass")]
+    assert [_plain(e)["objective"] for e in records] == [r["objective"] for r in model.history_]
+    steps = [e for e in events if e["kind"] == "step"]
+    assert steps and {e["pass"] for e in steps} == set(range(1, model.n_passes_ + 1))
+    assert all(e["step_in_pass"] <= e["steps_in_pass"] for e in steps)
+    # the parameters after each event; after the last, the model's
+    np.testing.assert_array_equal(records[-1]["means"], model.means_)
+    assert records[-1]["converged"] and model.converged_
+
+    page = render([(float(i), _plain(e)) for i, e in enumerate(events)])
+    assert "Run 1" in page and "Run 2" not in page  # one fit, one run, passes and all
+    assert f"batch iteration {model.n_iter_} of at most 300" in page and "converged" in page
+
+
+@pytest.mark.slow
+def test_the_dask_events_are_the_callbacks_less_the_parameters(rows: np.ndarray) -> None:
+    from distributed import Client, LocalCluster
+
+    from bmm_dask._events import EVENT_TOPIC, jsonable
+
+    events: list[dict] = []
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        BernoulliMixture(K, algorithm="stepwise", passes=2, batch_size=1_000, random_state=0).fit(
+            rows[:10_000], callback=events.append
+        )
+        logged = [event for _, event in client.get_events(EVENT_TOPIC)]
+    assert logged == [jsonable(_plain(e)) for e in events]  # JSON holds no NaN nor inf
