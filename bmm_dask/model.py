@@ -105,7 +105,7 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
         Additive (Lidstone) smoothing of the means, as in BernoulliNB:
         ``mu = (S + alpha) / (N_k + 2 alpha)``. 0 is maximum likelihood, with means clipped to
         [1e-10, 1 - 1e-10]. The default gave the best test log-likelihood on MNIST of the
-        values tried (see "The model" in the README).
+        values tried (docs/performance.md, "EM on MNIST").
     random_state : int >= 0, numpy Generator or None, default=None
         Seeds every random draw, all made on the driver: the same seed gives the same model on
         any cluster. (A legacy ``numpy.random.RandomState`` is not taken.)
