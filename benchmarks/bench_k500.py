@@ -13,8 +13,9 @@ components are fitted on the training images and scored on the test images (nats
 
 - batch EM, ``alpha`` = 1, 150 iterations (``tol`` = 0): the settings of the NumPy batch EM
   quoted in the issue (-137.25);
-- the default algorithm ("auto": stepwise passes, then batch EM to ``tol``), ``alpha`` = 1,
-  at most 150 passes and iterations in all;
+- the default algorithm ("auto": 3 batch iterations, at most 3 stepwise passes where they pay,
+  then batch EM to ``tol``), ``alpha`` = 1, at most 150 batch iterations (runs
+  before 2026-12-03 counted the passes too: at most 150 passes and iterations in all);
 - the default algorithm with every default setting (``alpha`` = 0.1).
 
 The same random_state for all. The NADE paper (Larochelle & Murray 2011) reports -137.64 for a

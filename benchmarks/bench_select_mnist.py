@@ -8,7 +8,7 @@ Selects K on the packaged MNIST training set (60,000 images, threshold 128) with
 rows held out (``select_n_components``, the default settings: auto, which is batch EM on
 MNIST, where a stepwise pass costs more than 3 iterations; ``random_state`` 0,
 Dask's threaded scheduler), writes the selection folder to ``--out`` (its ``selection.png`` is
-the README's figure), and prints per K the held-out and training log-likelihoods, BIC, AIC,
+docs/selection-mnist.png), and prints per K the held-out and training log-likelihoods, BIC, AIC,
 ICL and iterations, which K each criterion picks, and the chosen model's log-likelihood on the
 10,000 test images.
 """

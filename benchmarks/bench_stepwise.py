@@ -9,11 +9,12 @@ MNIST binarised at 128 (the copy inside the package), float32. For each ``random
 k-means++ start, the same for every algorithm), side by side in one run:
 
 - batch EM to its tolerance (``tol`` 1e-4, at most ``--max-iter`` iterations);
-- the algorithm under test (``--algorithm``, default "auto": stepwise passes, then batch EM to
-  the same tolerance), with the estimator's default settings unless given.
+- the algorithm under test (``--algorithm``, default "auto": 3 batch iterations, at most 3
+  stepwise passes where they pay, then batch EM to the same tolerance), with the estimator's
+  default settings unless given.
 
-The parameters after every batch iteration and every stepwise pass are copied as the fit runs
-(the time of the copy noted; copying takes well under a millisecond) and scored on the test
+The parameters after every batch iteration and every stepwise pass are copied as the fit runs,
+from the fit's events (its ``callback``; the time of the copy noted), and scored on the test
 images after the fit, so the test log-likelihood is known after every pass without slowing the
 fits. A pass is one read of every training row (a batch iteration or a stepwise pass).
 

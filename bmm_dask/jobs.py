@@ -348,10 +348,14 @@ def wait_job(
         If it has not ended within ``timeout``.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
+    said = False
     while True:
         job = get_job(client, job_id)
         if job["state"] not in ACTIVE:
             return job
+        if not said:
+            logger.info("job %s is %s; waiting for it to end", job_id, job["state"])
+            said = True
         if deadline is not None and time.monotonic() > deadline:
             raise TimeoutError(f"job {job_id} is still {job['state']} after {timeout} s")
         time.sleep(interval)

@@ -246,7 +246,14 @@ def format_model(info: dict[str, Any]) -> list[str]:
     weights = info["weights"]
     shown = ", ".join(f"{w:.3f}" for w in weights[:12]) + (", ..." if len(weights) > 12 else "")
     n_passes = info.get("n_passes") or 0
-    passes = f" and {n_passes} stepwise pass{'es' if n_passes > 1 else ''}" if n_passes else ""
+    passes = f"{n_passes} stepwise pass{'es' if n_passes > 1 else ''}"
+    if not n_passes:
+        done = f"{info.get('n_iter')} ({'converged' if info.get('converged') else 'not converged'})"
+    elif not info.get("n_iter"):  # stepwise EM alone: it runs its passes, with no test to stop
+        done = f"{passes} (stepwise EM runs its passes; no convergence test)"
+    else:
+        converged = "converged" if info.get("converged") else "not converged"
+        done = f"{info.get('n_iter')} and {passes} ({converged})"
     names = info.get("first_feature_names")
     named = ""
     if names:  # a few, to say what the features are; the rest would flood the terminal
@@ -258,8 +265,7 @@ def format_model(info: dict[str, Any]) -> list[str]:
         f"  components     {info['n_components']}",
         f"  features       {info['n_features']:,}{named}",
         f"  weights        {shown}",
-        f"  iterations     {info.get('n_iter')}{passes} "
-        f"({'converged' if info.get('converged') else 'not converged'})",
+        f"  iterations     {done}",
         f"  objective      {info.get('lower_bound', float('nan')):.4f} nats per sample",
         "  settings       " + ", ".join(f"{k}={v}" for k, v in sorted(settings.items())),
         f"  fitted on      {data.get('path', '?')} ({data.get('n_samples', '?'):,} samples, binarisation "
