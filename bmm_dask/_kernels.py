@@ -313,8 +313,8 @@ def sub_block_rows(n_components: int, dtype: np.dtype[Any]) -> int:
 
     float64 (for exactness) uses 256 rows: with longer sub-blocks, the same E-step in a
     distributed worker process was seen to differ from the driver's in the last bit of
-    ``resp @ X`` (OpenBLAS 0.3.31; cause not found), and float64 promises the same model, bit
-    for bit, on every scheduler.
+    ``resp @ X`` (the BLAS's blocking, we think; see docs/design.md), and float64 promises
+    the same model, bit for bit, on every scheduler.
 
     Parameters
     ----------
@@ -632,11 +632,11 @@ def stacked_stats(
     if X_sparse is not None:
         resp_sum, resp_x, row_ll, entropies = _sparse_estep(X_sparse, W, b, sizes, entropy)
         return _per_model(bounds, resp_sum, resp_x, row_ll, entropies, n_samples, entropy)
-    # Measured on 10,240 MNIST-like rows, one thread: sub-blocks of 512 rows ran the stacked
-    # products fastest for K = 5 + 10 + 20 + 50 and for 10 + ... + 200 (2,048, the size for
-    # one model of as many components, was 15-30 % slower), and the sparse product paid when a
-    # model has many components, not when many models have a few each. float64 keeps the
-    # single model's sub-blocks, so that its sums are those of estep_stats.
+    # Sub-blocks of 512 rows ran the stacked products fastest, though one model of as many
+    # components runs best on longer ones, and the sparse product paid when a model has many
+    # components, not when many models have a few each (the figures: docs/performance.md,
+    # "The cost model's constants").
+    # float64 keeps the single model's sub-blocks, so that its sums are those of estep_stats.
     step = 256 if dtype == np.float64 else 512
     sparse = dtype == np.float32 and max(sizes) >= SPARSE_FROM
     floors = [_floor(dtype, k) for k in sizes]

@@ -15,47 +15,31 @@ from bmm_dask._kernels import (
 )
 
 #: A step should keep every worker thread busy for about this long, so that Dask's round trip
-#: and the driver's work between steps (together about 20-30 ms a step on the local cluster
-#: here, where the processes share two cores) stay a modest part of it. Twice as long made a
-#: pass of 4 million rows (K = 50, one step in flight) a little faster (0.75 of a batch pass's
-#: throughput instead of 0.70) but halved the steps, and stepwise EM then took twice as long to get within 0.05
-#: nats per row of batch EM's optimum (benchmarks/bench_stepwise_scale.py).
+#: and the driver's work between steps stay a modest part of it; longer steps would make a
+#: pass a little faster but give it fewer steps, and stepwise EM then gets near batch EM's
+#: optimum later (benchmarks/bench_stepwise_scale.py; the figures are in docs/performance.md,
+#: "The cost model's constants").
 STEP_SECONDS = 0.06
-
 
 #: Rows per second per core of the E-step kernel at K x D = 7,840 (K = 10 on MNIST), and how
 #: the rate falls as K x D grows: rate = KERNEL_ROWS_PER_SECOND x (7,840 / (K x D)) **
-#: KERNEL_EXPONENT, fitted to the rates measured here at K = 10, 50, 100 and 500
-#: (benchmarks/bench_costs.py).
-KERNEL_ROWS_PER_SECOND = 1.6e6
-
-
+#: KERNEL_EXPONENT, fitted to the rates of benchmarks/bench_costs.py.
 KERNEL_ROWS_PER_SECOND = 1.6e6
 KERNEL_EXPONENT = 0.75
 
-
 #: Mini-batches of ``batch_size="auto"`` take at most this fraction of the rows: a pass has
-#: at least this many steps, since fewer, larger steps reach worse optima. (On MNIST, K = 100,
-#: 10 passes, 4 seeds: mini-batches of 1,000 and 2,000 rows, a 30th, did about as well, and
-#: 4,000 worse; benchmarks/bench_stepwise.py --grid.)
+#: at least this many steps, since fewer, larger steps reach worse optima
+#: (benchmarks/bench_stepwise.py --grid).
 MIN_STEPS_PER_PASS = 30
-
 
 #: ... but at least this many rows (or all of them): a step on fewer is mostly noise.
 MIN_BATCH_SIZE = 256
 
-
 #: The sparse E-step's costs per row (:func:`kernel_rows_per_second` with a density): each
 #: packed byte is read, decompressed and scanned; each one is unpacked and, in both
 #: products, costs K multiply-adds at a rate limited by fetching the parameters' rows. Fitted
-#: to the rates measured here on D = 5,000 to 100,000 (benchmarks/bench_sparse.py).
+#: to the rates of benchmarks/bench_sparse.py.
 SPARSE_SECONDS_PER_BYTE = 2e-9
-
-
-SPARSE_SECONDS_PER_BYTE = 2e-9
-SPARSE_SECONDS_PER_ONE = 2e-8
-
-
 SPARSE_SECONDS_PER_ONE = 2e-8
 SPARSE_SECONDS_PER_ONE_AND_COMPONENT = 1.5e-9
 
@@ -124,25 +108,18 @@ def auto_batch_size(
 
 
 #: Seconds a stepwise step costs beyond its arithmetic: Dask's round trip and the driver's
-#: work between steps, 20-30 ms on the local cluster here for MNIST's K = 100
-#: (benchmarks/bench_costs.py), plus STEP_SECONDS_PER_PARAMETER per mean: the parameters go to
-#: the step's tasks and their K x D sums come back, every step. With 100,000 features and
-#: K = 50 that was 0.6 s a step (benchmarks/bench_sparse.py --wide).
-STEP_ROUND_TRIP = 0.017
-
-
+#: work between steps (benchmarks/bench_costs.py), plus STEP_SECONDS_PER_PARAMETER per mean:
+#: the parameters go to the step's tasks and their K x D sums come back, every step, which
+#: dominates on wide rows (benchmarks/bench_sparse.py --wide).
 STEP_ROUND_TRIP = 0.017
 STEP_SECONDS_PER_PARAMETER = 1e-7
 
-
 #: A stepwise pass's arithmetic, in batch passes: it reads the same rows, in more, smaller
-#: tasks (a pass's throughput was 0.74-0.82 of a batch pass's, benchmarks/bench_stepwise_scale.py).
+#: tasks, at a lower throughput (benchmarks/bench_stepwise_scale.py).
 PASS_ARITHMETIC = 1.35
 
-
 #: Seconds a batch iteration costs beyond its arithmetic (its graph, its tasks' scheduling, the
-#: driver's M-step): with it the model gave a pass 7.6 and 5.0 iterations on MNIST with K = 10
-#: and 100, where 7 and 4.5 were measured (2 workers, streamed).
+#: driver's M-step), set so that the model's cost of a pass on MNIST is near the measured one.
 ITERATION_OVERHEAD = 0.1
 
 
