@@ -157,6 +157,18 @@ def as_packed(X: Any, *, chunk_rows: int | None = None) -> PackedData:
         )
         return PackedData(bits, n_features, "dask array")
     array = np.asarray(X)
+    if array.ndim == 0 and array.dtype == object:  # not rows at all: say what it was
+        inside = array.item()
+        if scipy.sparse.issparse(inside):  # np.asarray of a sparse matrix wraps it whole
+            raise DataError(
+                "X is a NumPy object array holding a SciPy sparse matrix (np.asarray of one); "
+                "give the sparse matrix itself"
+            )
+        raise DataError(
+            "X must be rows of 0/1: a 2-dimensional array, a SciPy sparse matrix, a Dask "
+            f"array or an opened dataset; got a {type(inside).__module__}."
+            f"{type(inside).__qualname__}"
+        )
     if array.ndim != 2:
         raise DataError(f"X must be 2-dimensional (n_samples, n_features); got shape {array.shape}")
     if array.shape[0] == 0 or array.shape[1] == 0:

@@ -6,6 +6,8 @@ SciPy sparse matrix, or a Dask array of them, the model its dense array gives.
 
 from __future__ import annotations
 
+import re
+
 import dask
 import dask.array as da
 import numpy as np
@@ -155,3 +157,18 @@ def test_persisted_sparse_chunks_give_the_sums_of_streamed_rows(
     np.testing.assert_array_equal(other["resp_x"], one["resp_x"])
     np.testing.assert_array_equal(other["resp_sum"], one["resp_sum"])
     assert other["loglik"] == one["loglik"]
+
+
+@pytest.mark.parametrize(
+    ("given", "says"),
+    [
+        (lambda m: np.asarray(m), "holding a SciPy sparse matrix (np.asarray of one)"),
+        (lambda m: {"rows": m}, "got a builtins.dict"),
+    ],
+    ids=["np.asarray of a sparse matrix", "a dict"],
+)
+def test_what_is_not_rows_is_named(given, says: str) -> None:
+    # a sparse matrix through np.asarray was refused as "2-dimensional ... got shape ()"
+    matrix = scipy.sparse.csr_matrix([[1, 0], [0, 1]])
+    with pytest.raises(DataError, match=re.escape(says)):
+        BernoulliMixture(2).fit(given(matrix))
