@@ -903,10 +903,9 @@ def _cell(value: Any) -> str:
     return html.escape(format_number(value))
 
 
-def _table(rows: Sequence[tuple[str, Any]], *, head: tuple[str, str] | None = None) -> str:
-    header = "" if head is None else f"<tr><th>{head[0]}</th><th>{head[1]}</th></tr>"
+def _table(rows: Sequence[tuple[str, Any]], table_id: str | None = None) -> str:
     body = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{_cell(v)}</td></tr>" for k, v in rows)
-    return f"<table>{header}{body}</table>"
+    return f'<table id="{table_id}">{body}</table>' if table_id else f"<table>{body}</table>"
 
 
 def _confusion_table(confusion: Sequence[Sequence[int]], classes: Sequence[Any]) -> str:
@@ -986,10 +985,14 @@ def write_html(
     pathlib.Path
         ``path``.
     """
-    sections = [f"<h1>{html.escape(title)}</h1>", "<h2>Summary</h2>", _table(list(facts))]
+    sections = [
+        f"<h1>{html.escape(title)}</h1>",
+        "<h2>Summary</h2>",
+        _table(list(facts), "summary"),
+    ]
     if metrics:
         shown = [(k, v) for k, v in metrics.items() if not isinstance(v, list | dict)]
-        sections += ["<h2>Metrics</h2>", _table(shown)]
+        sections += ["<h2>Metrics</h2>", _table(shown, "metrics")]
     if components:
         sections += ["<h2>Components and their features</h2>"]
         if components_note:
@@ -1002,7 +1005,11 @@ def write_html(
             f'alt="{html.escape(caption)}"></a>'
             f"<figcaption>{html.escape(caption)}</figcaption></figure>"
         )
-    sections += ["<h2>Settings</h2>", _table(sorted(settings.items()))]
+    # a seed names a stream of random numbers: 20240101 is not a count of twenty million
+    shown_settings = sorted(
+        (name, str(value) if name == "random_state" else value) for name, value in settings.items()
+    )
+    sections += ["<h2>Settings</h2>", _table(shown_settings, "settings")]
     if metrics:
         body = "".join(
             f"<tr><th>{html.escape(k)}</th><td>{v}</td></tr>" for k, v in _metric_rows(metrics)

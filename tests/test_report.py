@@ -322,7 +322,7 @@ def test_the_page_shows_every_metric_in_a_table(tmp_path: Path) -> None:
         tmp_path / "report.html",
         title="Bernoulli mixture, K = 2",
         figures=[],
-        settings={"alpha": 0.1, "tol": 1e-4, "max_iter": 1000, "mean_tol": None},
+        settings={"alpha": 0.1, "tol": 1e-4, "max_iter": 1000, "random_state": 20240101},
         facts=[("components", 2)],
         metrics=METRICS,
     ).read_text()
@@ -341,7 +341,13 @@ def test_the_page_shows_every_metric_in_a_table(tmp_path: Path) -> None:
     assert values["label_counts"] == "0:\xa0903, 1:\xa01,205"
     # the confusion matrix as a table of its own: a row per component, a column per label
     assert "#0 3 1,200" in " ".join(values["confusion_matrix"].split())
-    assert "<td>1,000</td>" in page  # max_iter, in the settings
+    settings = dict(reader.tables["settings"])
+    assert settings == {
+        "alpha": "0.1",
+        "max_iter": "1,000",
+        "random_state": "20240101",
+        "tol": "0.0001",
+    }
 
 
 def test_the_matching_is_named_and_explained(tmp_path: Path) -> None:
