@@ -23,12 +23,19 @@ from bmm_dask.metrics import (
 )
 from bmm_dask.model import BernoulliMixture
 from bmm_dask.report import (
+    MATCHING_NAMES,
+    MATCHING_NOTES,
+    component_name,
+    format_number,
+    majority_labels,
+    objective_caption,
     plot_confusion,
     plot_feature_means,
     plot_means,
     plot_objective,
     plot_samples,
     plot_selection,
+    steps_run,
     write_html,
 )
 
@@ -122,6 +129,30 @@ def evaluate(
     return metrics
 
 
+def _confusion_caption(metrics: dict[str, Any], unit: str) -> str:
+    """What the matrix counts, how its rows were matched to labels, and which components are
+    matched to a label other than their commonest."""
+    matching = metrics["matching"]
+    caption = (
+        f"How many {unit} of each label fall in each component. Each row is a component, "
+        f"named with the label it is matched to by {MATCHING_NAMES.get(matching, matching)}. "
+        f"{MATCHING_NOTES.get(matching, '')}"
+    ).rstrip()
+    mapping = metrics["mapping"]
+    majority = majority_labels(metrics["confusion_matrix"], metrics["classes"])
+    differ = [
+        component_name(k, mapping, majority)
+        for k in range(len(mapping))
+        if majority[k] is not None and mapping[k] is not None and majority[k] != mapping[k]
+    ]
+    if differ:
+        caption += (
+            " Where most of a component's rows have another label, that label follows "
+            f"(\u201cmostly\u201d): here {', '.join(differ)}."
+        )
+    return caption
+
+
 def write_report(
     model: BernoulliMixture,
     out: str | os.PathLike[str],
@@ -208,6 +239,11 @@ def write_report(
             else None
         )
         labels = metrics.get("mapping") if metrics else None
+        majority = (
+            majority_labels(metrics["confusion_matrix"], metrics["classes"])
+            if metrics and "confusion_matrix" in metrics
+            else None
+        )
         figures = []
         if selection is not None:
             plot_selection(
@@ -227,7 +263,13 @@ def write_report(
             figures.append(
                 (
                     "means.png",
-                    "The component means, by weight: the probability that each pixel is on.",
+                    "The component means, heaviest first: the probability that each pixel is on."
+                    + (
+                        " Above each: the component, the label it is matched to (as in the "
+                        "matrix of components against labels), and its weight."
+                        if labels is not None
+                        else " Above each: the component and its weight."
+                    ),
                 )
             )
             plot_means(
@@ -236,6 +278,7 @@ def write_report(
                 tmp / "means.png",
                 image_shape=image_shape,
                 mapping=labels,
+                majority=majority,
             )
         else:
             plot_feature_means(model.means_, model.weights_, components, tmp / "features.png")
@@ -248,22 +291,19 @@ def write_report(
             )
         if model.history_:
             plot_objective(model.history_, tmp / "loglik.png")
-            figures.append(
-                ("loglik.png", "The objective EM increases, by iteration, for the best start.")
-            )
+            figures.append(("loglik.png", objective_caption(model.history_)))
         if metrics and "confusion_matrix" in metrics:
             plot_confusion(
                 metrics["confusion_matrix"],
                 metrics["classes"],
                 tmp / "confusion.png",
                 mapping=labels,
+                matching=metrics["matching"],
                 title=f"Components against labels: {Path(dataset.path).name if dataset else ''}, "
-                f"accuracy {metrics['accuracy']:.3f}",
+                f"accuracy {format_number(metrics['accuracy'])}",
                 unit=unit,
             )
-            figures.append(
-                ("confusion.png", f"How many {unit} of each label fall in each component.")
-            )
+            figures.append(("confusion.png", _confusion_caption(metrics, unit)))
         if components is None:  # rows drawn from the model say little where they are not images
             sample = BernoulliMixture(len(model.weights_), random_state=0)
             sample.means_, sample.weights_ = model.means_, model.weights_
@@ -280,13 +320,13 @@ def write_report(
             ("model", model_path or "(in memory)"),
             ("components", len(model.weights_)),
             ("features", model.n_features_in_),
-            ("iterations", model.n_iter_),
-            ("stepwise passes", model.n_passes_),
+            ("iterations", steps_run(history) if history else model.n_iter_),
             ("converged", model.converged_),
-            ("objective (nats per sample)", f"{model.lower_bound_:.4f}"),
+            ("objective (nats per sample)", format_number(model.lower_bound_)),
             (
                 "fit time",
-                f"{sum(h['seconds'] for h in history):.1f} s over {len(history)} iterations and passes (best start)",
+                f"{format_number(sum(h['seconds'] for h in history))} s over "
+                f"{steps_run(history) if history else 'no iterations'} (best start)",
             ),
             ("trained on", (attrs.get("data") or {}).get("path", "?")),
             ("feature names", names_from),
@@ -294,12 +334,14 @@ def write_report(
         if metrics:
             facts += [
                 ("evaluated on", metrics["data"]),
-                ("log-likelihood", f"{metrics['log_likelihood_per_sample']:.3f} nats per sample"),
+                (
+                    "log-likelihood",
+                    f"{format_number(metrics['log_likelihood_per_sample'])} nats per sample",
+                ),
             ]
             if "accuracy" in metrics:
-                facts.append(
-                    ("accuracy", f"{metrics['accuracy']:.4f} ({metrics['matching']} matching)")
-                )
+                matching = MATCHING_NAMES.get(metrics["matching"], metrics["matching"])
+                facts.append(("accuracy", f"{format_number(metrics['accuracy'])} ({matching})"))
         if selection is not None:
             chosen_by = {"heldout": "held-out log-likelihood"}.get(
                 selection["criterion"], selection["criterion"].upper()
@@ -309,7 +351,7 @@ def write_report(
                     "chosen by",
                     f"{chosen_by}, among K = "
                     + ", ".join(
-                        f"{r['n_components']} ({r['heldout_loglik']:.3f} held out)"
+                        f"{r['n_components']} ({format_number(r['heldout_loglik'])} held out)"
                         for r in selection["candidates"]
                         if r["best_start"]
                     ),

@@ -4,8 +4,9 @@ characteristic features), objective by iteration, confusion, samples."""
 from __future__ import annotations
 
 import html
-import json
+import itertools
 import math
+import numbers
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -13,17 +14,33 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
+from matplotlib.textpath import TextToPath
+from matplotlib.ticker import MaxNLocator
 from numpy.typing import NDArray
 
+from bmm_dask.metrics import majority_mapping
+
 __all__ = [
+    "MATCHING_NAMES",
+    "MATCHING_NOTES",
+    "component_name",
+    "confusion_figure",
     "feature_means_figure",
+    "format_number",
     "grid_shape",
     "heatmap_columns",
+    "majority_labels",
+    "means_figure",
+    "objective_caption",
+    "objective_figure",
     "plot_confusion",
     "plot_feature_means",
     "plot_means",
     "plot_objective",
     "plot_samples",
+    "samples_figure",
+    "steps_run",
     "write_html",
 ]
 
@@ -50,6 +67,131 @@ def grid_shape(n: int) -> tuple[int, int]:
     return math.ceil(n / cols), cols
 
 
+def format_number(value: Any) -> str:
+    """A value as the page shows it: a count with thousands separators, any other number to 4
+    significant digits, anything else as its text.
+
+    Parameters
+    ----------
+    value : object
+        An int, a float (or a NumPy scalar of either), or anything else.
+
+    Returns
+    -------
+    str
+
+    >>> format_number(0.09371202300008008), format_number(10000), format_number(-164.96983)
+    ('0.09371', '10,000', '-165.0')
+    >>> format_number(0.5), format_number(123456.7), format_number(2.5e-06), format_number(None)
+    ('0.5', '123,500', '2.5e-06', 'None')
+    """
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
+        return str(value)
+    if isinstance(value, numbers.Integral):
+        return f"{int(value):,}"
+    number = float(value)
+    if math.isfinite(number) and abs(number) >= 1e4:
+        # "{:.4g}" would write 1.235e+05: a reader takes 123,500 in at a glance
+        digits = 3 - math.floor(math.log10(abs(number)))
+        return f"{round(number, digits):,.0f}"
+    shown = f"{number:.4g}"
+    if float(shown) != number:
+        # keep the zeros that are significant: -164.97 is -165.0, not the whole number -165
+        shown = f"{number:#.4g}".rstrip(".")
+    return shown
+
+
+# Widths of text, to wrap a title before it is drawn: a title wider than its figure is cut at
+# both edges, and neither constrained layout nor the saved file's bounding box brings it back.
+_TEXT_TO_PATH = TextToPath()
+#: Text is measured this much wider than its outlines, for the renderer's hinting and kerning.
+_TEXT_SLACK = 1.06
+
+
+def _text_inches(text: str, fontsize: float) -> float:
+    width, _, _ = _TEXT_TO_PATH.get_text_width_height_descent(
+        text, FontProperties(size=fontsize), ismath=False
+    )
+    return _TEXT_SLACK * width / 72
+
+
+def _wrap(text: str, width: float, fontsize: float) -> str:
+    """``text`` with its lines broken between words so that each is at most ``width`` inches
+    wide at ``fontsize`` points (a single word wider than that stays whole on its line)."""
+    lines = []
+    for paragraph in text.split("\n"):
+        line = ""
+        for word in paragraph.split(" "):
+            longer = f"{line} {word}" if line else word
+            if line and _text_inches(longer, fontsize) > width:
+                lines.append(line)
+                line = word
+            else:
+                line = longer
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _suptitle(fig: Figure, text: str, fontsize: float = 11) -> None:
+    """Title the figure, its lines wrapped to the figure's width (less a margin)."""
+    fig.suptitle(_wrap(text, fig.get_figwidth() - 0.3, fontsize), fontsize=fontsize)
+
+
+#: How each way of matching components to labels (``matching`` of
+#: :func:`bmm_dask.metrics.clustering_metrics`) is named on the page and in the figures ...
+MATCHING_NAMES = {
+    "hungarian": "one-to-one matching of components to labels (Hungarian)",
+    "majority": "majority matching: each component's commonest label",
+    "given": "labels learned on another dataset (--mapping-from)",
+}
+#: ... and what it means for a reader of the confusion matrix.
+MATCHING_NOTES = {
+    "hungarian": (
+        "Each component gets a distinct label, the assignment that puts the most rows under "
+        "their own label over all components together, so a component can be matched to a "
+        "label it is not mostly made of."
+    ),
+    "majority": (
+        "Each component gets the label most of its rows have, so several components can share "
+        "a label and a label can have none."
+    ),
+    "given": (
+        "Each component keeps the label it was matched to on the other dataset, which need not "
+        "be the label most of its rows have here."
+    ),
+}
+
+
+def component_name(k: int, mapping: Sequence[Any] | None, majority: Sequence[Any] | None) -> str:
+    """A component's name in the figures: its number, its matched label, and its commonest
+    label where that differs.
+
+    Parameters
+    ----------
+    k : int
+        The component.
+    mapping : sequence of length n_components, or None
+        The label matched to each component (None where it has none).
+    majority : sequence of length n_components, or None
+        The commonest label of each component's rows (None where it has no rows).
+
+    Returns
+    -------
+    str
+
+    >>> component_name(4, [0, 2, 3, 8, 9], [0, 2, 3, 8, 1]), component_name(0, [5], [5])
+    ('#4 \u2192 9 (mostly 1)', '#0 \u2192 5')
+    """
+    name = f"#{k}"
+    matched = None if mapping is None else mapping[k]
+    if matched is not None:
+        name += f" \u2192 {matched}"
+    commonest = None if majority is None else majority[k]
+    if commonest is not None and commonest != matched:
+        name += f" (mostly {commonest})"
+    return name
+
+
 def _as_images(rows: NDArray[Any], image_shape: Sequence[int] | None) -> NDArray[Any]:
     """Rows as 2-D images: the dataset's image shape, else a near-square padded with NaN."""
     n, d = rows.shape
@@ -66,15 +208,52 @@ def _panel_grid(
 ) -> Figure:
     rows, cols = grid_shape(len(images))
     size = 1.6 if len(images) <= 40 else 0.9
-    fig = Figure(figsize=(cols * size + 0.4, rows * (size + 0.25) + 0.6), layout="constrained")
+    lines = max((title.count("\n") + 1 for title in titles), default=1)
+    fig = Figure(
+        # at least 5 inches wide: room for the title in a few lines over 2 or 3 panels
+        figsize=(max(5.0, cols * size + 0.4), rows * (size + 0.15 * lines + 0.1) + 0.9),
+        layout="constrained",
+    )
     axes = fig.subplots(rows, cols, squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.set_axis_off()
         if i < len(images):
             ax.imshow(images[i], cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
             ax.set_title(titles[i], fontsize=8 if len(images) <= 40 else 5)
-    fig.suptitle(suptitle)
+    _suptitle(fig, suptitle)
     return fig
+
+
+def means_figure(
+    means: NDArray[np.float64],
+    weights: NDArray[np.float64],
+    *,
+    image_shape: Sequence[int] | None = None,
+    mapping: Sequence[Any] | None = None,
+    majority: Sequence[Any] | None = None,
+) -> Figure:
+    """The figure of :func:`plot_means` (to draw, or to measure).
+
+    Parameters
+    ----------
+    means, weights, image_shape, mapping, majority :
+        As for :func:`plot_means`.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    order = np.argsort(-np.asarray(weights), kind="stable")
+    titles = [
+        f"{component_name(k, mapping, majority)}\nw={format_number(weights[k])}" for k in order
+    ]
+    above = "#component \u2192 matched label" if mapping is not None else "#component"
+    return _panel_grid(
+        _as_images(means[order], image_shape),
+        titles,
+        f"Means of the {len(weights)} components, heaviest first\n"
+        f"(black: probability 1; above each: {above}, weight)",
+    )
 
 
 def plot_means(
@@ -84,6 +263,7 @@ def plot_means(
     *,
     image_shape: Sequence[int] | None = None,
     mapping: Sequence[Any] | None = None,
+    majority: Sequence[Any] | None = None,
 ) -> Path:
     """Draw the component means as images (black = probability 1), titled with label and weight.
 
@@ -102,33 +282,140 @@ def plot_means(
         means a near-square padded with blanks.
     mapping : sequence of length n_components, default=None
         The label matched to each component (None where it has none), shown in the titles.
+    majority : sequence of length n_components, default=None
+        The commonest label of each component's rows (None where it has none), shown where it
+        is not the matched label.
 
     Returns
     -------
     pathlib.Path
         ``path``.
     """
-    order = np.argsort(-weights)
-    titles = []
-    for k in order:
-        label = "" if mapping is None or mapping[k] is None else f" \u2192 {mapping[k]}"
-        titles.append(f"#{k}{label}  w={weights[k]:.3f}")
-    fig = _panel_grid(
-        _as_images(means[order], image_shape),
-        titles,
-        f"Means of the {len(weights)} components (probability of a 1; #component \u2192 matched label, weight)",
-    )
+    fig = means_figure(means, weights, image_shape=image_shape, mapping=mapping, majority=majority)
     fig.savefig(path, dpi=110)
     return Path(path)
 
 
-def plot_objective(history: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]) -> Path:
-    """Plot the objective (nats per sample) by iteration, with re-seeded components marked.
+def _runs(flags: Sequence[bool]) -> list[tuple[int, int]]:
+    """The first and last index of each run of true flags.
+
+    >>> _runs([False, True, True, False, True])
+    [(1, 2), (4, 4)]
+    """
+    runs: list[tuple[int, int]] = []
+    for i, flag in enumerate(flags):
+        if flag and runs and runs[-1][1] == i - 1:
+            runs[-1] = (runs[-1][0], i)
+        elif flag:
+            runs.append((i, i))
+    return runs
+
+
+def objective_figure(history: Sequence[Mapping[str, Any]]) -> Figure:
+    """The figure of :func:`plot_objective` (to draw, or to measure).
 
     Parameters
     ----------
     history : sequence of mapping
-        One record per iteration, with ``iteration``, ``objective`` and ``reseeded``.
+        As for :func:`plot_objective`.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    # Records are placed by their position: models saved before and after the numbering of
+    # iterations changed number them differently, and a pass's record may have no number.
+    position = np.arange(1, len(history) + 1)
+    objective = np.array([h["objective"] for h in history], dtype=np.float64)
+    is_pass = np.array(["pass" in h for h in history], dtype=bool)
+    reseeded = np.array([bool(h.get("reseeded")) for h in history], dtype=bool)
+    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    ax = fig.subplots()
+    ax.plot(position, objective, color="C0", linewidth=1, zorder=2)
+    for i, (first, last) in enumerate(_runs(is_pass.tolist())):
+        ax.axvspan(
+            first + 0.5,
+            last + 1.5,
+            color="C1",
+            alpha=0.15,
+            linewidth=0,
+            label="stepwise passes" if i == 0 else None,
+        )
+    switches = [i + 1.5 for i in range(len(history) - 1) if is_pass[i] and not is_pass[i + 1]]
+    for i, x in enumerate(switches):
+        ax.axvline(
+            x,
+            color="C1",
+            linestyle="--",
+            linewidth=1,
+            label="switch to batch EM" if i == 0 else None,
+        )
+    ax.plot(
+        position[~is_pass],
+        objective[~is_pass],
+        "o",
+        color="C0",
+        markersize=3,
+        zorder=3,
+        label="batch EM iteration" if is_pass.any() and not is_pass.all() else None,
+    )
+    if is_pass.any():
+        ax.plot(
+            position[is_pass],
+            objective[is_pass],
+            "s",
+            color="C1",
+            markersize=5,
+            zorder=3,
+            label="stepwise pass (running estimate)",
+        )
+    if reseeded.any():
+        ax.plot(
+            position[reseeded],
+            objective[reseeded],
+            "x",
+            color="C3",
+            markersize=8,
+            markeredgewidth=1.5,
+            zorder=4,
+            label="component re-seeded",
+        )
+    if is_pass.any() or reseeded.any():
+        ax.legend(fontsize=8)
+    ax.set_xlim(0.5, len(history) + 0.5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    if is_pass.all():
+        what, x_label = "pass", "stepwise pass"
+    elif is_pass.any():
+        what, x_label = (
+            "iteration and pass",
+            "batch EM iteration or stepwise pass, in the order run",
+        )
+    else:
+        what, x_label = "iteration", "batch EM iteration"
+    ax.set_xlabel(x_label)
+    ax.set_ylabel("objective (nats per sample)")
+    _suptitle(
+        fig,
+        f"Objective by {what} (best start):\nmean log-likelihood + log of the smoothing prior",
+        fontsize=10,
+    )
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def plot_objective(history: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]) -> Path:
+    """Plot the objective (nats per sample) of each iteration and pass, in the order run.
+
+    Stepwise passes (records with a ``pass``) are drawn as squares on a shaded span, with the
+    switch back to batch EM dashed; re-seeded components are marked with a cross. The x axis
+    is each record's position in ``history`` (1, 2, ...), whatever its ``iteration``.
+
+    Parameters
+    ----------
+    history : sequence of mapping
+        One record per batch iteration or stepwise pass, in the order run, with ``objective``
+        and ``reseeded``; a pass's record has ``pass``.
     path : str or path-like
         The image file to write (PNG).
 
@@ -137,24 +424,75 @@ def plot_objective(history: Sequence[Mapping[str, Any]], path: str | os.PathLike
     pathlib.Path
         ``path``.
     """
-    fig = Figure(figsize=(6.4, 4), layout="constrained")
-    ax = fig.subplots()
-    iterations = [h["iteration"] for h in history]
-    objective = [h["objective"] for h in history]
-    ax.plot(iterations, objective, marker="o", markersize=3)
-    reseeded = [h["iteration"] for h in history if h.get("reseeded")]
-    if reseeded:
-        ax.plot(reseeded, [objective[i - 1] for i in reseeded], "rx", label="component re-seeded")
-        ax.legend()
-    ax.set_xlabel("EM iteration")
-    ax.set_ylabel("objective (nats per sample)")
-    ax.set_title(
-        "Objective by iteration (best start):\nmean log-likelihood + log of the smoothing prior",
-        fontsize=10,
-    )
-    ax.grid(alpha=0.3)
-    fig.savefig(path, dpi=110)
+    objective_figure(history).savefig(path, dpi=110)
     return Path(path)
+
+
+def steps_run(history: Sequence[Mapping[str, Any]]) -> str:
+    """How many batch EM iterations and stepwise passes the records are, in words.
+
+    Parameters
+    ----------
+    history : sequence of mapping
+        As for :func:`plot_objective`.
+
+    Returns
+    -------
+    str
+
+    >>> steps_run([{}, {}, {"pass": 1}]), steps_run([{"pass": 1}, {"pass": 2}]), steps_run([{}])
+    ('2 batch EM iterations and 1 stepwise pass', '2 stepwise passes', '1 batch EM iteration')
+    """
+    passes = sum("pass" in h for h in history)
+    batch = len(history) - passes
+    said = []
+    if batch or not passes:
+        said.append(f"{format_number(batch)} batch EM iteration{'s' if batch != 1 else ''}")
+    if passes:
+        said.append(f"{format_number(passes)} stepwise pass{'es' if passes != 1 else ''}")
+    return " and ".join(said)
+
+
+def objective_caption(history: Sequence[Mapping[str, Any]]) -> str:
+    """The page's caption of the objective plot, true of the records drawn.
+
+    Parameters
+    ----------
+    history : sequence of mapping
+        As for :func:`plot_objective`.
+
+    Returns
+    -------
+    str
+    """
+    is_pass = ["pass" in h for h in history]
+    sentences = [
+        "The objective (mean log-likelihood plus the log of the smoothing prior, in nats per "
+        f"sample) of the best start, after each of its {steps_run(history)}, in the order run."
+    ]
+    if any(is_pass):
+        sentences.append(
+            "Stepwise passes are shaded, their objective drawn as squares: a running estimate, "
+            "taken over the pass's mini-batches while the parameters changed, so it is noisy "
+            "and can fall from one pass to the next"
+            + (" or below the batch iteration before." if not is_pass[0] else ".")
+        )
+    if any(a and not b for a, b in itertools.pairwise(is_pass)):
+        sentences.append("After the dashed line the fit is batch EM again.")
+    reseeded = any(h.get("reseeded") for h in history)
+    if not all(is_pass):
+        sentences.append(
+            "Batch EM's objective never decreases from one iteration to the next (but for "
+            "rounding near convergence)"
+            + (
+                ", except after an iteration that re-seeded a component (crosses)."
+                if reseeded
+                else "."
+            )
+        )
+    elif reseeded:
+        sentences.append("Crosses mark the passes that re-seeded a component.")
+    return " ".join(sentences)
 
 
 def plot_selection(
@@ -204,19 +542,99 @@ def plot_selection(
     return Path(path)
 
 
+def majority_labels(confusion: Sequence[Sequence[int]], classes: Sequence[Any]) -> list[Any]:
+    """The commonest label of each component's rows, by :func:`~bmm_dask.metrics.majority_mapping`.
+
+    Parameters
+    ----------
+    confusion : sequence of sequence of int, of shape (n_components, n_classes)
+        Counts of rows by component and label.
+    classes : sequence of length n_classes
+        The labels of the columns.
+
+    Returns
+    -------
+    list of length n_components
+        A label, or None for a component of no rows.
+    """
+    return [
+        None if column < 0 else classes[column]
+        for column in majority_mapping(np.asarray(confusion)).tolist()
+    ]
+
+
+def confusion_figure(
+    confusion: Sequence[Sequence[int]],
+    classes: Sequence[Any],
+    *,
+    mapping: Sequence[Any] | None = None,
+    matching: str | None = None,
+    title: str = "Components against labels",
+    unit: str = "images",
+) -> Figure:
+    """The figure of :func:`plot_confusion` (to draw, or to measure).
+
+    Parameters
+    ----------
+    confusion, classes, mapping, matching, title, unit :
+        As for :func:`plot_confusion`.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    matrix = np.asarray(confusion)
+    K = matrix.shape[0]
+    if mapping is not None:
+        position = {c: i for i, c in enumerate(classes)}
+        order = sorted(range(K), key=lambda k: (position.get(mapping[k], len(classes)), k))
+    else:
+        order = list(range(K))
+    majority = majority_labels(matrix, classes)
+    matrix = matrix[order]
+    height = max(3.5, min(0.32 * K + 2.0, 30))
+    fig = Figure(figsize=(max(5.5, 0.55 * len(classes) + 3.5), height), layout="constrained")
+    ax = fig.subplots()
+    image = ax.imshow(matrix, cmap="Blues", aspect="auto")
+    fig.colorbar(image, ax=ax, label=unit)
+    ax.set_xticks(range(len(classes)), [str(c) for c in classes])
+    row_names = [component_name(k, mapping, majority) for k in order]
+    ax.set_yticks(range(K), row_names, fontsize=8 if K <= 30 else 5)
+    ax.set_xlabel("true label")
+    ax.set_ylabel("component \u2192 matched label" if mapping is not None else "component")
+    if matching in MATCHING_NAMES:
+        title += f"\nrows by {MATCHING_NAMES[matching]}"
+    _suptitle(fig, title)
+    if K * len(classes) <= 400:
+        top = matrix.max() or 1
+        for (i, j), value in np.ndenumerate(matrix):
+            ax.text(
+                j,
+                i,
+                f"{value:,}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if value > top / 2 else "black",
+            )
+    return fig
+
+
 def plot_confusion(
     confusion: Sequence[Sequence[int]],
     classes: Sequence[Any],
     path: str | os.PathLike[str],
     *,
     mapping: Sequence[Any] | None = None,
+    matching: str | None = None,
     title: str = "Components against labels",
     unit: str = "images",
 ) -> Path:
     """Draw a heatmap of counts: one row per component, one column per label.
 
-    With a ``mapping`` the rows are in order of matched label; the counts are written in the
-    cells when there are at most 400 of them.
+    With a ``mapping`` the rows are in order of matched label; each row is named by its
+    component, its matched label, and its commonest label where that differs ("#4 \u2192 9
+    (mostly 1)"). The counts are written in the cells when there are at most 400 of them.
 
     Parameters
     ----------
@@ -229,6 +647,8 @@ def plot_confusion(
         The image file to write (PNG).
     mapping : sequence of length n_components, default=None
         The label matched to each component (None where it has none).
+    matching : {"hungarian", "majority", "given"}, default=None
+        How ``mapping`` was made (:data:`MATCHING_NAMES`), named under the title.
     title : str, default="Components against labels"
         The figure's title.
     unit : str, default="images"
@@ -239,42 +659,34 @@ def plot_confusion(
     pathlib.Path
         ``path``.
     """
-    matrix = np.asarray(confusion)
-    K = matrix.shape[0]
-    if mapping is not None:
-        position = {c: i for i, c in enumerate(classes)}
-        order = sorted(range(K), key=lambda k: (position.get(mapping[k], len(classes)), k))
-    else:
-        order = list(range(K))
-    matrix = matrix[order]
-    height = max(3.0, min(0.32 * K + 1.5, 30))
-    fig = Figure(figsize=(max(5.0, 0.55 * len(classes) + 2.5), height), layout="constrained")
-    ax = fig.subplots()
-    image = ax.imshow(matrix, cmap="Blues", aspect="auto")
-    fig.colorbar(image, ax=ax, label=unit)
-    ax.set_xticks(range(len(classes)), [str(c) for c in classes])
-    row_names = [
-        f"#{k}" + ("" if mapping is None or mapping[k] is None else f" \u2192 {mapping[k]}")
-        for k in order
-    ]
-    ax.set_yticks(range(K), row_names, fontsize=8 if K <= 30 else 5)
-    ax.set_xlabel("true label")
-    ax.set_ylabel("component (\u2192 matched label)")
-    ax.set_title(title)
-    if K * len(classes) <= 400:
-        top = matrix.max() or 1
-        for (i, j), value in np.ndenumerate(matrix):
-            ax.text(
-                j,
-                i,
-                str(value),
-                ha="center",
-                va="center",
-                fontsize=7,
-                color="white" if value > top / 2 else "black",
-            )
-    fig.savefig(path, dpi=110)
+    confusion_figure(
+        confusion, classes, mapping=mapping, matching=matching, title=title, unit=unit
+    ).savefig(path, dpi=110)
     return Path(path)
+
+
+def samples_figure(
+    samples: NDArray[np.uint8],
+    components: NDArray[np.intp],
+    *,
+    image_shape: Sequence[int] | None = None,
+) -> Figure:
+    """The figure of :func:`plot_samples` (to draw, or to measure).
+
+    Parameters
+    ----------
+    samples, components, image_shape :
+        As for :func:`plot_samples`.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    return _panel_grid(
+        _as_images(samples.astype(np.float64), image_shape),
+        [f"from #{k}" for k in components],
+        f"{len(samples)} images drawn from the model (above each: its component)",
+    )
 
 
 def plot_samples(
@@ -302,12 +714,7 @@ def plot_samples(
     pathlib.Path
         ``path``.
     """
-    fig = _panel_grid(
-        _as_images(samples.astype(np.float64), image_shape),
-        [f"from #{k}" for k in components],
-        f"{len(samples)} images drawn from the model",
-    )
-    fig.savefig(path, dpi=110)
+    samples_figure(samples, components, image_shape=image_shape).savefig(path, dpi=110)
     return Path(path)
 
 
@@ -474,7 +881,7 @@ def _feature_list(entries: Sequence[Mapping[str, Any]], lift: bool) -> str:
 def _components_table(components: Sequence[Mapping[str, Any]]) -> str:
     """Each component's weight and characteristic features, heaviest first."""
     rows = "".join(
-        f"<tr><td>#{c['component']}</td><td>{c['weight']:.4f}</td>"
+        f"<tr><td>#{c['component']}</td><td>{format_number(c['weight'])}</td>"
         f"<td>{_feature_list(c['top_features'], lift=False)}</td>"
         f"<td>{_feature_list(c['top_lift'], lift=True)}</td></tr>"
         for c in sorted(components, key=lambda c: -c["weight"])
@@ -486,11 +893,54 @@ def _components_table(components: Sequence[Mapping[str, Any]]) -> str:
     return f"<table>{head}{rows}</table>"
 
 
-def _table(rows: Sequence[tuple[str, Any]]) -> str:
-    body = "".join(
-        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows
+def _cell(value: Any) -> str:
+    """A value as HTML: numbers by :func:`format_number`, a mapping as a table of its own,
+    a list as its items joined by commas."""
+    if isinstance(value, Mapping):
+        return _table(list(value.items()))
+    if isinstance(value, list | tuple):
+        return ", ".join(_cell(v) for v in value)
+    return html.escape(format_number(value))
+
+
+def _table(rows: Sequence[tuple[str, Any]], table_id: str | None = None) -> str:
+    body = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{_cell(v)}</td></tr>" for k, v in rows)
+    return f'<table id="{table_id}">{body}</table>' if table_id else f"<table>{body}</table>"
+
+
+def _confusion_table(confusion: Sequence[Sequence[int]], classes: Sequence[Any]) -> str:
+    head = "".join(f"<th>{_cell(c)}</th>" for c in classes)
+    rows = "".join(
+        f"<tr><th>#{k}</th>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>"
+        for k, row in enumerate(confusion)
     )
-    return f"<table>{body}</table>"
+    return f"<table><tr><th>component \\ label</th>{head}</tr>{rows}</table>"
+
+
+def _metric_rows(metrics: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Each metric's name and its value as HTML: the lists of one entry per component or per
+    label with the component or label named."""
+    classes = metrics.get("classes")
+    rows: list[tuple[str, str]] = []
+    for name, value in metrics.items():
+        if name == "confusion_matrix" and classes is not None:
+            shown = _confusion_table(value, classes)
+        elif name == "mapping":
+            shown = ", ".join(
+                f"#{k}&nbsp;\u2192&nbsp;{_cell(label)}" for k, label in enumerate(value)
+            )
+        elif name == "cluster_sizes":
+            shown = ", ".join(f"#{k}:&nbsp;{_cell(size)}" for k, size in enumerate(value))
+        elif name == "label_counts" and classes is not None:
+            shown = ", ".join(
+                f"{_cell(c)}:&nbsp;{_cell(n)}" for c, n in zip(classes, value, strict=True)
+            )
+        elif name == "components":
+            shown = "each component's top features: the table of components above"
+        else:
+            shown = _cell(value)
+        rows.append((name, shown))
+    return rows
 
 
 def write_html(
@@ -506,6 +956,9 @@ def write_html(
 ) -> Path:
     """Write a self-contained HTML page (figures referenced by relative name, no scripts, no network).
 
+    Numbers are shown by :func:`format_number`: counts with thousands separators, the others to
+    4 significant digits.
+
     Parameters
     ----------
     path : str or path-like
@@ -519,7 +972,8 @@ def write_html(
     facts : sequence of (str, object)
         Name and value of each line of the summary table.
     metrics : mapping or None
-        Metrics on a dataset: the scalar ones are shown as a table, all of them as JSON.
+        Metrics on a dataset: the scalar ones are shown as a table near the top, all of them as
+        a table (name, value) at the end.
     components : sequence of mapping, default=None
         Each component's characteristic features, as from
         :func:`bmm_dask.metrics.component_features`: shown as a table, heaviest first.
@@ -531,10 +985,14 @@ def write_html(
     pathlib.Path
         ``path``.
     """
-    sections = [f"<h1>{html.escape(title)}</h1>", "<h2>Summary</h2>", _table(list(facts))]
+    sections = [
+        f"<h1>{html.escape(title)}</h1>",
+        "<h2>Summary</h2>",
+        _table(list(facts), "summary"),
+    ]
     if metrics:
         shown = [(k, v) for k, v in metrics.items() if not isinstance(v, list | dict)]
-        sections += ["<h2>Metrics</h2>", _table(shown)]
+        sections += ["<h2>Metrics</h2>", _table(shown, "metrics")]
     if components:
         sections += ["<h2>Components and their features</h2>"]
         if components_note:
@@ -547,17 +1005,25 @@ def write_html(
             f'alt="{html.escape(caption)}"></a>'
             f"<figcaption>{html.escape(caption)}</figcaption></figure>"
         )
-    sections += ["<h2>Settings</h2>", _table(sorted(settings.items()))]
+    # a seed names a stream of random numbers: 20240101 is not a count of twenty million
+    shown_settings = sorted(
+        (name, str(value) if name == "random_state" else value) for name, value in settings.items()
+    )
+    sections += ["<h2>Settings</h2>", _table(shown_settings, "settings")]
     if metrics:
+        body = "".join(
+            f"<tr><th>{html.escape(k)}</th><td>{v}</td></tr>" for k, v in _metric_rows(metrics)
+        )
         sections += [
             "<h2>All metrics</h2>",
-            f"<pre>{html.escape(json.dumps(metrics, indent=1))}</pre>",
+            f'<table id="all-metrics"><tr><th>name</th><th>value</th></tr>{body}</table>',
             '<p>The same, as JSON: <a href="metrics.json">metrics.json</a>.</p>',
         ]
     style = (
         "body{font-family:sans-serif;max-width:70em;margin:2em auto;padding:0 1em}"
         "table{border-collapse:collapse}th,td{border:1px solid #ccc;padding:.2em .6em;text-align:left}"
-        "img{max-width:100%}figure{margin:1.5em 0}pre{background:#f6f6f6;padding:1em;overflow:auto}"
+        "td table th,td table td{padding:.1em .4em;text-align:right}"
+        "img{max-width:100%}figure{margin:1.5em 0}figcaption{max-width:50em}"
     )
     page = (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'

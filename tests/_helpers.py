@@ -1,5 +1,6 @@
 """Helpers the tests share: running bmm-dask, checking its one-line errors, snapshots of folders,
-waiting for a process, serving a folder over HTTP, and `dask scheduler`/`dask worker` processes.
+waiting for a process, serving a folder over HTTP, `dask scheduler`/`dask worker` processes, and
+headless Chromium and matplotlib figures to look at what a user sees.
 
 Tests import them (``from tests._helpers import ...``); the fixtures stay in ``conftest.py``.
 """
@@ -11,8 +12,10 @@ import functools
 import hashlib
 import http.server
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -237,3 +240,95 @@ def dask_processes(
             process.terminate()
         for process in processes:
             process.wait(timeout=30)
+
+
+# --------------------------------------------------------------------------- browser and figures
+
+
+def find_chromium() -> str:
+    """The path of Chromium (or Chrome); the test is skipped on a machine without one."""
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        if path := shutil.which(name):
+            return path
+    pytest.skip("no Chromium on this machine (Debian: apt-get install chromium)")
+
+
+def _headless_chromium(page: str | os.PathLike[str], size: tuple[int, int], *args: str) -> str:
+    """Run headless Chromium on ``page`` (a URL, or a file) in a profile of its own, offline;
+    return its stdout."""
+    url = str(page) if "://" in str(page) else Path(page).resolve().as_uri()
+    with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
+        done = subprocess.run(
+            [
+                find_chromium(),
+                "--headless",
+                "--no-sandbox",  # as root, as on CI, Chromium starts only without its sandbox
+                "--disable-gpu",
+                "--disable-quic",
+                "--hide-scrollbars",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-extensions",
+                f"--user-data-dir={profile}",
+                f"--window-size={size[0]},{size[1]}",
+                *args,
+                url,
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=120,  # a guard against a hang only: Chromium takes a second or two
+        )
+    return done.stdout
+
+
+def chromium_screenshot(
+    page: str | os.PathLike[str], png: str | os.PathLike[str], size: tuple[int, int] = (1200, 900)
+) -> np.ndarray:
+    """A picture of ``page`` (a URL, or an HTML file) as headless Chromium shows it in a window
+    of ``size`` (width, height) pixels, written to ``png``; returns its pixels, of shape
+    (height, width, 3), RGB in 0 .. 1. Skips the test where there is no Chromium."""
+    from matplotlib import image
+
+    _headless_chromium(page, size, f"--screenshot={Path(png).resolve()}")
+    return image.imread(png)[..., :3]
+
+
+def chromium_dom(page: str | os.PathLike[str], size: tuple[int, int] = (1200, 900)) -> str:
+    """The document of ``page`` (a URL, or an HTML file) as headless Chromium parsed it.
+    Skips the test where there is no Chromium."""
+    return _headless_chromium(page, size, "--dump-dom")
+
+
+def assert_nothing_cut(fig: Any) -> None:
+    """Every text of the matplotlib figure lies inside it (to a pixel)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.text import Text
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    box = fig.bbox
+    # Texts kept but not drawn: those of an axes turned off, and the labels of ticks beyond
+    # the view (a locator gives a tick or two past each end), wherever they lie.
+    hidden: set[int] = set()
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            if not ax.axison:
+                hidden.update(id(text) for text in axis.findobj(Text))
+                continue
+            low, high = sorted(axis.get_view_interval())
+            for tick in [*axis.get_major_ticks(), *axis.get_minor_ticks()]:
+                place = tick.get_loc()
+                if place is None or not low - 1e-9 * (high - low) <= place <= high + 1e-9 * (
+                    high - low
+                ):
+                    hidden.update(id(text) for text in tick.findobj(Text))
+    for text in fig.findobj(Text):
+        if not (text.get_visible() and text.get_text()) or id(text) in hidden:
+            continue
+        extent = text.get_window_extent(renderer)
+        assert box.x0 - 1 <= extent.x0 and extent.x1 <= box.x1 + 1, text.get_text()
+        assert box.y0 - 1 <= extent.y0 and extent.y1 <= box.y1 + 1, text.get_text()

@@ -10,14 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from matplotlib.text import Text
 
 from bmm_dask import BernoulliMixture, open_dataset
 from bmm_dask.evaluation import evaluate, write_report
 from bmm_dask.metrics import MIN_MEAN_FOR_LIFT, component_features
 from bmm_dask.report import feature_means_figure, heatmap_columns
+from tests._helpers import assert_nothing_cut
 from tests.test_feature_names import named_dataset
 
 FRUITS = ["apple", "banana", "cherry", "date", "egg", "fig"]
@@ -150,20 +149,6 @@ def test_names_come_from_the_data_where_the_model_has_none(tmp_path: Path) -> No
     write_report(hand_made(None), tmp_path / "bare")
     record = json.loads((tmp_path / "bare" / "metrics.json").read_text())
     assert record["components"][0]["top_features"][0]["name"] == "feature 0"
-
-
-def assert_nothing_cut(fig: Figure) -> None:
-    """Every text of the figure lies inside it (to a pixel)."""
-    canvas = FigureCanvasAgg(fig)
-    canvas.draw()
-    renderer = canvas.get_renderer()
-    box = fig.bbox
-    for text in fig.findobj(Text):
-        if not (text.get_visible() and text.get_text()):
-            continue
-        extent = text.get_window_extent(renderer)
-        assert box.x0 - 1 <= extent.x0 and extent.x1 <= box.x1 + 1, text.get_text()
-        assert box.y0 - 1 <= extent.y0 and extent.y1 <= box.y1 + 1, text.get_text()
 
 
 def test_the_heat_map_fits_50_components_with_long_names() -> None:
