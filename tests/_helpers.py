@@ -94,6 +94,7 @@ def assert_one_line_error(result: Result, *needles: str) -> str:
     lines = result.err.strip().splitlines()
     assert len(lines) == 1, result.err
     assert "Traceback" not in result.err
+    assert lines[0].startswith("bmm-dask: error: "), lines[0]  # one prefix for every mistake
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])
     return lines[0]

@@ -106,6 +106,8 @@ def test_fit_logs_a_line_an_iteration_and_the_dashboard(tmp_path: Path, workdir:
         "3",
     )
     assert quiet.code == 0 and quiet.err == ""
+    assert quiet.out == ""  # -q: warnings and errors only, not even "wrote q.zarr"
+    assert (tmp_path / "q.zarr").exists()
 
 
 def test_info_of_a_model(workdir: Path, bmm) -> None:
@@ -288,6 +290,8 @@ def test_demo_does_the_whole_job(tmp_path: Path, bmm) -> None:
     result = bmm("demo", "--out", tmp_path / "demo", "--dashboard-address", "127.0.0.1:0")
     assert result.code == 0, result.err
     folder = tmp_path / "demo"
+    # where it writes, before it writes it (it used to say so only at its end)
+    assert result.err.splitlines()[0] == f"the demo writes everything into {folder} (--out)"
     for name in (
         "mnist.zarr/train",
         "mnist.zarr/test",

@@ -34,6 +34,18 @@ def configure_logging(verbose: int, quiet: int) -> None:
     logger.propagate = False
 
 
+def say_done(line: str) -> None:
+    """Say on stdout what the command wrote, unless ``-q`` asked for warnings and errors only.
+
+    Parameters
+    ----------
+    line : str
+        The line ("wrote OUT: ...").
+    """
+    if logger.isEnabledFor(logging.INFO):
+        click.echo(line)
+
+
 class ClearingHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Log lines written above the progress bar, which tqdm then draws again."""
 
@@ -159,8 +171,11 @@ def print_metrics(metrics: dict[str, Any]) -> None:
     )
     if "accuracy" not in metrics:
         return
+    from bmm_dask.report import MATCHING_NAMES
+
+    matching = MATCHING_NAMES.get(metrics["matching"], metrics["matching"])
     click.echo(
-        f"accuracy {metrics['accuracy']:.4f} ({metrics['matching']} matching of components to labels), "
+        f"accuracy {metrics['accuracy']:.4f} ({matching}), "
         f"NMI {metrics['nmi']:.4f}, ARI {metrics['ari']:.4f}"
     )
     classes = metrics["classes"]

@@ -104,8 +104,9 @@ def _main(argv: Sequence[str] | None) -> int:
     except click.exceptions.Exit as err:
         return err.exit_code
     except click.UsageError as err:
+        # one prefix for every error; the command is named in the hint
         command = err.ctx.command_path if err.ctx is not None else "bmm-dask"
-        click.echo(f"{command}: error: {err.format_message()} (see '{command} --help')", err=True)
+        click.echo(f"bmm-dask: error: {err.format_message()} (see '{command} --help')", err=True)
         return 2
     except click.ClickException as err:
         click.echo(f"bmm-dask: error: {err.format_message()}", err=True)

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from bmm_dask.cli._display import format_dataset, format_model, progress_bar
+from bmm_dask.cli._display import format_dataset, format_model, progress_bar, say_done
 from bmm_dask.cli._em_options import FiniteRange
 from bmm_dask.cli._group import CONTEXT, cli
 from bmm_dask.cli._options import CHUNK_ROWS_OPTION, overwrite_option, seed_option
@@ -201,7 +201,7 @@ def ingest(
                 item_separator=item_separator,
                 drop_columns=drop_columns,
             )
-    click.echo(f"wrote {written}")
+    say_done(f"wrote {written}")
 
 
 def _parse_shape(
@@ -300,7 +300,7 @@ def synth(
         density=density,
         overwrite=overwrite,
     )
-    click.echo(f"wrote {written}")
+    say_done(f"wrote {written}")
 
 
 @cli.command(context_settings=CONTEXT)

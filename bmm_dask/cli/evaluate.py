@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from bmm_dask.cli._display import print_metrics
+from bmm_dask.cli._display import print_metrics, say_done
 from bmm_dask.cli._group import CONTEXT, cli
 from bmm_dask.cli._options import (
     check_report_path,
@@ -50,7 +50,7 @@ def predict(
         write_predictions(
             model, dataset, out, proba=proba, overwrite=overwrite, model_path=model_path
         )
-    click.echo(
+    say_done(
         f"wrote {out}: labels{' and responsibilities' if proba else ''} of {dataset.n_samples:,} rows"
     )
 
@@ -97,7 +97,7 @@ def evaluate(
     print_metrics(metrics)
     if json_path is not None:
         write_json(Path(json_path), metrics, overwrite=overwrite, inputs=inputs)
-        click.echo(f"wrote {json_path}")
+        say_done(f"wrote {json_path}")
 
 
 @cli.command(context_settings=CONTEXT)
@@ -145,6 +145,6 @@ def report(
         overwrite=overwrite,
         selection=selection,
     )
-    click.echo(
+    say_done(
         f"wrote {written}/report.html (open it in a browser) with its figures and metrics.json"
     )

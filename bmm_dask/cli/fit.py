@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from bmm_dask._settings import EM_SETTINGS
-from bmm_dask.cli._display import print_metrics, progress_bar
+from bmm_dask.cli._display import print_metrics, progress_bar, say_done
 from bmm_dask.cli._em_options import em_options
 from bmm_dask.cli._group import CONTEXT, cli
 from bmm_dask.cli._options import (
@@ -203,7 +203,7 @@ def fit(data: str, n_components: int, out: str, persist: bool | None, **options:
         seconds = job.run(callback=bar.iteration, persist=persist)
     for warning in caught:
         logger.warning("warning: %s", warning.message)
-    click.echo(fit_done(job, seconds))
+    say_done(fit_done(job, seconds))
 
 
 @cli.command(context_settings=CONTEXT)
@@ -253,6 +253,7 @@ def demo(
     folder = Path(out)
     inputs = [mnist_dir(), packaged_mnist_path()]  # never replace the cache or the package
     with atomic_output(folder, overwrite=overwrite, inputs=inputs) as tmp:
+        logger.info("the demo writes everything into %s (--out)", folder.absolute())
         logger.info("1/4 ingest MNIST into %s", folder / "mnist.zarr")
         ingest_mnist(tmp / "mnist.zarr")
         train, test = (

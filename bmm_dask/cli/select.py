@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from bmm_dask._settings import EM_SETTINGS
+from bmm_dask.cli._display import say_done
 from bmm_dask.cli._em_options import em_options
 from bmm_dask.cli._group import CONTEXT, cli
 from bmm_dask.cli._options import (
@@ -109,8 +110,9 @@ def select(data: str, out: str, **options: Any) -> None:
     with cluster_client(**cluster_settings(options), task_bytes=task_bytes):
         selection, seconds = job.run()
     job.save(selection)
-    for line in job.summary(selection, seconds):
-        click.echo(line)
+    *table, done = job.summary(selection, seconds)
+    click.echo("\n".join(table))
+    say_done(done)
 
 
 class SelectJob:
