@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
+from bmm_dask.cli._client import check_report_path, maybe_client
 from bmm_dask.cli._display import print_metrics, say_done
+from bmm_dask.cli._files import load_model, open_data, write_json
 from bmm_dask.cli._group import CONTEXT, cli
-from bmm_dask.cli._options import (
-    check_report_path,
-    learn_mapping,
-    load_model,
-    maybe_client,
-    open_data,
-    overwrite_option,
-    remote_options,
-    write_json,
-)
+from bmm_dask.cli._options import overwrite_option, remote_options
+from bmm_dask.errors import SettingsError
 
 
 @cli.command(context_settings=CONTEXT)
@@ -148,3 +143,38 @@ def report(
     say_done(
         f"wrote {written}/report.html (open it in a browser) with its figures and metrics.json"
     )
+
+
+def learn_mapping(model: Any, path: str | None, model_path: str) -> list[Any] | None:
+    """The label of each component, learned on a labelled dataset (``--mapping-from``).
+
+    Parameters
+    ----------
+    model : BernoulliMixture
+        A fitted model.
+    path : str or None
+        The labelled dataset; None means no mapping.
+    model_path : str
+        Where the model was read from, for messages.
+
+    Returns
+    -------
+    list of length n_components, or None
+        A label, or None, for each component, as :func:`bmm_dask.evaluation.evaluate` matches
+        them.
+
+    Raises
+    ------
+    SettingsError
+        If the dataset has no labels.
+    DataError
+        If the dataset cannot be opened, or does not fit the model.
+    """
+    if path is None:
+        return None
+    from bmm_dask.evaluation import evaluate
+
+    train = open_data(path)
+    if train.labels is None:
+        raise SettingsError(f"{path}: has no labels to learn the components' labels from")
+    return evaluate(model, train, model_path=model_path)["mapping"]

@@ -12,20 +12,12 @@ from typing import Any
 import click
 
 from bmm_dask._settings import EM_SETTINGS
+from bmm_dask.cli._client import check_report_path, cluster_client, cluster_settings
 from bmm_dask.cli._display import print_metrics, progress_bar, say_done
 from bmm_dask.cli._em_options import em_options
+from bmm_dask.cli._files import open_data, write_json
 from bmm_dask.cli._group import CONTEXT, cli
-from bmm_dask.cli._options import (
-    PERSIST_OPTION,
-    check_report_path,
-    cluster_client,
-    cluster_options,
-    cluster_settings,
-    open_data,
-    overwrite_option,
-    seed_option,
-    write_json,
-)
+from bmm_dask.cli._options import PERSIST_OPTION, cluster_options, overwrite_option, seed_option
 
 logger = logging.getLogger("bmm_dask")
 

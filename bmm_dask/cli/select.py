@@ -10,19 +10,12 @@ from typing import Any
 import click
 
 from bmm_dask._settings import EM_SETTINGS
+from bmm_dask.cli._client import check_report_path, cluster_client, cluster_settings
 from bmm_dask.cli._display import say_done
 from bmm_dask.cli._em_options import em_options
+from bmm_dask.cli._files import open_data
 from bmm_dask.cli._group import CONTEXT, cli
-from bmm_dask.cli._options import (
-    PERSIST_OPTION,
-    check_report_path,
-    cluster_client,
-    cluster_options,
-    cluster_settings,
-    open_data,
-    overwrite_option,
-    seed_option,
-)
+from bmm_dask.cli._options import PERSIST_OPTION, cluster_options, overwrite_option, seed_option
 from bmm_dask.errors import SettingsError
 
 logger = logging.getLogger("bmm_dask")
