@@ -793,7 +793,7 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
         meta = {
             "settings": self._settings(),
             "n_iter": int(self.n_iter_),
-            "n_passes": int(self.n_passes_),
+            "n_passes": count_passes(self.history_ or []),
             "converged": bool(self.converged_),
             "lower_bound": float(self.lower_bound_),
             "history": _jsonable(self.history_),
