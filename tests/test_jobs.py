@@ -296,7 +296,7 @@ def test_a_job_that_fails_on_bad_data(cluster: dict, tmp_path: Path, bmm) -> Non
     (data / "bits" / "c" / "3" / "0").write_bytes(b"\x00garbage" * 20)  # readable only as junk
     out = tmp_path / "m.zarr"
     job_id = submit(bmm, cluster, "fit", data, "--k", "3", "--out", out)
-    waited = bmm("wait", job_id, *on(cluster))
+    waited = bmm("-q", "wait", job_id, *on(cluster))  # -q: the error's line alone
     line = assert_one_line_error(waited, f"job {job_id} failed: ", "d.zarr/bits: chunk 3")
     status = bmm("status", job_id, *on(cluster))
     assert f"job {job_id}: failed" in status.out
