@@ -260,8 +260,8 @@ def test_cancel_stops_a_job_and_keeps_the_model_that_was_there(
     small = ("--k", "2", "--max-iter", "2")
     assert bmm("-q", "fit", cluster["data"], *small, "--out", out, *on(cluster)).code == 0
     before = BernoulliMixture.load(out).means_
-    long = ("--k", "8", "--algorithm", "stepwise", "--passes", "50")
-    job_id = submit(bmm, cluster, "fit", cluster["data"], *long, "--out", out, "--overwrite")
+    endless = ("--k", "8", "--algorithm", "stepwise", "--passes", "1000000")  # until cancelled
+    job_id = submit(bmm, cluster, "fit", cluster["data"], *endless, "--out", out, "--overwrite")
     checkpoint = Path(f"{out}.checkpoint")
     wait_until(lambda: (checkpoint / "checkpoint.npz").is_file(), "a checkpoint", timeout=120)
 
