@@ -297,10 +297,22 @@ def dask_processes(
             )
         yield scheduler_file
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
+        # the workers first: a worker whose scheduler has gone tries to reach it for a while
+        # before it ends
+        _stop(processes[1:])
+        _stop(processes[:1])
+
+
+def _stop(processes: Sequence[subprocess.Popen[bytes]]) -> None:
+    """Terminate the processes and wait for them; kill those still there after a guard."""
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
             process.wait(timeout=guard(30))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def _scheduler_address(scheduler_file: Path) -> str | None:
