@@ -160,8 +160,10 @@ def test_a_job_outlives_its_submitting_process_killed(
     assert process.stdout is not None
     job_id = process.stdout.readline().strip()
     process.kill()  # SIGKILL: no goodbye to the scheduler
-    process.wait()
-    assert process.returncode == -signal.SIGKILL
+    process.wait(timeout=guard(30))
+    # killed, or ended by itself just before (it prints the id as its last act): either way
+    # the job is the cluster's now
+    assert process.returncode in (-signal.SIGKILL, 0), process.returncode
     waited = wait(bmm, cluster, job_id)
     assert waited.code == 0, waited.err
     same_model(out, long_reference)
