@@ -1,6 +1,7 @@
-"""Helpers the tests share: running bmm-dask, checking its one-line errors, snapshots of folders,
-waiting for a process, serving a folder over HTTP, `dask scheduler`/`dask worker` processes, and
-headless Chromium and matplotlib figures to look at what a user sees.
+"""Helpers the tests share: time limits scaled to the machine, running bmm-dask, checking its
+one-line errors, snapshots of folders, waiting for a process, serving a folder over HTTP,
+`dask scheduler`/`dask worker` processes, and headless Chromium and matplotlib figures to look
+at what a user sees.
 
 Tests import them (``from tests._helpers import ...``); the fixtures stay in ``conftest.py``.
 """
@@ -11,6 +12,7 @@ import contextlib
 import functools
 import hashlib
 import http.server
+import json
 import os
 import shutil
 import subprocess
@@ -28,6 +30,61 @@ import pytest
 
 #: ``fit`` on a local cluster of one worker process, its dashboard on a free port.
 LOCAL_CLUSTER = ("--workers", "1", "--dashboard-address", "127.0.0.1:0")
+
+
+# --------------------------------------------------------------------------- time limits
+
+#: The reference task of :func:`machine_factor`: a Python process that imports what a bmm-dask
+#: command imports, then sorts a million numbers a few times (one core's work).
+REFERENCE_TASK = """
+import numpy as np
+import bmm_dask.cli, dask.array, distributed
+x = np.random.default_rng(0).random(1_000_000)
+for _ in range(3):
+    x = np.sort(np.sin(x) * 1e6 % 1.0)
+"""
+
+#: Seconds the reference task takes on an idle machine (the developers' 2-core machine at rest,
+#: where it takes about 1.2 s of CPU time; a faster machine counts as this one).
+REFERENCE_SECONDS = 1.3
+
+#: How much longer than ``seconds`` times the machine factor :func:`guard` waits: the load may
+#: grow after the factor was measured, and a guard is there to end a hang, not to time anything.
+GUARD_MARGIN = 3.0
+
+
+@functools.cache
+def machine_factor() -> float:
+    """How many times slower than an idle machine this one runs now, at least 1.
+
+    Measured once per test session, when first asked for: the wall time of a Python process
+    running :data:`REFERENCE_TASK`, divided by :data:`REFERENCE_SECONDS`. A machine whose two
+    cores are shared with two busy processes comes out near 2; at a load of 10 on 2 cores, near 5.
+
+    >>> machine_factor() >= 1.0
+    True
+    """
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-c", REFERENCE_TASK], check=True, timeout=600)
+    return max(1.0, (time.monotonic() - started) / REFERENCE_SECONDS)
+
+
+def guard(seconds: float) -> float:
+    """A time limit that only ends a hang: ``seconds`` scaled to how slow the machine is now.
+
+    Tests assert what a command does, never how fast (speed belongs in ``benchmarks/``); a time
+    limit is there so that a command, server or cluster that hangs fails the test instead of
+    holding it for ever. ``seconds`` is a bound an idle machine keeps well within; the limit is
+    ``seconds`` x :func:`machine_factor` x :data:`GUARD_MARGIN`, so a busy machine (a load of 10
+    on 2 cores) still passes. Use it for every timeout: ``communicate(timeout=guard(60))``,
+    ``urlopen(url, timeout=guard(10))``, ``Client(..., timeout=guard(30))``. The helpers here
+    that wait (:func:`wait_until`, :func:`run_bmm_dask`, :func:`dask_processes`) apply it to
+    their own ``timeout``.
+
+    >>> guard(10) >= 10 * GUARD_MARGIN
+    True
+    """
+    return seconds * machine_factor() * GUARD_MARGIN
 
 
 # --------------------------------------------------------------------------- running bmm-dask
@@ -53,7 +110,8 @@ def run_bmm_dask(
     env: dict[str, str] | None = None,
     timeout: float = 300,
 ) -> Result:
-    """``bmm-dask ARGS`` in a Python process of its own, run to its end.
+    """``bmm-dask ARGS`` in a Python process of its own, run to its end (or killed after
+    ``guard(timeout)`` seconds: a hang).
 
     ``script`` is Python code to run instead of ``python -m bmm_dask``; it finds the command
     line in ``sys.argv[1:]``.
@@ -64,7 +122,7 @@ def run_bmm_dask(
         capture_output=True,
         text=True,
         env=env,
-        timeout=timeout,
+        timeout=guard(timeout),
     )
     return Result.of(done)
 
@@ -108,18 +166,19 @@ def wait_until(
     timeout: float = 60,
     interval: float = 0.01,
 ) -> None:
-    """Wait until ``ready()`` is true; fail after ``timeout`` seconds, or at once when
-    ``worker`` (the process or thread that should bring it about) has ended.
+    """Wait until ``ready()`` is true; fail after ``guard(timeout)`` seconds (a hang), or at once
+    when ``worker`` (the process or thread that should bring it about) has ended.
 
-    ``what`` names the awaited event in the failure ("no chunks written after 60 s").
+    ``what`` names the awaited event in the failure ("no chunks written after 180 s").
     """
-    deadline = time.monotonic() + timeout
+    limit = guard(timeout)
+    deadline = time.monotonic() + limit
     while not ready():
         if isinstance(worker, subprocess.Popen) and worker.poll() is not None:
             pytest.fail(f"the command ended before {what}: {worker.communicate()}")
         if isinstance(worker, threading.Thread) and not worker.is_alive():
             pytest.fail(f"the thread ended before {what}")
-        assert time.monotonic() < deadline, f"no {what} after {timeout:g} s"
+        assert time.monotonic() < deadline, f"no {what} after {limit:.0f} s"
         time.sleep(interval)
 
 
@@ -194,8 +253,8 @@ def dask_processes(
 ) -> Iterator[Path]:
     """`dask scheduler` and `dask worker` processes on 127.0.0.1, as a user starts them.
 
-    Yields the scheduler file once the scheduler has written it; each test waits for the workers
-    in its own way (with or without TLS). The processes are stopped on exit.
+    Yields the scheduler file once the scheduler has written it whole; each test waits for the
+    workers in its own way (with or without TLS). The processes are stopped on exit.
     """
 
     def dask(*args: str) -> subprocess.Popen[bytes]:
@@ -222,7 +281,12 @@ def dask_processes(
         )
     ]
     try:
-        wait_until(scheduler_file.exists, "scheduler file", worker=processes[0], interval=0.2)
+        wait_until(
+            lambda: _scheduler_address(scheduler_file) is not None,
+            "scheduler file",
+            worker=processes[0],
+            interval=0.2,
+        )
         for args in workers:
             processes.append(
                 dask(
@@ -237,10 +301,37 @@ def dask_processes(
             )
         yield scheduler_file
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait(timeout=30)
+        # the workers first: a worker whose scheduler has gone tries to reach it for a while
+        # before it ends
+        _stop(processes[1:])
+        _stop(processes[:1])
+
+
+def _stop(processes: Sequence[subprocess.Popen[bytes]]) -> None:
+    """Terminate the processes and wait for them; kill those still there after a guard."""
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=guard(30))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _scheduler_address(scheduler_file: Path) -> str | None:
+    """The address in a scheduler file; None until the scheduler has written it whole.
+
+    The scheduler writes the file in place, so it is there, empty or in part, for a moment
+    before its address is (a moment that a busy machine draws out); a client that reads it
+    then retries for a tenth of a second only.
+    """
+    try:
+        info = json.loads(scheduler_file.read_text())
+    except (OSError, ValueError):
+        return None
+    address = info.get("address") if isinstance(info, dict) else None
+    return address if isinstance(address, str) and address else None
 
 
 # --------------------------------------------------------------------------- browser and figures
@@ -280,7 +371,7 @@ def _headless_chromium(page: str | os.PathLike[str], size: tuple[int, int], *arg
             check=True,
             capture_output=True,
             text=True,
-            timeout=120,  # a guard against a hang only: Chromium takes a second or two
+            timeout=guard(120),  # only against a hang: Chromium takes a second or two
         )
     return done.stdout
 

@@ -4,8 +4,11 @@ present. Plain helpers the tests share are in ``tests/_helpers.py``."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,6 +27,37 @@ def isolated_cache(
     monkeypatch.setenv("BMM_DASK_DATA", str(cache))
     monkeypatch.delenv("BMM_DASK_MNIST_MIRRORS", raising=False)
     return cache
+
+
+@pytest.fixture(autouse=True)
+def slow_if_it_starts_processes(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A test not marked ``slow`` fails if it starts a Dask cluster or a Python process, so that
+    ``-m "not slow"`` stays quick: the mark is checked, not remembered.
+
+    Fixtures of a wider scope (a module's cluster) are set up before this one, by a slow test.
+    """
+    if request.node.get_closest_marker("slow") is not None:
+        return
+    from distributed.deploy.spec import SpecCluster
+
+    def refuse(what: str) -> None:
+        pytest.fail(f"{what}: mark the test @pytest.mark.slow", pytrace=False)
+
+    def cluster(self: Any, *args: Any, **kwargs: Any) -> None:
+        refuse(f"this test starts a Dask cluster ({type(self).__name__})")
+
+    popen = subprocess.Popen.__init__
+
+    def start(self: Any, args: Any, *rest: Any, **kwargs: Any) -> None:
+        program = os.fsdecode(args if isinstance(args, (str, bytes, os.PathLike)) else args[0])
+        if program == sys.executable or "bmm-dask" in program:
+            refuse(f"this test starts a Python process ({args!r})")
+        popen(self, args, *rest, **kwargs)
+
+    monkeypatch.setattr(SpecCluster, "__init__", cluster)
+    monkeypatch.setattr(subprocess.Popen, "__init__", start)
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import pytest
 
 from bmm_dask import BernoulliMixture, open_dataset
 from bmm_dask.datasets import Binarization, ingest, synth, write_idx
-from tests._helpers import LOCAL_CLUSTER, Result, assert_one_line_error, random_images
+from tests._helpers import LOCAL_CLUSTER, Result, assert_one_line_error, guard, random_images
 
 
 @pytest.fixture
@@ -100,6 +100,7 @@ def test_synth_command(tmp_path: Path, bmm) -> None:
     )
 
 
+@pytest.mark.slow
 def test_synth_density_draws_sparse_rows_and_fit_keeps_every_component(tmp_path: Path, bmm) -> None:
     """synth --density: rows of about the asked share of ones, each component raising a few
     features; the default fit keeps all 8 alive."""
@@ -113,7 +114,9 @@ def test_synth_density_draws_sparse_rows_and_fit_keeps_every_component(tmp_path:
     assert 0.0015 < X.mean() < 0.0025
     means = data.read_array("true_means")
     assert (means > 0.05).sum(axis=1).min() >= 5  # each component raises some features
-    result = bmm("fit", tmp_path / "s.zarr", "--k", "8", "--out", tmp_path / "m.zarr")
+    result = bmm(
+        "fit", tmp_path / "s.zarr", "--k", "8", "--out", tmp_path / "m.zarr", *LOCAL_CLUSTER
+    )
     assert result.code == 0, result.err
     assert np.all(BernoulliMixture.load(tmp_path / "m.zarr").weights_ > 0.01)
     for bad in ("0", "0.6"):
@@ -345,9 +348,10 @@ def test_entry_points(tmp_path: Path, command: list[str]) -> None:
         [*command, "ingest", str(bad), "--out", str(tmp_path / "d.zarr")],
         capture_output=True,
         text=True,
+        timeout=guard(60),
     )
     assert_one_line_error(Result.of(run), "wrong magic number")
-    run = subprocess.run([*command, "--version"], capture_output=True, text=True)
+    run = subprocess.run([*command, "--version"], capture_output=True, text=True, timeout=guard(60))
     assert run.returncode == 0 and "bmm-dask" in run.stdout
 
 

@@ -20,7 +20,7 @@ from bmm_dask.datasets import (
     packaged_mnist_path,
     write_idx,
 )
-from tests._helpers import random_images
+from tests._helpers import guard, random_images
 
 
 def stored(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
@@ -284,6 +284,7 @@ def test_the_build_script_reproduces_the_packaged_copy(tmp_path: Path, shared_mn
         [sys.executable, str(script), "--from", str(shared_mnist), "--out-dir", str(tmp_path)],
         capture_output=True,
         text=True,
+        timeout=guard(300),
     )
     assert run.returncode == 0, run.stderr
     packaged = packaged_mnist_path()

@@ -19,8 +19,10 @@ from distributed import Client
 from bmm_dask import BernoulliMixture, open_dataset
 from bmm_dask.datasets import synth
 from tests._helpers import (
+    Result,
     assert_one_line_error,
     dask_processes,
+    guard,
     run_bmm_dask,
     start_bmm_dask,
     wait_until,
@@ -42,9 +44,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     workers = [["--name", name, "--memory-limit", "2GB"] for name in ("w1", "w2")]
     with (
         dask_processes(folder, [], workers) as scheduler_file,
-        Client(scheduler_file=str(scheduler_file), timeout="30s") as client,
+        Client(scheduler_file=str(scheduler_file), timeout=guard(30)) as client,
     ):
-        client.wait_for_workers(2, timeout=60)
+        client.wait_for_workers(2, timeout=guard(60))
         data = synth(
             folder / "data.zarr",
             n_samples=100_000,
@@ -71,6 +73,11 @@ def submit(bmm, cluster: dict, *args: object) -> str:
     result = bmm("-q", "submit", *args, *on(cluster))
     assert result.code == 0, result.err
     return result.out.strip()
+
+
+def wait(bmm, cluster: dict, job_id: str, *before: str) -> Result:
+    """``bmm-dask [BEFORE] wait JOB``, which gives up (exit status 1) if the job hangs."""
+    return bmm(*before, "wait", job_id, "--timeout", f"{guard(300):.0f}", *on(cluster))
 
 
 def job(cluster: dict, job_id: str) -> dict:
@@ -105,7 +112,7 @@ def test_a_submitted_fit_ends_with_the_terminals_model(cluster: dict, tmp_path: 
     job_id = submit(bmm, cluster, "fit", data, *args, "--passes", "3", "--out", out, "--no-persist")
     assert len(job_id) == 8
 
-    waited = bmm("wait", job_id, *on(cluster))
+    waited = wait(bmm, cluster, job_id)
     assert waited.code == 0, waited.err
     assert waited.out.startswith(f"wrote {out}: K = 5, 3 stepwise passes")
     reference = BernoulliMixture(
@@ -138,7 +145,7 @@ def test_a_submitted_fit_ends_with_the_terminals_model(cluster: dict, tmp_path: 
     assert listed[0].split()[:3] == ["JOB", "STATE", "PROGRESS"]
     assert any(line.startswith(f"{job_id}  done") for line in listed[1:])
     # the dashboard's page lists it too (submit added the page to the scheduler)
-    with urllib.request.urlopen(cluster["page"], timeout=30) as response:
+    with urllib.request.urlopen(cluster["page"], timeout=guard(30)) as response:
         page = response.read().decode()
     assert f"<td>{job_id}</td><td>done</td><td>pass 3 of 3, step " in page
 
@@ -153,9 +160,11 @@ def test_a_job_outlives_its_submitting_process_killed(
     assert process.stdout is not None
     job_id = process.stdout.readline().strip()
     process.kill()  # SIGKILL: no goodbye to the scheduler
-    process.wait()
-    assert process.returncode == -signal.SIGKILL
-    waited = bmm("wait", job_id, *on(cluster))
+    process.wait(timeout=guard(30))
+    # killed, or ended by itself just before (it prints the id as its last act): either way
+    # the job is the cluster's now
+    assert process.returncode in (-signal.SIGKILL, 0), process.returncode
+    waited = wait(bmm, cluster, job_id)
     assert waited.code == 0, waited.err
     same_model(out, long_reference)
 
@@ -177,6 +186,27 @@ def test_logs_follow_and_a_resume_from_a_checkpoint_left_behind(
     wait_until(far_enough, "fifth iteration of the job", timeout=120)
     left = tmp_path / "again.zarr.checkpoint"
     shutil.copytree(checkpoint, left)
+
+    lines, _ = follow.communicate(timeout=guard(120))  # --follow ends when the job does
+    assert follow.returncode == 0
+    assert lines.splitlines()[-1].split("  ", 1)[1].startswith(f"done: wrote {out}: K = 8")
+    assert sum("  iteration " in line for line in lines.splitlines()) == 60
+
+    again = tmp_path / "again.zarr"
+    resumed = submit(bmm, cluster, "fit", cluster["data"], *LONG, "--out", again, "--resume")
+    assert wait(bmm, cluster, resumed).code == 0
+    assert "resuming " + str(left) in bmm("logs", resumed, *on(cluster)).out
+    same_model(again, long_reference)
+    assert not left.exists()
+
+
+def test_waiting_gives_up_or_is_interrupted_and_the_job_goes_on(
+    cluster: dict, tmp_path: Path, bmm
+) -> None:
+    # A job that runs until it is cancelled, so that it is surely running at each look.
+    endless = ("--k", "2", "--algorithm", "batch", "--tol", "0", "--max-iter", "1000000")
+    job_id = submit(bmm, cluster, "fit", cluster["data"], *endless, "--out", tmp_path / "m.zarr")
+    wait_until(lambda: job(cluster, job_id)["state"] == "running", "the job running")
     timeout = bmm("wait", job_id, "--timeout", "0", *on(cluster))
     assert timeout.code == 1 and f"job {job_id} is still running" in timeout.err
 
@@ -185,22 +215,13 @@ def test_logs_follow_and_a_resume_from_a_checkpoint_left_behind(
     # its first line says it waits (a signal before it, in the imports, would only kill it)
     assert waiting.stderr.readline().strip() == f"job {job_id} is running; waiting for it to end"
     waiting.send_signal(signal.SIGINT)  # Ctrl-C stops the waiting, not the job
-    _, err = waiting.communicate(timeout=60)
+    _, err = waiting.communicate(timeout=guard(60))
     assert waiting.returncode == 130
     assert err.strip() == "bmm-dask: interrupted; the job goes on (bmm-dask status JOB)"
     assert job(cluster, job_id)["state"] == "running"
 
-    lines, _ = follow.communicate(timeout=120)  # --follow ends when the job does
-    assert follow.returncode == 0
-    assert lines.splitlines()[-1].split("  ", 1)[1].startswith(f"done: wrote {out}: K = 8")
-    assert sum("  iteration " in line for line in lines.splitlines()) == 60
-
-    again = tmp_path / "again.zarr"
-    resumed = submit(bmm, cluster, "fit", cluster["data"], *LONG, "--out", again, "--resume")
-    assert bmm("wait", resumed, *on(cluster)).code == 0
-    assert "resuming " + str(left) in bmm("logs", resumed, *on(cluster)).out
-    same_model(again, long_reference)
-    assert not left.exists()
+    assert bmm("cancel", job_id, *on(cluster)).code == 0
+    assert wait(bmm, cluster, job_id).code == 130
 
 
 def test_a_job_survives_the_worker_running_its_driver_killed(
@@ -219,7 +240,7 @@ def test_a_job_survives_the_worker_running_its_driver_killed(
     pid = client.run(os.getpid, workers=[worker])[worker]
     os.kill(pid, signal.SIGKILL)  # its nanny starts a fresh worker process
 
-    waited = bmm("wait", job_id, *on(cluster))
+    waited = wait(bmm, cluster, job_id)
     assert waited.code == 0, waited.err
     status = job(cluster, job_id)
     assert status["state"] == "done" and status["attempt"] == 2
@@ -237,15 +258,15 @@ def test_cancel_stops_a_job_and_keeps_the_model_that_was_there(
     small = ("--k", "2", "--max-iter", "2")
     assert bmm("-q", "fit", cluster["data"], *small, "--out", out, *on(cluster)).code == 0
     before = BernoulliMixture.load(out).means_
-    long = ("--k", "8", "--algorithm", "stepwise", "--passes", "50")
-    job_id = submit(bmm, cluster, "fit", cluster["data"], *long, "--out", out, "--overwrite")
+    endless = ("--k", "8", "--algorithm", "stepwise", "--passes", "1000000")  # until cancelled
+    job_id = submit(bmm, cluster, "fit", cluster["data"], *endless, "--out", out, "--overwrite")
     checkpoint = Path(f"{out}.checkpoint")
     wait_until(lambda: (checkpoint / "checkpoint.npz").is_file(), "a checkpoint", timeout=120)
 
     cancelled = bmm("cancel", job_id, *on(cluster))
     assert cancelled.code == 0, cancelled.err
     assert "cancelling; it stops at its next step and removes its checkpoint" in cancelled.out
-    waited = bmm("wait", job_id, *on(cluster))
+    waited = wait(bmm, cluster, job_id)
     assert waited.code == 130
     assert waited.err.strip().splitlines()[-1] == f"bmm-dask: job {job_id} was cancelled"
     assert job(cluster, job_id)["state"] == "cancelled"
@@ -285,7 +306,7 @@ def test_two_jobs_at_once(cluster: dict, tmp_path: Path, bmm) -> None:
     if job(cluster, ids[0])["state"] in ("queued", "running"):
         assert_one_line_error(third, f"m3.zarr: job {ids[0]} is writing it")
     for job_id, k in zip(ids, (3, 4), strict=True):
-        assert bmm("wait", job_id, *on(cluster)).code == 0
+        assert wait(bmm, cluster, job_id).code == 0
         reference = BernoulliMixture(k, random_state=0, dtype="float64").fit(open_dataset(data))
         same_model(tmp_path / f"m{k}.zarr", reference)
 
@@ -296,7 +317,7 @@ def test_a_job_that_fails_on_bad_data(cluster: dict, tmp_path: Path, bmm) -> Non
     (data / "bits" / "c" / "3" / "0").write_bytes(b"\x00garbage" * 20)  # readable only as junk
     out = tmp_path / "m.zarr"
     job_id = submit(bmm, cluster, "fit", data, "--k", "3", "--out", out)
-    waited = bmm("-q", "wait", job_id, *on(cluster))  # -q: the error's line alone
+    waited = wait(bmm, cluster, job_id, "-q")  # -q: the error's line alone
     line = assert_one_line_error(waited, f"job {job_id} failed: ", "d.zarr/bits: chunk 3")
     status = bmm("status", job_id, *on(cluster))
     assert f"job {job_id}: failed" in status.out
@@ -346,7 +367,7 @@ def test_paths_are_checked_on_a_worker(cluster: dict, tmp_path: Path, bmm) -> No
 def test_a_submitted_selection(cluster: dict, tmp_path: Path, bmm) -> None:
     out = tmp_path / "sel"
     job_id = submit(bmm, cluster, "select", cluster["data"], "--k", "2,8", "--out", out, "--json")
-    waited = bmm("wait", json.loads(job_id)["id"], *on(cluster))
+    waited = wait(bmm, cluster, json.loads(job_id)["id"])
     assert waited.code == 0, waited.err
     assert waited.out.startswith(f"wrote {out}: K = 8 chosen by heldout")
     assert (out / "model.zarr").is_dir() and (out / "selection.json").is_file()

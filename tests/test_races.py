@@ -14,30 +14,32 @@ import pytest
 
 from bmm_dask import open_dataset
 from bmm_dask.datasets import ingest
-from tests._helpers import Result, assert_one_line_error
+from tests._helpers import Result, assert_one_line_error, guard
 
 #: Every test here starts bmm-dask commands in processes of their own.
 pytestmark = pytest.mark.slow
 
 #: Each racer imports bmm_dask first, then waits until every racer has (a file each in a
 #: barrier folder), so that the commands really overlap: an import takes longer than the ingest.
+#: The wait for the others gives up after a guard (a racer that died), and the race goes on.
 RACER = """
 import os, sys, time
 from bmm_dask.cli import main
-barrier, me, racers = sys.argv[1], sys.argv[2], int(sys.argv[3])
+barrier, me, racers, wait = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
 open(os.path.join(barrier, me), "w").close()
-deadline = time.monotonic() + 60
+deadline = time.monotonic() + wait
 while len(os.listdir(barrier)) < racers and time.monotonic() < deadline:
     time.sleep(0.001)
-sys.exit(main(sys.argv[4:]))
+sys.exit(main(sys.argv[5:]))
 """
 
 
 def _race(commands: list[list[str]], cwd: Path) -> list[subprocess.CompletedProcess[str]]:
     barrier = Path(tempfile.mkdtemp(prefix="barrier-"))
+    wait = str(guard(60))
     processes = [
         subprocess.Popen(
-            [sys.executable, "-c", RACER, str(barrier), str(i), str(len(commands)), *command],
+            [sys.executable, "-c", RACER, str(barrier), str(i), str(len(commands)), wait, *command],
             cwd=cwd,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -47,7 +49,7 @@ def _race(commands: list[list[str]], cwd: Path) -> list[subprocess.CompletedProc
     ]
     results = []
     for process, command in zip(processes, commands, strict=True):
-        out, err = process.communicate(timeout=120)
+        out, err = process.communicate(timeout=guard(120))
         results.append(subprocess.CompletedProcess(command, process.returncode, out, err))
     shutil.rmtree(barrier)
     return results

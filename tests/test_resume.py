@@ -16,7 +16,13 @@ import pytest
 from bmm_dask import BernoulliMixture, ModelFileError, open_dataset
 from bmm_dask.datasets import synth
 from bmm_dask.io import read_checkpoint
-from tests._helpers import LOCAL_CLUSTER, assert_one_line_error, start_bmm_dask, wait_until
+from tests._helpers import (
+    LOCAL_CLUSTER,
+    assert_one_line_error,
+    guard,
+    start_bmm_dask,
+    wait_until,
+)
 
 SETTINGS = [
     "--k",
@@ -66,7 +72,7 @@ def test_killed_then_resumed_equals_uninterrupted(data: Path, tmp_path: Path, bm
     wait_until(far_enough, "checkpoint to resume from", worker=process, timeout=240, interval=0.2)
     assert process.poll() is None, "the fit ended before it could be killed"
     os.killpg(process.pid, signal.SIGKILL)  # the fit and its local cluster, at once
-    process.wait()
+    process.wait(timeout=guard(30))
     assert state is not None
     with pytest.raises(ModelFileError, match="resume=True"):
         BernoulliMixture.load(out)
@@ -125,7 +131,10 @@ def test_one_writer_at_a_time(tmp_path: Path, bmm) -> None:
     )
     assert not out.exists()
     dead = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        timeout=guard(30),
     )
     Path(f"{out}.lock").write_text(
         json.dumps({"pid": int(dead.stdout), "host": os.uname().nodename})

@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from distributed import Client
 
 from bmm_dask import BernoulliMixture, open_dataset
 from bmm_dask.datasets import synth
-from tests._helpers import assert_one_line_error, dask_processes, wait_until
+from tests._helpers import assert_one_line_error, dask_processes, guard, wait_until
 
 #: A server, a `dask scheduler` and two `dask worker` processes, started here.
 pytestmark = pytest.mark.slow
@@ -31,11 +30,11 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    # port 0: the server takes a free port itself (a port found free and then given to it
+    # could be taken by another process meanwhile)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
+    port = server.get_host_and_port()[1]
     settings = {
         "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
         "AWS_ACCESS_KEY_ID": "testing",
@@ -55,9 +54,9 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         workers = [["--name", name, "--memory-limit", "2GB"] for name in ("w1", "w2")]
         with (
             dask_processes(folder, [], workers) as scheduler_file,
-            Client(scheduler_file=str(scheduler_file), timeout="30s") as client,
+            Client(scheduler_file=str(scheduler_file), timeout=guard(30)) as client,
         ):
-            client.wait_for_workers(2, timeout=60)
+            client.wait_for_workers(2, timeout=guard(60))
             yield {"fs": fs, "local": local, "file": str(scheduler_file), "client": client}
     finally:
         server.stop()
@@ -89,7 +88,9 @@ def test_a_job_reads_and_writes_s3_and_survives_its_drivers_worker(s3: dict, bmm
     worker = client.get_metadata(["bmm-dask-jobs", job_id])["worker"]
     os.kill(client.run(os.getpid, workers=[worker])[worker], signal.SIGKILL)
 
-    waited = bmm("wait", job_id, *on)
+    # wait gives up after a guard, should the job hang
+    give_up = ("--timeout", f"{guard(300):.0f}")
+    waited = bmm("wait", job_id, *give_up, *on)
     assert waited.code == 0, waited.err
     assert waited.out.startswith(f"wrote {out}: K = 6, 60 iterations")
     assert client.get_metadata(["bmm-dask-jobs", job_id])["attempt"] == 2
@@ -110,7 +111,7 @@ def test_a_job_reads_and_writes_s3_and_survives_its_drivers_worker(s3: dict, bmm
     replaced = bmm(
         "-q", "submit", "fit", "s3://bucket/data.zarr", "--k", "2", "--out", out, "--overwrite", *on
     )
-    assert bmm("wait", replaced.out.strip(), *on).code == 0
+    assert bmm("wait", replaced.out.strip(), *give_up, *on).code == 0
     assert BernoulliMixture.load(out).n_components == 2
 
 

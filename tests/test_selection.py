@@ -87,7 +87,9 @@ def test_held_out_rows_never_touch_training(rows: np.ndarray) -> None:
     )
 
 
-@pytest.mark.parametrize("scheduler", ["synchronous", "distributed"])
+@pytest.mark.parametrize(
+    "scheduler", ["synchronous", pytest.param("distributed", marks=pytest.mark.slow)]
+)
 def test_the_same_selection_on_every_scheduler(rows: np.ndarray, scheduler: str) -> None:
     with dask.config.set(scheduler="threads"):
         reference = select(rows)
@@ -144,6 +146,7 @@ def test_bad_selection_settings(rows: np.ndarray, settings: dict, needle: str) -
         select_n_components(rows[:1_000], **settings)
 
 
+@pytest.mark.slow
 def test_the_select_command_writes_the_table_the_figure_and_the_models(tmp_path, bmm) -> None:
     import json
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 
 from bmm_dask import BernoulliMixture, open_dataset
 from bmm_dask.datasets import ingest, synth
-from tests._helpers import LOCAL_CLUSTER, start_bmm_dask, wait_until
+from tests._helpers import LOCAL_CLUSTER, guard, start_bmm_dask, wait_until
 
 #: Every test here starts a bmm-dask command in a process of its own, and signals it.
 pytestmark = pytest.mark.slow
@@ -41,21 +42,29 @@ def _leftovers(folder: Path) -> list[str]:
 
 def _after_iterations(process: subprocess.Popen[str], signum: int, *, group: bool) -> list[str]:
     """Send ``signum`` once the fit has logged an iteration (or a stepwise pass); the lines on
-    stderr after the last such line."""
-    assert process.stderr is not None
+    stderr after the last such line.
+
+    stderr is read by a thread, so that a fit that hangs without a word fails the test after a
+    guard instead of holding it in a read for ever.
+    """
+    stderr = process.stderr
+    assert stderr is not None
     lines: list[str] = []
-    deadline = time.monotonic() + 120
-    while not any(line.startswith(("iteration ", "pass ")) for line in lines):
-        assert time.monotonic() < deadline, "no iteration after 120 s"
-        line = process.stderr.readline()
-        assert line, f"the fit ended before its first iteration: {''.join(lines)}"
-        lines.append(line)
+    reader = threading.Thread(target=lambda: lines.extend(stderr), daemon=True)
+    reader.start()
+
+    def iterated() -> bool:
+        return any(line.startswith(("iteration ", "pass ")) for line in list(lines))
+
+    wait_until(lambda: iterated() or not reader.is_alive(), "iteration logged", timeout=120)
+    assert iterated(), f"the fit ended before its first iteration: {''.join(lines)}"
     if group:
         os.killpg(process.pid, signum)
     else:
         process.send_signal(signum)
-    rest = process.communicate(timeout=120)[1]
-    lines += rest.splitlines(keepends=True)
+    process.wait(timeout=guard(120))
+    reader.join(timeout=guard(10))
+    assert not reader.is_alive(), "stderr still open after the fit ended"
     last = max(i for i, line in enumerate(lines) if line.startswith(("iteration ", "pass ")))
     return [line.rstrip("\n") for line in lines[last + 1 :]]
 
@@ -115,7 +124,7 @@ def test_sigterm_during_synth_leaves_no_temporary_folder(tmp_path: Path) -> None
         command.send_signal(signal.SIGTERM)
         time.sleep(0.03)
         command.send_signal(signal.SIGTERM)  # scancel sends more: the cleanup must go on
-        _, err = command.communicate(timeout=120)
+        _, err = command.communicate(timeout=guard(120))
         assert command.returncode == 143, err
         assert err.splitlines() == [TERMINATED]
         assert _leftovers(tmp_path) == []
@@ -146,7 +155,7 @@ def test_a_signal_during_ingest(
     command = start_bmm_dask("ingest", images, "--out", out, "--chunk-rows", "100", "--overwrite")
     wait_until(_writing(out), "chunks written", worker=command)
     command.send_signal(signum)
-    _, err = command.communicate(timeout=120)
+    _, err = command.communicate(timeout=guard(120))
     assert command.returncode == code, err
     assert err.splitlines() == [line]
     assert _leftovers(tmp_path) == []

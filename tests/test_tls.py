@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from bmm_dask.datasets import synth
-from tests._helpers import assert_one_line_error, dask_processes, run_bmm_dask
+from tests._helpers import assert_one_line_error, dask_processes, guard, run_bmm_dask
 
 pytestmark = [
     pytest.mark.slow,
@@ -47,6 +47,7 @@ def tls_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         ],
         check=True,
         capture_output=True,
+        timeout=guard(60),
     )
     tls = ["--tls-ca-file", str(cert), "--tls-cert", str(cert), "--tls-key", str(key)]
     with dask_processes(folder, ["--protocol", "tls", *tls], [tls]) as scheduler_file:
@@ -57,9 +58,14 @@ def tls_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
             "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY": str(key),
             "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True",
         }
-        waiter = "from distributed import Client; import sys; Client(sys.argv[1], timeout='30s').wait_for_workers(1, timeout=60)"
+        waiter = "from distributed import Client; import sys; Client(sys.argv[1], timeout=float(sys.argv[2])).wait_for_workers(1, timeout=float(sys.argv[3]))"
         address = json.loads(scheduler_file.read_text())["address"]
-        subprocess.run([sys.executable, "-c", waiter, address], env=env, check=True, timeout=120)
+        subprocess.run(
+            [sys.executable, "-c", waiter, address, str(guard(30)), str(guard(60))],
+            env=env,
+            check=True,
+            timeout=guard(120),
+        )
         yield {"address": address, "env": env, "folder": folder}
 
 

@@ -12,7 +12,7 @@ from distributed import Client
 
 from bmm_dask import BernoulliMixture, open_dataset
 from bmm_dask.datasets import synth
-from tests._helpers import dask_processes, wait_until
+from tests._helpers import dask_processes, guard, wait_until
 
 #: A `dask scheduler` and two `dask worker` processes, started here.
 pytestmark = pytest.mark.slow
@@ -28,9 +28,9 @@ def test_a_fit_survives_a_worker_killed_mid_fit(tmp_path_factory: pytest.TempPat
 
     with (
         dask_processes(folder, [], [["--name", "w1"], ["--name", "w2"]]) as scheduler_file,
-        Client(scheduler_file=str(scheduler_file), timeout="30s") as client,
+        Client(scheduler_file=str(scheduler_file), timeout=guard(30)) as client,
     ):
-        client.wait_for_workers(2, timeout=60)
+        client.wait_for_workers(2, timeout=guard(60))
         pids = client.run(os.getpid)  # the worker processes (their nannies restart them)
         done: dict[str, object] = {}
         iterations: list[int] = []
@@ -51,7 +51,8 @@ def test_a_fit_survives_a_worker_killed_mid_fit(tmp_path_factory: pytest.TempPat
         assert fitting.is_alive(), "the fit ended before a worker could be killed"
         killed_at = len(iterations)
         os.kill(next(iter(pids.values())), signal.SIGKILL)
-        fitting.join(timeout=300)
+        fitting.join(timeout=guard(300))
+        assert not fitting.is_alive(), "the fit did not end after its worker was killed"
     assert "error" not in done, done.get("error")
     model = done["model"]
     assert 3 <= killed_at < 14
