@@ -367,8 +367,9 @@ def _ended(client: Any, job_id: str, state: str, message: str) -> None:
         return
     record.update(state=state, message=message, ended=time.time())
     (record.get("progress") or {}).pop("candidates", None)  # none runs once it has ended
-    client.set_metadata([METADATA_KEY, job_id], record)
+    # the last line before the state: whoever sees the job ended finds every line logged
     client.log_event(driver_key(job_id), {"kind": "log", "message": f"{state}: {message}"})
+    client.set_metadata([METADATA_KEY, job_id], record)
 
 
 # --------------------------------------------------------------------------- on the worker
