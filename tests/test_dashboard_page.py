@@ -14,7 +14,6 @@ import math
 import os
 import re
 import shutil
-import subprocess
 import time
 import urllib.parse
 import urllib.request
@@ -24,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from distributed import Client, LocalCluster
-from matplotlib import image
 
 from bmm_dask.dashboard import BROWN, ORANGE, PAGE, SHOWN_STEPS, TOPIC, ProgressPage, render
+from tests._helpers import chromium_dom, chromium_screenshot
 
 BEST = -96.123456789
 
@@ -254,40 +253,6 @@ def test_the_page_under_a_dashboard_prefix() -> None:
         check_page_and_link(url)
 
 
-def chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
-        if path := shutil.which(name):
-            return path
-    pytest.skip(
-        "no Chromium on this machine to take the picture (Debian: apt-get install chromium)"
-    )
-
-
-def browse(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    """Headless Chromium, on its own profile, in a window of 1000 x 700."""
-    return subprocess.run(
-        [
-            chromium(),
-            "--headless",
-            "--no-sandbox",  # as root, as on CI, Chromium starts only without its sandbox
-            "--disable-gpu",
-            "--hide-scrollbars",
-            "--no-first-run",
-            "--disable-background-networking",  # the page is a file: nothing to reach
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-extensions",
-            f"--user-data-dir={tmp_path / 'profile'}",
-            "--window-size=1000,700",
-            *args,
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=60,  # a guard against a hang only
-    )
-
-
 def pixels_like(pixels: np.ndarray, colour: str) -> np.ndarray:
     """Where the picture has this colour ('#rrggbb'), give or take its anti-aliasing."""
     rgb = np.array([int(colour[i : i + 2], 16) for i in (1, 3, 5)]) / 255
@@ -301,7 +266,7 @@ def test_a_fit_in_a_pass_seen_in_a_browser(tmp_path: Path) -> None:
     page.write_text(render(fit, now=fit[-1][0] + 1.0), encoding="utf-8")
 
     # What a reader of the page sees, as the browser has it.
-    dom = browse(tmp_path, "--dump-dom", page.as_uri()).stdout
+    dom = chromium_dom(page, (1000, 700))
     seen = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", dom)).split())
     assert "Run 1: stepwise pass 2 of 3, step 11 of 20" in seen
     assert "K = 30 · 60,000 rows \N{MULTIPLICATION SIGN} 784 features · algorithm auto" in seen
@@ -311,10 +276,9 @@ def test_a_fit_in_a_pass_seen_in_a_browser(tmp_path: Path) -> None:
     assert "Objective (scale from iteration 2)" in seen and "Change in the objective" in seen
 
     picture = tmp_path / "page.png"
-    browse(tmp_path, f"--screenshot={picture}", page.as_uri())
+    pixels = chromium_screenshot(page, picture, (1000, 700))
     if keep := os.environ.get("BMM_DASK_SCREENSHOT"):
         shutil.copyfile(picture, keep)
-    pixels = image.imread(picture)[..., :3]
     assert pixels.shape[:2] == (700, 1000)
     colours, counts = np.unique(pixels.reshape(-1, 3), axis=0, return_counts=True)
     background = counts.max() / counts.sum()
