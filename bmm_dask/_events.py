@@ -26,8 +26,6 @@ import math
 from contextvars import ContextVar
 from typing import Any
 
-import numpy as np
-
 #: Topic of the Dask events a fit logs on a distributed scheduler, one per iteration; follow
 #: them with ``Client.get_events("bmm-dask")`` or ``Client.subscribe_topic("bmm-dask", handler)``.
 EVENT_TOPIC = "bmm-dask"
@@ -88,6 +86,8 @@ def publish(event: dict[str, Any]) -> None:
     """
     client = current_client()
     if client is not None:
+        import numpy as np  # here: the command line imports this module, and needs no NumPy
+
         plain = {k: v for k, v in event.items() if not isinstance(v, np.ndarray)}
         client.log_event(EVENT_TOPIC, jsonable(plain))
     job = CURRENT_JOB.get()
