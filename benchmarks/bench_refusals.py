@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import http.server
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,6 +38,7 @@ from pathlib import Path
 from bmm_dask import BernoulliMixture, open_dataset
 from bmm_dask.cluster import CONNECT_TIMEOUT
 from bmm_dask.datasets import synth
+from tests._helpers import silent_listener
 
 
 def seconds(args: list[str], expected: int) -> float:
@@ -70,31 +70,6 @@ def http_server(folder: str) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
-
-
-@contextlib.contextmanager
-def silent_listener() -> Iterator[str]:
-    """A listener that takes connections and never says a word; yields its tcp:// address."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    taken: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        listener.settimeout(0.1)
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                taken.append(listener.accept()[0])
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        yield f"tcp://127.0.0.1:{listener.getsockname()[1]}"
-    finally:
-        stop.set()
-        thread.join()
-        for connection in taken:
-            connection.close()
-        listener.close()
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ import http.server
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -332,6 +333,31 @@ def _scheduler_address(scheduler_file: Path) -> str | None:
         return None
     address = info.get("address") if isinstance(info, dict) else None
     return address if isinstance(address, str) and address else None
+
+
+@contextlib.contextmanager
+def silent_listener() -> Iterator[str]:
+    """A listener that takes connections and never says a word; yields its tcp:// address."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    taken: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                taken.append(listener.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"tcp://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join()
+        for connection in taken:
+            connection.close()
+        listener.close()
 
 
 # --------------------------------------------------------------------------- browser and figures

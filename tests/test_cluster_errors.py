@@ -3,9 +3,6 @@ command that hangs, restarts workers for ever or ends in a traceback."""
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +16,7 @@ from tests._helpers import (
     assert_one_line_error,
     run_bmm_dask,
     serving,
+    silent_listener,
     url_of,
 )
 
@@ -61,24 +59,8 @@ def http_server(tmp_path: Path) -> Iterator[str]:
 @pytest.fixture
 def silent_server() -> Iterator[str]:
     """A listener that takes connections and never says a word."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    taken: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        listener.settimeout(0.1)
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                taken.append(listener.accept()[0])
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield f"tcp://127.0.0.1:{listener.getsockname()[1]}"
-    stop.set()
-    thread.join()
-    for connection in taken:
-        connection.close()
-    listener.close()
+    with silent_listener() as address:
+        yield address
 
 
 def _without_cluster(*args: str | Path) -> Result:
