@@ -629,6 +629,28 @@ CASES: dict[str, Case] = {
         "data.zarr/report.html",
         names="lies inside data.zarr",
     ),
+    # a performance report never replaces a file without --overwrite (it did, exit 0)
+    **{
+        f"{name} a performance report over a file": case(
+            *args, "--performance-report", "notes.txt", names=("notes.txt", "exists")
+        )
+        for name, args in {
+            "fit": ("fit", "data.zarr", "--k", "2", "--out", "m.zarr"),
+            "predict": ("predict", "proj/model.zarr", "data.zarr", "--out", "p.zarr"),
+            "evaluate": ("evaluate", "proj/model.zarr", "data.zarr"),
+            "select": ("select", "data.zarr", "--k", "2,3", "--out", "sel"),
+        }.items()
+    },
+    "predict a performance report at its output": case(
+        "predict",
+        "proj/model.zarr",
+        "data.zarr",
+        "--out",
+        "p.html",
+        "--performance-report",
+        "p.html",
+        names="p.html: --performance-report and --out name the same file",
+    ),
     # predict
     "predict with a missing model": case(
         "predict", "none.zarr", "data.zarr", "--out", "p.zarr", names="none.zarr: no such file"

@@ -153,8 +153,15 @@ def maybe_client(
     return nullcontext()
 
 
-def check_report_path(performance_report: str | None, inputs: Sequence[str | None]) -> None:
-    """Check where a performance report goes, before any work: never over an input.
+def check_report_path(
+    performance_report: str | None,
+    inputs: Sequence[str | None],
+    *,
+    overwrite: bool,
+    outputs: Sequence[str | None] = (),
+) -> None:
+    """Check where a performance report goes, before any work: never over an input, another
+    output of the command, or a file that is there (unless ``--overwrite``).
 
     Dask writes its report over whatever is there, so it must go somewhere it can write
     (missing folders are created when the report is written).
@@ -165,13 +172,26 @@ def check_report_path(performance_report: str | None, inputs: Sequence[str | Non
         The report's path; None means no report, nothing to check.
     inputs : sequence of str or None
         What the command reads.
+    overwrite : bool
+        The command's ``--overwrite``: a file already at the path may be replaced.
+    outputs : sequence of str or None, default=()
+        What else the command writes (``--out``, ``--json``).
 
     Raises
     ------
     OutputError
-        If the path is or holds an input, or cannot be written.
+        If the path is or holds an input or an output, exists (without ``overwrite``), or
+        cannot be written.
     """
-    if performance_report is not None:
-        from bmm_dask.io import check_output
+    if performance_report is None:
+        return
+    from bmm_dask.errors import OutputError
+    from bmm_dask.io import check_output
 
-        check_output(performance_report, overwrite=True, inputs=inputs)
+    report = os.path.abspath(performance_report)
+    for output, flag in zip(outputs, ("--out", "--json"), strict=False):
+        if output is not None and os.path.abspath(output) == report:
+            raise OutputError(
+                f"{performance_report}: --performance-report and {flag} name the same file"
+            )
+    check_output(performance_report, overwrite=overwrite, inputs=[*inputs, *outputs])

@@ -40,7 +40,9 @@ def predict(
 
     model, dataset = load_model(model_path), open_data(data)
     check_output(out, overwrite=overwrite, inputs=[model_path, data])
-    check_report_path(performance_report, [model_path, data, out])
+    check_report_path(
+        performance_report, [model_path, data], overwrite=overwrite, outputs=[out]
+    )
     with maybe_client(scheduler, scheduler_file, performance_report):
         write_predictions(
             model, dataset, out, proba=proba, overwrite=overwrite, model_path=model_path
@@ -84,7 +86,7 @@ def evaluate(
     inputs = [model_path, data, mapping_from]
     if json_path is not None:
         check_output(json_path, overwrite=overwrite, inputs=inputs)
-    check_report_path(performance_report, [*inputs, json_path])
+    check_report_path(performance_report, inputs, overwrite=overwrite, outputs=[None, json_path])
     with maybe_client(scheduler, scheduler_file, performance_report):
         mapping = learn_mapping(model, mapping_from, model_path)
         metrics = evaluate_model(model, dataset, mapping=mapping, model_path=model_path)

@@ -181,7 +181,9 @@ def fit(data: str, n_components: int, out: str, persist: bool | None, **options:
     from bmm_dask.io import output_lock
 
     job = make_fit_job(**click.get_current_context().params)
-    check_report_path(options["performance_report"], [data, out])
+    check_report_path(
+        options["performance_report"], [data], overwrite=options["overwrite"], outputs=[out]
+    )
     log_resume(job)
     itemsize = 8 if options["dtype"] == "float64" else 4
     task_bytes = task_memory(job.dataset.n_features, n_components, itemsize)
@@ -244,6 +246,9 @@ def demo(
     started = time.perf_counter()
     folder = Path(out)
     inputs = [mnist_dir(), packaged_mnist_path()]  # never replace the cache or the package
+    check_report_path(
+        cluster.get("performance_report"), inputs, overwrite=overwrite, outputs=[out]
+    )
     with atomic_output(folder, overwrite=overwrite, inputs=inputs) as tmp:
         logger.info("the demo writes everything into %s (--out)", folder.absolute())
         logger.info("1/4 ingest MNIST into %s", folder / "mnist.zarr")

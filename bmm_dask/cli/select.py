@@ -97,7 +97,12 @@ def select(data: str, out: str, **options: Any) -> None:
     from bmm_dask.cluster import task_memory
 
     job = SelectJob(**click.get_current_context().params)
-    check_report_path(options["performance_report"], [data, out])
+    check_report_path(
+        options["performance_report"],
+        [data, options["validation"]],
+        overwrite=options["overwrite"],
+        outputs=[out],
+    )
     itemsize = 8 if options["dtype"] == "float64" else 4
     task_bytes = task_memory(job.dataset.n_features, sum(job.candidates), itemsize)
     with cluster_client(**cluster_settings(options), task_bytes=task_bytes):
