@@ -602,7 +602,8 @@ def fit_em(
         )
     if persist:
         (bits,) = dask.persist(data.bits)
-        data = PackedData(bits, data.n_features, data.source)  # read once: no reader
+        data = PackedData(bits, data.n_features, data.source, unchanged=data.unchanged)
+        data.check_unchanged()  # read once, whole: no reader from here on
         if hold:
             assert density is not None
             data = with_sparse_chunks(data, n_components, dtype, density)
@@ -692,48 +693,61 @@ def fit_em(
 
             if run.next == "stepwise":
                 logger.info("stepwise EM: %d passes, mini-batches of %d rows", passes, batch_size)
-            while run.next is not None:
-                if run.next == "stepwise":
-                    assert run.stepwise is not None and batch_size is not None
-                    (record,) = stepwise_pass(
-                        data,
-                        [run.stepwise],
-                        rng,
-                        batch_size=batch_size,
-                        dtype=dtype,
-                        persisted=persist,
-                        threads=threads,
-                        steps_in_flight=steps_in_flight,
-                        on_step=save_step if checkpoint_every else None,
-                        on_event=emit,
-                        resume=pending,
-                    )
-                    pending = None
-                    run.after_pass()
-                    emit({"kind": "pass", **record, **parameters(run)})
-                else:
-                    began = time.perf_counter()
-                    stats = estep(
-                        data,
-                        run.means,
-                        run.weights,
-                        dtype=dtype,
-                        threads=threads,
-                    )
-                    record = run.advance(stats, data, time.perf_counter() - began)
-                    converged = run.batch is not None and run.batch.converged
-                    emit({"kind": "iteration", **record, "converged": converged, **parameters(run)})
-                    if run.next == "stepwise":  # auto: batch EM is far from converged
-                        logger.info(
-                            "stepwise EM: at most %d passes, mini-batches of %d rows",
-                            run.stepwise.passes,
-                            batch_size,
+            try:
+                while run.next is not None:
+                    if run.next == "stepwise":
+                        assert run.stepwise is not None and batch_size is not None
+                        (record,) = stepwise_pass(
+                            data,
+                            [run.stepwise],
+                            rng,
+                            batch_size=batch_size,
+                            dtype=dtype,
+                            persisted=persist,
+                            threads=threads,
+                            steps_in_flight=steps_in_flight,
+                            on_step=save_step if checkpoint_every else None,
+                            on_event=emit,
+                            resume=pending,
                         )
-                run.check()
-                if checkpoint_every and (
-                    len(run.full_history) % checkpoint_every == 0 or run.next == "stepwise"
-                ):
-                    save()
+                        pending = None
+                        data.check_unchanged()  # before the pass's parameters are taken
+                        run.after_pass()
+                        emit({"kind": "pass", **record, **parameters(run)})
+                    else:
+                        began = time.perf_counter()
+                        stats = estep(
+                            data,
+                            run.means,
+                            run.weights,
+                            dtype=dtype,
+                            threads=threads,
+                        )
+                        data.check_unchanged()  # before the E-step's statistics are taken
+                        record = run.advance(stats, data, time.perf_counter() - began)
+                        converged = run.batch is not None and run.batch.converged
+                        emit(
+                            {
+                                "kind": "iteration",
+                                **record,
+                                "converged": converged,
+                                **parameters(run),
+                            }
+                        )
+                        if run.next == "stepwise":  # auto: batch EM is far from converged
+                            logger.info(
+                                "stepwise EM: at most %d passes, mini-batches of %d rows",
+                                run.stepwise.passes,
+                                batch_size,
+                            )
+                    run.check()
+                    if checkpoint_every and (
+                        len(run.full_history) % checkpoint_every == 0 or run.next == "stepwise"
+                    ):
+                        save()
+            except Exception:
+                data.check_unchanged()  # a store replaced mid-read says so, whatever broke
+                raise
             result = run.result()
             if best is None or result.lower_bound > best.lower_bound:
                 best = result

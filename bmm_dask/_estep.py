@@ -61,6 +61,15 @@ class PackedData:
     #: chunks held unpacked to their ones, in the cluster's memory beside the packed rows
     #: (:func:`with_sparse_chunks`).
     sparse: tuple[Delayed, ...] | None = None
+    #: For rows from a store: ``unchanged()`` raises DataError if the store at their path was
+    #: replaced since it was opened (another command wrote a dataset there), so that what was
+    #: read may mix two datasets. Called after each computation that read the rows.
+    unchanged: Callable[[], None] | None = None
+
+    def check_unchanged(self) -> None:
+        """Raise DataError if the store the rows come from was replaced (see ``unchanged``)."""
+        if self.unchanged is not None:
+            self.unchanged()
 
     @property
     def n_samples(self) -> int:
@@ -139,7 +148,7 @@ def as_packed(X: Any, *, chunk_rows: int | None = None) -> PackedData:
     if isinstance(X, PackedData):
         return X
     if isinstance(X, Dataset):
-        return PackedData(X.bits, X.n_features, X.path, X.row_reader())
+        return PackedData(X.bits, X.n_features, X.path, X.row_reader(), unchanged=X.check_unchanged)
     if scipy.sparse.issparse(X):
         return _pack_sparse_matrix(X, chunk_rows)
     if isinstance(X, da.Array):
@@ -246,7 +255,9 @@ def with_sparse_chunks(
     }
     graph = HighLevelGraph.from_collections(name, layer, dependencies=[data.bits])
     held = dask.persist(*[Delayed(key, graph, layer=name) for key in layer])
-    return PackedData(data.bits, data.n_features, data.source, sparse=tuple(held))
+    return PackedData(
+        data.bits, data.n_features, data.source, sparse=tuple(held), unchanged=data.unchanged
+    )
 
 
 def task_blocks(data: PackedData) -> PackedData:
@@ -273,7 +284,8 @@ def task_blocks(data: PackedData) -> PackedData:
     if max(chunks) <= rows and (len(chunks) == 1 or np.median(chunks) >= rows / 4):
         return data
     bits = data.bits.rechunk({0: rows})
-    return PackedData(bits, data.n_features, data.source)  # blocks are no longer the store's chunks
+    # blocks are no longer the store's chunks: no reader
+    return PackedData(bits, data.n_features, data.source, unchanged=data.unchanged)
 
 
 #: The rows :func:`data_density` counts the ones of.

@@ -97,11 +97,16 @@ def evaluate(
     both = predict_log_resp(
         as_packed(dataset), model.means_, model.weights_, "score_label", np.dtype(model.dtype)
     )
-    if dataset.labels is not None:
-        both, labels = dask.compute(both, dataset.labels)
-    else:
-        (both,) = dask.compute(both)
-        labels = None
+    try:
+        if dataset.labels is not None:
+            both, labels = dask.compute(both, dataset.labels)
+        else:
+            (both,) = dask.compute(both)
+            labels = None
+    except Exception:
+        dataset.check_unchanged()  # a store replaced mid-read says so, whatever broke
+        raise
+    dataset.check_unchanged()
     scores, components = both[:, 0], both[:, 1].astype(np.intp)
     per_sample = float(scores.mean())
     metrics: dict[str, Any] = {
@@ -443,4 +448,5 @@ def write_predictions(
         chunk_rows=dataset.bits.chunks[0][0],
         overwrite=overwrite,
         inputs=[model_path, dataset.path],
+        check=dataset.check_unchanged,
     )

@@ -131,7 +131,11 @@ def split_rows(data: PackedData, fraction: float, key: int) -> tuple[PackedData,
             meta=np.empty((0, 0), dtype=np.uint8),
         )
         what = "held-out" if held_out else "training"
-        views.append(PackedData(bits, data.n_features, f"{data.source} ({what} rows)"))
+        views.append(
+            PackedData(
+                bits, data.n_features, f"{data.source} ({what} rows)", unchanged=data.unchanged
+            )
+        )
     return views[0], views[1]
 
 
@@ -408,8 +412,10 @@ def select_n_components(
         persist = fits_in_memory(train)
     if persist:
         train_bits, heldout_bits = dask.persist(train.bits, heldout.bits)
-        train = PackedData(train_bits, train.n_features, train.source)
-        heldout = PackedData(heldout_bits, heldout.n_features, heldout.source)
+        train = PackedData(train_bits, train.n_features, train.source, unchanged=train.unchanged)
+        heldout = PackedData(
+            heldout_bits, heldout.n_features, heldout.source, unchanged=heldout.unchanged
+        )
     arithmetic = np.dtype(dtype)
     hold = persist and algorithm != "stepwise"  # batch E-steps on sparse chunks skip unpacking
     density = data_density(train) if algorithm != "batch" or hold else None
@@ -470,6 +476,7 @@ def select_n_components(
                     steps_in_flight=steps_in_flight,
                 )
                 took = time.perf_counter() - begun
+                train.check_unchanged()  # before the round's statistics are taken
                 for i, record in zip(in_passes, done, strict=True):
                     k, start, run = runs[i]
                     seconds[i] += took / len(done)
@@ -485,6 +492,7 @@ def select_n_components(
                     threads=threads,  # asked once, not every iteration
                 )
                 took = time.perf_counter() - begun
+                train.check_unchanged()  # before the round's statistics are taken
                 for i, part in zip(active, stats, strict=True):
                     k, start, run = runs[i]
                     seconds[i] += took / len(active)
@@ -517,6 +525,8 @@ def select_n_components(
         # in the fit's arithmetic, as its iterations: float64 would cost a pass three times
         scored_train = estep_stacked(train, finals, dtype=arithmetic, threads=threads, entropy=True)
         scored_heldout = estep_stacked(heldout, finals, dtype=arithmetic, threads=threads)
+        train.check_unchanged()
+        heldout.check_unchanged()
     table = []
     for i, ((k, start, _), took, tr, ho) in enumerate(
         zip(runs, seconds, scored_train, scored_heldout, strict=True)

@@ -113,3 +113,102 @@ def test_two_synths_racing_with_overwrite_leave_one_whole_output(tmp_path: Path)
         assert data.attrs["source"]["synthetic"]["seed"] == seed
         assert data.bits.compute().shape == (50_000, 8)
         shutil.rmtree(tmp_path / "s.zarr")
+
+
+# --------------------------------------------------------------------------- a store replaced
+
+
+def _write(path: Path, seed: int) -> None:
+    from bmm_dask.datasets import synth
+
+    synth(
+        path,
+        n_samples=20_000,
+        n_features=64,
+        n_components=5,
+        seed=seed,
+        chunk_rows=2_000,
+        overwrite=True,
+    )
+
+
+REPLACED = "replaced by another command while this one read it"
+
+
+def test_a_fit_racing_a_replacing_writer_sees_one_dataset_or_stops(tmp_path: Path) -> None:
+    # A fit that streamed its rows while ingest --overwrite replaced them mixed the two datasets
+    # (its objective fell, exit 0) or blamed a missing chunk.
+    import threading
+
+    import dask
+
+    from bmm_dask import BernoulliMixture
+    from bmm_dask.errors import DataError
+
+    path = tmp_path / "dc.zarr"
+    settings = {
+        "algorithm": "batch",
+        "max_iter": 6,
+        "tol": 0,
+        "dtype": "float64",
+        "random_state": 0,
+    }
+    outcomes = []
+    with dask.config.set(scheduler="threads"):
+        for race in range(20):
+            _write(path, seed=1)
+            undisturbed = BernoulliMixture(5, **settings).fit(open_dataset(path), persist=False)
+            writer = threading.Thread(target=_write, args=(path, 2))
+            at = 1 + race % 5  # the writer starts after this iteration, and races the next
+
+            def start_writer(event: dict, at: int = at, writer: threading.Thread = writer) -> None:
+                if event["kind"] == "iteration" and event["iteration"] == at:
+                    writer.start()
+
+            try:
+                model = BernoulliMixture(5, **settings).fit(
+                    open_dataset(path), persist=False, callback=start_writer
+                )
+            except DataError as err:
+                assert REPLACED in str(err) and str(path) in str(err), err
+                outcomes.append("stopped")
+            else:  # it ended before the writer's new store was in place: the old data alone
+                np.testing.assert_array_equal(model.means_, undisturbed.means_)
+                outcomes.append("one dataset")
+            finally:
+                writer.join(timeout=guard(60))
+    assert len(outcomes) == 20 and "stopped" in outcomes, outcomes
+
+
+def test_predict_racing_a_replacing_writer_writes_one_dataset_or_stops(tmp_path: Path, bmm) -> None:
+    # predictions mixed the label chunks of both datasets, exit 0
+    import threading
+
+    import zarr
+
+    from bmm_dask import BernoulliMixture
+
+    path, out = tmp_path / "dc.zarr", tmp_path / "p.zarr"
+    _write(path, seed=1)
+    model = BernoulliMixture(5, max_iter=3, random_state=0).fit(open_dataset(path))
+    model.save(tmp_path / "m.zarr")
+    expected = []
+    for seed in (1, 2):
+        _write(path, seed=seed)
+        expected.append(np.asarray(model.predict(open_dataset(path))))
+    outcomes = []
+    for race in range(20):
+        _write(path, seed=1)
+        writer = threading.Thread(target=_write, args=(path, 2))
+        writer.start()
+        threading.Event().wait(0.02 * (race % 5))  # the reader starts with the writer, or after
+        result = bmm("-q", "predict", tmp_path / "m.zarr", path, "--out", out, "--overwrite")
+        writer.join(timeout=guard(60))
+        if result.code == 0:
+            got = zarr.open_group(out, mode="r")["labels"][:]
+            assert any(np.array_equal(got, e) for e in expected), race
+            outcomes.append("one dataset")
+        else:
+            assert_one_line_error(result, REPLACED)
+            outcomes.append("stopped")
+    assert len(outcomes) == 20, outcomes

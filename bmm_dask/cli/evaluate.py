@@ -40,9 +40,7 @@ def predict(
 
     model, dataset = load_model(model_path), open_data(data)
     check_output(out, overwrite=overwrite, inputs=[model_path, data])
-    check_report_path(
-        performance_report, [model_path, data], overwrite=overwrite, outputs=[out]
-    )
+    check_report_path(performance_report, [model_path, data], overwrite=overwrite, outputs=[out])
     with maybe_client(scheduler, scheduler_file, performance_report):
         write_predictions(
             model, dataset, out, proba=proba, overwrite=overwrite, model_path=model_path

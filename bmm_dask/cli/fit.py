@@ -246,9 +246,7 @@ def demo(
     started = time.perf_counter()
     folder = Path(out)
     inputs = [mnist_dir(), packaged_mnist_path()]  # never replace the cache or the package
-    check_report_path(
-        cluster.get("performance_report"), inputs, overwrite=overwrite, outputs=[out]
-    )
+    check_report_path(cluster.get("performance_report"), inputs, overwrite=overwrite, outputs=[out])
     with atomic_output(folder, overwrite=overwrite, inputs=inputs) as tmp:
         logger.info("the demo writes everything into %s (--out)", folder.absolute())
         logger.info("1/4 ingest MNIST into %s", folder / "mnist.zarr")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import uuid
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,13 @@ DATASET_FORMAT = {"name": "bmm_dask.dataset", "version": 1}
 #: from a store written that way reads as rows of zeros; the writer stores every chunk, and this
 #: record tells a reader that a missing one is damage.
 CHUNKS_STORED = "chunks_stored"
+
+#: The dataset's attribute that tells one writing of a store from another: a new random id each
+#: time a dataset is written. A reader notes it when it opens the store, and finds by it that
+#: the store at its path was replaced while it read (``ingest --overwrite`` racing a ``fit``),
+#: rather than mixing rows of two datasets. Stores written before it have none, and are read
+#: unchecked.
+GENERATION = "generation"
 
 #: The array of a dataset (and of a model) that holds one name per feature, when the source
 #: has them (column names, a vocabulary).
@@ -182,7 +190,12 @@ class DatasetWriter:
         group = new_group(
             path,
             DATASET_FORMAT,
-            **{"n_features": int(n_features), **(attrs or {}), CHUNKS_STORED: stored},
+            **{
+                "n_features": int(n_features),
+                **(attrs or {}),
+                CHUNKS_STORED: stored,
+                GENERATION: uuid.uuid4().hex,
+            },
         )
         compressor = ZstdCodec(level=zstd_level)
         every_chunk = {"write_empty_chunks": True}
@@ -368,7 +381,19 @@ class Dataset:
             self.path,
             "bits",
             every_chunk_stored=CHUNKS_STORED in self.attrs,
+            generation=self.attrs.get(GENERATION),
         )
+
+    def check_unchanged(self) -> None:
+        """Raise DataError if the store at :attr:`path` is no longer the one opened: another
+        command wrote a dataset there since (then what was read may mix the two).
+
+        Raises
+        ------
+        DataError
+            If the store was replaced or removed.
+        """
+        _check_generation(self.path, self.attrs.get(GENERATION))
 
     def fingerprint(self) -> dict[str, Any]:
         """What a model records of the data it was fitted on.
@@ -377,7 +402,8 @@ class Dataset:
         -------
         dict
             ``path`` (absolute, unless a URL), ``n_samples``, ``n_features``,
-            ``binarization`` and ``image_shape``.
+            ``binarization``, ``image_shape`` and ``generation`` (which writing of the store;
+            None for a store of an older version).
         """
         path = self.path if is_url(self.path) else os.path.abspath(self.path)
         return {
@@ -386,6 +412,7 @@ class Dataset:
             "n_features": self.n_features,
             "binarization": self.binarization,
             "image_shape": list(self.image_shape) if self.image_shape else None,
+            GENERATION: self.attrs.get(GENERATION),
         }
 
     def read_array(self, name: str) -> NDArray[Any]:
@@ -547,10 +574,13 @@ def open_dataset(
     from dask.base import tokenize
 
     token = tokenize(path, attrs, bits_array.shape, bits_array.chunks, _mtime(path))
-    bits = _read_array(bits_array, path, "bits", f"bmm-read-bits-{token}", checked)
+    generation = attrs.get(GENERATION)
+    bits = _read_array(bits_array, path, "bits", f"bmm-read-bits-{token}", checked, generation)
     labels = None
     if "labels" in arrays:
-        labels = _read_array(arrays["labels"], path, "labels", f"bmm-read-labels-{token}", checked)
+        labels = _read_array(
+            arrays["labels"], path, "labels", f"bmm-read-labels-{token}", checked, generation
+        )
     return Dataset(
         path=path, bits=bits, labels=labels, n_features=n_features, attrs=attrs, group=group
     )
@@ -671,11 +701,37 @@ def _read_rows(
     path: str,
     name: str,
     every_chunk_stored: bool,
+    generation: str | None,
     block_info: Any = None,
 ) -> NDArray[Any]:
     """One chunk of rows (for map_blocks), or a DataError that names the array and the chunk."""
     start, stop = block_info[None]["array-location"][0]
-    return _read_range(array, path, name, start, stop, every_chunk_stored=every_chunk_stored)
+    return _read_range(
+        array,
+        path,
+        name,
+        start,
+        stop,
+        every_chunk_stored=every_chunk_stored,
+        generation=generation,
+    )
+
+
+def _check_generation(path: str, generation: str | None) -> None:
+    """Raise DataError if the store at ``path`` is not the writing ``generation`` (None: a
+    store of an older version, which cannot be told; nothing is checked)."""
+    if generation is None:
+        return
+    try:
+        now = dict(open_group(path, None).attrs).get(GENERATION)
+    except Exception:  # gone, or half there: another command is replacing it
+        now = None
+    if now != generation:
+        raise DataError(
+            f"{path}: replaced by another command while this one read it (ingest or synth "
+            "--overwrite?), so what was read may mix two datasets; nothing was written, run it "
+            "again"
+        )
 
 
 def _read_range(
@@ -686,22 +742,30 @@ def _read_range(
     stop: int,
     *,
     every_chunk_stored: bool = False,
+    generation: str | None = None,
 ) -> NDArray[Any]:
     """Rows ``start:stop``, or a DataError that names the array and the chunk.
 
     With ``every_chunk_stored`` (the store records that its writer stored every chunk), a chunk
-    missing from the store is an error too, where Zarr would give rows of fill value.
+    missing from the store is an error too, where Zarr would give rows of fill value. With the
+    store's ``generation``, a chunk that cannot be read in a store replaced meanwhile says so
+    (not that the store is damaged).
     """
     try:
         values = np.asarray(array[start:stop])
     except Exception as err:
+        _check_generation(path, generation)
         rows = array.chunks[0]
         if stop - start > rows:  # several chunks: find the one that cannot be read
             for first in range(start - start % rows, stop, rows):
                 _read_range(array, path, name, max(first, start), min(first + rows, stop))
         raise _unreadable(path, name, start // rows, start, stop, err) from err
     if every_chunk_stored:
-        _check_read_chunks(array, path, name, start, values)
+        try:
+            _check_read_chunks(array, path, name, start, values)
+        except DataError:
+            _check_generation(path, generation)
+            raise
     return values
 
 
@@ -729,14 +793,19 @@ def _check_read_chunks(
 
 
 def _read_array(
-    array: zarr.Array, path: str, name: str, key: str, every_chunk_stored: bool = False
+    array: zarr.Array,
+    path: str,
+    name: str,
+    key: str,
+    every_chunk_stored: bool = False,
+    generation: str | None = None,
 ) -> da.Array:
     """A Dask array over a Zarr array, one task per chunk, whose read errors name the chunk."""
     import dask.array as da
 
     # A partial, so that Dask does not take the Zarr array for an array to map over.
     return da.map_blocks(
-        functools.partial(_read_rows, array, path, name, every_chunk_stored),
+        functools.partial(_read_rows, array, path, name, every_chunk_stored, generation),
         chunks=da.core.normalize_chunks(array.chunks, array.shape),
         dtype=array.dtype,
         meta=np.empty((0,) * array.ndim, dtype=array.dtype),

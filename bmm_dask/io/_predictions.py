@@ -4,7 +4,7 @@ optionally the responsibilities, chunked like the data."""
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ def store_predictions(
     chunk_rows: int,
     overwrite: bool = False,
     inputs: Sequence[str | os.PathLike[str] | None] = (),
+    check: Callable[[], None] | None = None,
 ) -> Path:
     """Compute and write predictions to a new Zarr group, whole or not at all.
 
@@ -43,6 +44,9 @@ def store_predictions(
         Replace ``out`` if it exists.
     inputs : sequence of paths, default=()
         What the predictions are computed from; ``out`` may be none of them.
+    check : callable, default=None
+        Called once the predictions are computed, before they replace ``out``: it raises
+        (DataError) if what they were computed from changed meanwhile, and nothing is written.
 
     Returns
     -------
@@ -75,5 +79,12 @@ def store_predictions(
                     dimension_names=("sample", "component"),
                 )
             )
-        da.store([s.rechunk({0: chunk_rows}) for s in sources], targets, lock=False)
+        try:
+            da.store([s.rechunk({0: chunk_rows}) for s in sources], targets, lock=False)
+        except Exception:
+            if check is not None:
+                check()  # a source replaced mid-read says so, whatever broke
+            raise
+        if check is not None:
+            check()
     return Path(out)
