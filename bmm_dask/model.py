@@ -406,9 +406,10 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
             is: "run" (a start begins: K, the data's size, ``max_iter`` and the passes it may
             take, ...), "iteration" and "pass" (a batch iteration's or a stepwise pass's record,
             as in ``history_``), "step" (a stepwise step: where it is in its pass); the last
-            three also carry the parameters after them, ``means`` and ``weights``. Every event is also logged, less the parameters, as a Dask event on topic "bmm-dask" when a distributed client is in
-            use. For progress displays, and to watch a fit (the benchmarks do). An exception it
-            raises stops the fit.
+            three also carry the parameters after them, ``means`` and ``weights``. Every event
+            is also logged, less the parameters, as a Dask event on topic "bmm-dask" when a
+            distributed client is in use. For progress displays, and to watch a fit (the
+            benchmarks do). An exception it raises stops the fit.
         checkpoint : str or path-like, default=None
             Save the state of the fit in this store every ``checkpoint_every`` iterations and
             after each start (a Zarr group marked unfinished; :meth:`save` to the same path
@@ -417,8 +418,9 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
             Continue from the state saved in ``checkpoint`` (same settings and data): the
             result equals that of an uninterrupted fit, bit for bit in float64.
         checkpoint_attrs : dict, default=None
-            Also recorded in the checkpoint, and on ``resume`` checked against it (the data's
-            fingerprint, say).
+            Also recorded in the checkpoint, and on ``resume`` checked against it. For an
+            opened dataset, its fingerprint (``data``: path, size, and which writing of the
+            store) is recorded and checked when this does not give one.
         persist : bool, default=None
             Hold the packed data in the cluster's memory (True) or read it from its store every
             iteration (False); by default, held when it takes at most half the memory.
@@ -448,6 +450,9 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
         if self.warm_start and hasattr(self, "means_"):
             means_init, weights_init = self.means_, self.weights_
         settings = self._settings()
+        if isinstance(X, Dataset) and "data" not in (checkpoint_attrs or {}):
+            # resuming on other data at the same path would mix two datasets in one model
+            checkpoint_attrs = {**(checkpoint_attrs or {}), "data": X.fingerprint()}
         resume_state = None
         if resume:
             if checkpoint is None:
@@ -825,6 +830,8 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
         arrays, meta, attrs = read_checkpoint(path)
         for name, value in {"settings": settings, **expected}.items():
             then = attrs.get(name)
+            if name == "data" and then is None:
+                continue  # a checkpoint of the Python API from before it recorded its data
             if then != value:
                 if isinstance(then, dict) and isinstance(value, dict):
                     keys = sorted(k for k in {*then, *value} if then.get(k) != value.get(k))

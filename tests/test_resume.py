@@ -15,12 +15,14 @@ import pytest
 
 from bmm_dask import BernoulliMixture, ModelFileError, open_dataset
 from bmm_dask.datasets import synth
+from bmm_dask.errors import SettingsError
 from bmm_dask.io import read_checkpoint
 from tests._helpers import (
     LOCAL_CLUSTER,
     assert_one_line_error,
     guard,
     start_bmm_dask,
+    tree_snapshot,
     wait_until,
 )
 
@@ -118,6 +120,27 @@ def test_resume_needs_the_same_settings_and_a_checkpoint(tmp_path: Path, bmm) ->
         bmm("predict", out, small, "--out", tmp_path / "p.zarr"), "checkpoint of an unfinished fit"
     )
     assert_one_line_error(bmm("fit", small, "--k", "2", "--out", out), "resume it (--resume)")
+
+
+def test_resume_refuses_other_data_at_the_same_path(tmp_path: Path, bmm) -> None:
+    # it went on, exit 0: passes 1-2 on the old data, the rest on the new
+    data, out = tmp_path / "d.zarr", tmp_path / "m.zarr"
+    synth(data, n_samples=2000, n_features=20, n_components=2, seed=0)
+    model = BernoulliMixture(2, max_iter=4, tol=0, random_state=0)
+    model.fit(open_dataset(data), checkpoint=out, checkpoint_every=2)
+    before = tree_snapshot(out)
+    synth(data, n_samples=2000, n_features=20, n_components=2, seed=1, overwrite=True)
+    with pytest.raises(SettingsError, match="its checkpoint was made with other data"):
+        BernoulliMixture(2, max_iter=4, tol=0, random_state=0).fit(
+            open_dataset(data), checkpoint=out, resume=True
+        )
+    line = assert_one_line_error(
+        bmm("fit", data, "--k", "2", "--max-iter", "4", "--tol", "0", "--out", out, "--resume"),
+        "its checkpoint was made with other data",
+        "generation",
+    )
+    assert str(out) in line
+    assert tree_snapshot(out) == before
 
 
 @pytest.mark.slow

@@ -724,8 +724,10 @@ def _check_generation(path: str, generation: str | None) -> None:
         return
     try:
         now = dict(open_group(path, None).attrs).get(GENERATION)
-    except Exception:  # gone, or half there: another command is replacing it
-        now = None
+    except Exception:
+        if is_url(path):
+            return  # a server that cannot be reached says nothing of what it holds
+        now = None  # gone, or half there: another command is replacing it
     if now != generation:
         raise DataError(
             f"{path}: replaced by another command while this one read it (ingest or synth "
