@@ -629,6 +629,48 @@ CASES: dict[str, Case] = {
         "data.zarr/report.html",
         names="lies inside data.zarr",
     ),
+    # sizes that cannot be done are refused up front (they hung in dask.tokenize, or ran for
+    # 23 minutes and 7 GB, or ended in a MemoryError)
+    "synth more rows than a store holds": case(
+        "synth",
+        "--n",
+        "100000000000000",
+        "--d",
+        "8",
+        "--k",
+        "2",
+        "--out",
+        "x.zarr",
+        names="100,000,000,000,000 rows of 8 features are more than a store can hold",
+    ),
+    "synth a million chunks of one row": case(
+        "synth",
+        "--n",
+        "1000000",
+        "--d",
+        "1",
+        "--k",
+        "2",
+        "--chunk-rows",
+        "1",
+        "--out",
+        "x.zarr",
+        names=("--chunk-rows 1 makes 1,000,000 chunks", "give at least 50 rows per chunk"),
+    ),
+    "synth ten billion chunks of one row": case(
+        "synth",
+        "--n",
+        "10000000000",
+        "--d",
+        "1",
+        "--k",
+        "2",
+        "--chunk-rows",
+        "1",
+        "--out",
+        "x.zarr",
+        names="--chunk-rows 1 makes 10,000,000,000 chunks",
+    ),
     # a performance report never replaces a file without --overwrite (it did, exit 0)
     **{
         f"{name} a performance report over a file": case(

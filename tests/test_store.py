@@ -193,3 +193,11 @@ def test_an_output_never_replaces_an_input(tmp_path: Path, monkeypatch: pytest.M
         check_output("http://example.org/x.zarr", overwrite=True)
     # A URL input is never a local output.
     check_output(tmp_path / "new.zarr", overwrite=False, inputs=["http://127.0.0.1:9/d.zarr"])
+
+
+def test_the_default_chunk_grows_to_keep_a_big_store_to_its_most_chunks() -> None:
+    from bmm_dask.io import MAX_CHUNKS, default_chunk_rows, parse_chunk_rows
+
+    assert parse_chunk_rows(None, 784, n_samples=100_000) == default_chunk_rows(784)
+    rows = parse_chunk_rows(None, 784, n_samples=10**9)  # a billion images of MNIST's size
+    assert rows > default_chunk_rows(784) and -(-(10**9) // rows) <= MAX_CHUNKS

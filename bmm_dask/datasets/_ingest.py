@@ -147,7 +147,7 @@ def ingest(
     label_source = open_labels(labels, rows.n_samples) if labels is not None else None
     if binarization is None:
         binarization = rows.default_binarization()
-    chunk = parse_chunk_rows(chunk_rows, rows.n_features)
+    chunk = parse_chunk_rows(chunk_rows, rows.n_features, n_samples=rows.n_samples)
     attrs = {"image_shape": rows.image_shape, "binarization": binarization.to_attrs()}
     inputs = [rows.path, labels, names_file]
     with atomic_output(out, overwrite=overwrite, inputs=inputs) as tmp:

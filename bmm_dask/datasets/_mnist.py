@@ -323,7 +323,7 @@ def ingest_mnist(
             if files is not None:
                 images = open_source(files[images_name])
                 labels = open_labels(files[labels_name], images.n_samples)
-                rows = parse_chunk_rows(chunk_rows, images.n_features)
+                rows = parse_chunk_rows(chunk_rows, images.n_features, n_samples=images.n_samples)
                 # the test images get their own draws, not the training images' of their rows
                 split_binarization = dataclasses.replace(
                     binarization, stream=list(MNIST_SPLITS).index(split)
@@ -355,7 +355,7 @@ def ingest_mnist(
 def _copy_dataset(
     dataset: Dataset, path: Path, chunk_rows: int | None, progress: Progress | None
 ) -> None:
-    rows = parse_chunk_rows(chunk_rows, dataset.n_features)
+    rows = parse_chunk_rows(chunk_rows, dataset.n_features, n_samples=dataset.n_samples)
     attrs = {k: v for k, v in dataset.attrs.items() if k not in ("format", "n_features")}
     attrs["source"] = {**attrs.get("source", {}), "copied_from": "packaged copy in bmm_dask"}
     writer = DatasetWriter.create(

@@ -18,6 +18,7 @@ from bmm_dask._kernels import count_ones, n_packed_bytes, pack_bits
 from bmm_dask.datasets._random import block_rngs, rng_block_rows, sparse_block_rows
 from bmm_dask.errors import SettingsError, setting
 from bmm_dask.io import (
+    MAX_CHUNKS,
     DatasetWriter,
     atomic_output,
     default_chunk_rows,
@@ -489,17 +490,20 @@ def synth(
         )
     if density is None:
         rows_a_block = rng_block_rows(n_features)
-        rows = parse_chunk_rows(chunk_rows, n_features)
+        rows = parse_chunk_rows(chunk_rows, n_features, n_samples=n_samples)
         _check_synth_memory(n_features, n_components, rows, mixture)
     else:
         # Rows drawn in proportion to their ones, in random streams and chunks sized by them.
         ones_a_row = density * n_features
         rows_a_block = sparse_block_rows(ones_a_row)
         rows = parse_chunk_rows(
-            sparse_chunk_rows(n_features, ones_a_row, rows_a_block)
+            max(
+                sparse_chunk_rows(n_features, ones_a_row, rows_a_block), -(-n_samples // MAX_CHUNKS)
+            )
             if chunk_rows is None
             else chunk_rows,
             n_features,
+            n_samples=n_samples,
         )
         _check_synth_memory(
             n_features, n_components, rows, mixture, sparse_block=(ones_a_row, rows_a_block)

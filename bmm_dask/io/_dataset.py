@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # dask is imported where it is used: `bmm-dask info MODEL` ne
     import dask.array as da
 
 from bmm_dask._kernels import n_packed_bytes, unpack_bits
-from bmm_dask.errors import DataError, SettingsError
+from bmm_dask.errors import DataError, SettingsError, setting
 from bmm_dask.io._output import is_url
 from bmm_dask.io._zarr import check_version, new_group, open_group
 
@@ -91,15 +91,30 @@ def default_chunk_rows(n_features: int, chunk_bytes: int = CHUNK_BYTES) -> int:
     return rows - rows % 1024 if rows >= 1024 else rows
 
 
-def parse_chunk_rows(chunk_rows: int | None, n_features: int) -> int:
+#: A store is written, and read, a task per chunk: more chunks than this make a Dask graph that
+#: takes longer to build and schedule than the work it does (a million rows in chunks of one row
+#: took 23 minutes and 7 GB). The default chunk grows to keep under it.
+MAX_CHUNKS = 20_000
+
+#: ... and a chunk is read whole into a worker's memory: no chunk of packed rows beyond this.
+MAX_CHUNK_BYTES = 1 << 30
+
+
+def parse_chunk_rows(
+    chunk_rows: int | None, n_features: int, *, n_samples: int | None = None
+) -> int:
     """Check a requested number of rows per chunk, or choose one from the row size.
 
     Parameters
     ----------
     chunk_rows : int or None
-        The rows per chunk asked for; None means :func:`default_chunk_rows`.
+        The rows per chunk asked for; None means :func:`default_chunk_rows`, more where the
+        rows would take more than :data:`MAX_CHUNKS` chunks.
     n_features : int
         Number of features D.
+    n_samples : int, default=None
+        Rows to be written, where known: then the chunks are checked to be at most
+        :data:`MAX_CHUNKS` of at most :data:`MAX_CHUNK_BYTES` each.
 
     Returns
     -------
@@ -109,15 +124,45 @@ def parse_chunk_rows(chunk_rows: int | None, n_features: int) -> int:
     Raises
     ------
     SettingsError
-        If ``chunk_rows`` is not a whole number of at least 1.
+        If ``chunk_rows`` is not a whole number of at least 1, or the rows would take too
+        many chunks, or chunks too large.
     """
     if chunk_rows is None:
-        return default_chunk_rows(n_features)
-    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int | np.integer):
+        rows = default_chunk_rows(n_features)
+        if n_samples is not None:
+            rows = max(rows, -(-n_samples // MAX_CHUNKS))
+    elif isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int | np.integer):
         raise SettingsError(f"chunk rows must be a whole number; got {chunk_rows!r}")
-    if chunk_rows < 1:
+    elif chunk_rows < 1:
         raise SettingsError(f"chunk rows must be at least 1; got {chunk_rows}")
-    return int(chunk_rows)
+    else:
+        rows = int(chunk_rows)
+    if n_samples is None or n_samples < 1:
+        return rows
+    rows = min(rows, n_samples)
+    row_bytes = n_packed_bytes(n_features)
+    fewest = -(-n_samples // MAX_CHUNKS)  # rows per chunk that keep to MAX_CHUNKS
+    if fewest * row_bytes > MAX_CHUNK_BYTES:
+        raise SettingsError(
+            f"{n_samples:,} rows of {n_features:,} features are more than a store can hold "
+            f"({MAX_CHUNKS:,} chunks of at most {MAX_CHUNK_BYTES >> 20:,} MiB of packed rows, "
+            f"{MAX_CHUNKS * (MAX_CHUNK_BYTES // row_bytes):,} rows); write fewer rows"
+        )
+    chunks = -(-n_samples // rows)
+    if chunks > MAX_CHUNKS:
+        raise SettingsError(
+            f"{setting('--chunk-rows')} {rows:,} makes {chunks:,} chunks of the {n_samples:,} "
+            f"rows, more than the {MAX_CHUNKS:,} a store is written and read in; give at least "
+            f"{fewest:,} rows per chunk (or leave it out)"
+        )
+    if rows * row_bytes > MAX_CHUNK_BYTES:
+        most = MAX_CHUNK_BYTES // row_bytes
+        raise SettingsError(
+            f"{setting('--chunk-rows')} {rows:,} makes chunks of {rows * row_bytes:,} bytes, "
+            f"more than the {MAX_CHUNK_BYTES >> 20:,} MiB a worker reads at once; give at most "
+            f"{most:,} rows per chunk"
+        )
+    return rows
 
 
 @dataclass
