@@ -90,6 +90,14 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     unlabelled = ws / "unlabelled.zarr"
     synth(unlabelled, n_samples=50, n_features=16, n_components=2, seed=2)
     shutil.rmtree(unlabelled / "labels")
+    # checkpoints whose state file is empty, or cut short
+    for name, cut in (("empty", 0), ("cut", 100)):
+        store = ws / f"{name}-ckpt.zarr"
+        BernoulliMixture(3, max_iter=2, tol=0, random_state=0).fit(
+            open_dataset(ws / "data.zarr"), checkpoint=store, checkpoint_every=1
+        )
+        npz = store / "checkpoint.npz"
+        npz.write_bytes(npz.read_bytes()[:cut])
     return ws
 
 
@@ -670,6 +678,27 @@ CASES: dict[str, Case] = {
         "--out",
         "x.zarr",
         names="--chunk-rows 1 makes 10,000,000,000 chunks",
+    ),
+    # a checkpoint cut short (an empty one said "interrupted", exit 130, with no signal sent)
+    **{
+        f"resume from a checkpoint {how}": case(
+            "fit",
+            "data.zarr",
+            "--k",
+            "3",
+            "--max-iter",
+            "2",
+            "--tol",
+            "0",
+            "--out",
+            f"{name}-ckpt.zarr",
+            "--resume",
+            names=(f"{name}-ckpt.zarr/checkpoint.npz: cannot read the checkpoint", "cut short"),
+        )
+        for name, how in (("empty", "emptied"), ("cut", "cut short"))
+    },
+    "info on a checkpoint cut short": case(
+        "info", "cut-ckpt.zarr", names="cut-ckpt.zarr/checkpoint.npz: cannot read"
     ),
     # a performance report never replaces a file without --overwrite (it did, exit 0)
     **{

@@ -160,3 +160,34 @@ def test_a_signal_during_ingest(
     assert err.splitlines() == [line]
     assert _leftovers(tmp_path) == []
     assert open_dataset(out).n_samples == 10
+
+
+#: ``bmm-dask ARGS`` in which the signal named by $BMM_DASK_SIGNAL reaches the command just after
+#: it says "wrote ...": its output is saved by then.
+SIGNAL_AFTER_WROTE = """
+import os, signal, sys, time
+import bmm_dask.cli.data, bmm_dask.cli.fit
+from bmm_dask.cli import main
+for module in (bmm_dask.cli.data, bmm_dask.cli.fit):
+    def say_then_signal(line, said=module.say_done):
+        said(line)
+        os.kill(os.getpid(), getattr(signal, os.environ["BMM_DASK_SIGNAL"]))
+        time.sleep(0.5)  # the handler runs in the main thread, between two bytecodes
+    module.say_done = say_then_signal
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("name", ["SIGINT", "SIGTERM"])
+def test_a_signal_after_wrote_ends_with_the_output_saved(tmp_path: Path, name: str) -> None:
+    # it exited 130 or 143, which says the output is as it was, when it had been replaced
+    from tests._helpers import run_bmm_dask
+
+    out = tmp_path / "s.zarr"
+    args = ("synth", "--n", "1000", "--d", "8", "--k", "2", "--out", out)
+    result = run_bmm_dask(
+        *args, script=SIGNAL_AFTER_WROTE, env={**os.environ, "BMM_DASK_SIGNAL": name}
+    )
+    assert result.code == 0, result.err
+    assert result.out.startswith(f"wrote {out}") and "interrupted" not in result.err
+    assert open_dataset(out).n_samples == 1000

@@ -42,6 +42,9 @@ def say_done(line: str) -> None:
     line : str
         The line ("wrote OUT: ...").
     """
+    from bmm_dask.cli._signals import output_saved
+
+    output_saved()  # said only once it is: a signal now would misreport it
     if logger.isEnabledFor(logging.INFO):
         click.echo(line)
 

@@ -116,6 +116,10 @@ def _main(argv: Sequence[str] | None) -> int:
         return 2
     except (Stopped, KeyboardInterrupt, click.Abort) as err:
         signalled = err.__cause__ if isinstance(err, (Stopped, click.Abort)) else err
+        if isinstance(signalled, EOFError):  # click makes an end of file an Abort: no signal
+            reason = " ".join(str(signalled).split())
+            click.echo(f"bmm-dask: error: a file ended before it should have ({reason})", err=True)
+            return 2
         if isinstance(signalled, Terminated):
             click.echo("bmm-dask: terminated; outputs already saved are intact", err=True)
             return 128 + signal.SIGTERM

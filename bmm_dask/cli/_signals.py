@@ -26,6 +26,17 @@ class Stopped(BaseException):
     command: str | None = None
 
 
+#: Set once the command has saved its output (and says "wrote ..."): a signal after that stops
+#: nothing, and the command ends as it would, exit 0; an exit status of 130 or 143 would say the
+#: output is as it was, when it has been replaced.
+_saved = threading.Event()
+
+
+def output_saved() -> None:
+    """Say that the command's output is saved: signals from now on are let pass."""
+    _saved.set()
+
+
 @contextmanager
 def unwinding_on_signals() -> Iterator[None]:
     """Make SIGINT and SIGTERM raise KeyboardInterrupt and Terminated, and silence logging
@@ -48,7 +59,7 @@ def unwinding_on_signals() -> Iterator[None]:
 
     def handle(signum: int, frame: Any) -> None:
         nonlocal stopping, terminated
-        if terminated and signum == signal.SIGTERM:
+        if _saved.is_set() or (terminated and signum == signal.SIGTERM):
             return
         stopping = True
         terminated = signum == signal.SIGTERM
@@ -56,6 +67,7 @@ def unwinding_on_signals() -> Iterator[None]:
         _let_zarr_writes_finish()
         raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
+    _saved.clear()
     previous = {}
     for signum in (signal.SIGINT, signal.SIGTERM):
         if signal.getsignal(signum) is not signal.SIG_IGN:

@@ -18,6 +18,7 @@ from bmm_dask.cli._em_options import em_options
 from bmm_dask.cli._files import open_data, write_json
 from bmm_dask.cli._group import CONTEXT, cli
 from bmm_dask.cli._options import PERSIST_OPTION, cluster_options, overwrite_option, seed_option
+from bmm_dask.cli._signals import output_saved
 
 logger = logging.getLogger("bmm_dask")
 
@@ -285,6 +286,7 @@ def demo(
         on_test = json.loads((tmp / "report" / "metrics.json").read_text())
         for split, metrics in (("train", on_train), ("test", on_test)):
             write_json(tmp / f"metrics-{split}.json", metrics)
+    output_saved()
     for metrics in (on_train, on_test):
         print_metrics(metrics)
         click.echo("")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from bmm_dask.errors import setting
 from bmm_dask.io._output import atomic_file, atomic_output, exists, is_url, join
 from bmm_dask.io._zarr import check_version, new_group, open_group
 
@@ -98,9 +100,14 @@ def read_checkpoint(
         with np.load(_open(join(path, CHECKPOINT_FILE)), allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files if k != "state"}
             state = json.loads(str(npz["state"]))
-    except (OSError, ValueError, KeyError) as err:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+        # np.load takes an empty or cut file for a pickle (EOFError, "pickled data")
+        reason = " ".join(str(err).split()) or "it is empty"
+        if "pickled" in reason or isinstance(err, EOFError | zipfile.BadZipFile):
+            reason = "it is empty, cut short, or not a checkpoint's file"
         raise ModelFileError(
-            f"{path}/{CHECKPOINT_FILE}: cannot read the checkpoint: {err}"
+            f"{path}/{CHECKPOINT_FILE}: cannot read the checkpoint ({reason}); fit afresh with "
+            f"{setting('--overwrite')}"
         ) from err
     return arrays, state, attrs
 
