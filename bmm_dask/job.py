@@ -140,7 +140,9 @@ class FitJob:
         #: When it resumes in stepwise passes: ``(pass, steps taken)``; else None.
         self.resume_step: tuple[int, int] | None = None
         if resume:  # at the door: the checkpoint must be of these settings and this data
-            state = model._resume_state(self.checkpoint, model._settings(), self.fingerprint)
+            state = model._resume_state(
+                self.checkpoint, model._settings(), self.fingerprint, dataset.n_features
+            )
             last = state.history[-1]["objective"] if state.history else None
             self.resume_point = (state.run + 1, len(state.history), last)
             if state.means is None and state.stepwise is not None:  # in the stepwise passes

@@ -26,7 +26,7 @@ from bmm_dask._events import jsonable
 from bmm_dask._kernels import log_prior
 from bmm_dask._progress import FitBar
 from bmm_dask._settings import DEFAULTS, EM_SETTINGS, sklearn_constraints
-from bmm_dask.errors import DataError, SettingsError, setting
+from bmm_dask.errors import DataError, ModelFileError, SettingsError, setting
 from bmm_dask.io import Dataset, read_checkpoint, write_checkpoint, write_model
 from bmm_dask.io._model import read_model_with_names
 from bmm_dask.memory import check_fits
@@ -457,7 +457,9 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
         if resume:
             if checkpoint is None:
                 raise SettingsError("resume needs the checkpoint to continue from")
-            resume_state = self._resume_state(checkpoint, settings, checkpoint_attrs or {})
+            resume_state = self._resume_state(
+                checkpoint, settings, checkpoint_attrs or {}, data.n_features
+            )
         save = None
         if checkpoint is not None and checkpoint_every:
             if (
@@ -825,7 +827,11 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
         return settings
 
     def _resume_state(
-        self, path: str | os.PathLike[str], settings: dict[str, Any], expected: dict[str, Any]
+        self,
+        path: str | os.PathLike[str],
+        settings: dict[str, Any],
+        expected: dict[str, Any],
+        n_features: int,
     ) -> FitState:
         arrays, meta, attrs = read_checkpoint(path)
         for name, value in {"settings": settings, **expected}.items():
@@ -844,6 +850,21 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
                     f"{path}: its checkpoint was made with other {name} ({differ}); resume with "
                     f"the same ones, or fit afresh ({setting('--overwrite')})"
                 )
+        runs = 1 if self.means_init is not None else self.n_init
+        shapes = [a.shape for n, a in arrays.items() if n.endswith("means") and a.ndim == 2]
+        if any(shape[1] != n_features for shape in shapes):
+            raise ModelFileError(
+                f"{path}/checkpoint.npz: its means are not of the data's {n_features} "
+                f"features; the checkpoint is damaged, fit afresh ({setting('--overwrite')})"
+            )
+        shapes = [shape[0] for shape in shapes]
+        if meta["run"] >= runs or any(k != self.n_components for k in shapes):
+            raise ModelFileError(
+                f"{path}/checkpoint.npz: start {meta['run'] + 1} of means of "
+                f"{shapes[0] if shapes else '?'} components, for a fit of {runs} start(s) of "
+                f"{self.n_components}; the checkpoint is damaged, fit afresh "
+                f"({setting('--overwrite')})"
+            )
         return _state_from_files(arrays, meta)
 
     @classmethod

@@ -264,6 +264,28 @@ def read_selection(path: str | os.PathLike[str]) -> dict[str, Any] | None:
         raise ModelFileError(
             f"{record}: not a selection written by bmm-dask select ({err})"
         ) from None
+
+    def number(value: Any) -> bool:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+
+    candidates = selection["candidates"]
+    if not isinstance(candidates, list) or not all(
+        isinstance(row, dict)
+        and isinstance(row.get("n_components"), int)
+        and all(number(row.get(k)) for k in ("heldout_loglik", "bic"))
+        for row in candidates
+    ):
+        raise ModelFileError(
+            f"{record}: candidates should be a list of one object per K and start (with "
+            "n_components, heldout_loglik, bic, ...); the file is damaged"
+        )
+    if not isinstance(selection["n_components"], int) or not isinstance(
+        selection["criterion"], str
+    ):
+        raise ModelFileError(
+            f"{record}: n_components should be a whole number and criterion a name; the file "
+            "is damaged"
+        )
     if not (folder / "model.zarr").exists():
         raise ModelFileError(f"{folder}: a selection without its chosen model (model.zarr)")
     return selection

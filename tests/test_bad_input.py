@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bmm_dask import BernoulliMixture, open_dataset
+from bmm_dask import BernoulliMixture, open_dataset, select_n_components
 from bmm_dask.datasets import Binarization, ingest, synth, write_idx
 from tests._helpers import LOCAL_CLUSTER, assert_one_line_error, tree_snapshot
 
@@ -90,6 +90,54 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     unlabelled = ws / "unlabelled.zarr"
     synth(unlabelled, n_samples=50, n_features=16, n_components=2, seed=2)
     shutil.rmtree(unlabelled / "labels")
+
+    # stores edited by hand: attributes of the wrong type, metadata emptied or garbled
+    def edit(src: str, name: str, change, file: str = "zarr.json") -> None:
+        shutil.copytree(ws / src, ws / name)
+        meta = ws / name / file
+        record = json.loads(meta.read_text())
+        change(record["attributes"])
+        meta.write_text(json.dumps(record))
+
+    edit("data.zarr", "format-str.zarr", lambda a: a.update(format="bmm_dask.dataset"))
+    edit("data.zarr", "shape-str.zarr", lambda a: a.update(image_shape="4x4"))
+    edit("proj/model.zarr", "m-format.zarr", lambda a: a.update(format=3))
+    edit("proj/model.zarr", "m-settings.zarr", lambda a: a.update(settings=[1, 2]))
+    edit("proj/model.zarr", "m-history.zarr", lambda a: a.update(history=[1, 2]))
+    edit("proj/model.zarr", "m-data.zarr", lambda a: a.update(data="x"))
+    edit("proj/model.zarr", "m-shape.zarr", lambda a: a.update(data={"image_shape": "28x28"}))
+    for array, text in (("labels", ""), ("bits", "{not json")):
+        shutil.copytree(ws / "data.zarr", ws / f"{array}-meta.zarr")
+        (ws / f"{array}-meta.zarr" / array / "zarr.json").write_text(text)
+    # checkpoints edited by hand: state not an object, a field missing, out of range, not finite
+    fitted = ws / "ckpt.zarr"
+    BernoulliMixture(3, max_iter=2, tol=0, random_state=0).fit(
+        open_dataset(ws / "data.zarr"), checkpoint=fitted, checkpoint_every=1
+    )
+
+    def state_edit(name: str, change) -> None:
+        shutil.copytree(fitted, ws / name)
+        npz = ws / name / "checkpoint.npz"
+        arrays = dict(np.load(npz))
+        state = json.loads(str(arrays["state"]))
+        state = change(arrays, state)
+        arrays["state"] = np.array(json.dumps(state))
+        np.savez(npz, **arrays)
+
+    state_edit("c-list.zarr", lambda a, s: [1, 2])
+    state_edit("c-rng.zarr", lambda a, s: {k: v for k, v in s.items() if k != "rng_state"})
+    state_edit("c-run.zarr", lambda a, s: {**s, "run": -1})
+    state_edit("c-start.zarr", lambda a, s: {**s, "run": 99})
+    state_edit("c-nan.zarr", lambda a, s: (a.update(means=a["means"] * np.nan), s)[1])
+    state_edit("c-width.zarr", lambda a, s: (a.update(means=a["means"][:, :3]), s)[1])
+    fitted_selection = ws / "picked"
+    select_n_components(open_dataset(ws / "data.zarr"), [2, 3], max_iter=2, random_state=0).save(
+        fitted_selection
+    )
+    shutil.copytree(fitted_selection, ws / "sel-str")
+    record = json.loads((ws / "sel-str" / "selection.json").read_text())
+    record["candidates"] = "x"
+    (ws / "sel-str" / "selection.json").write_text(json.dumps(record))
     # checkpoints whose state file is empty, or cut short
     for name, cut in (("empty", 0), ("cut", 100)):
         store = ws / f"{name}-ckpt.zarr"
@@ -700,6 +748,61 @@ CASES: dict[str, Case] = {
     "info on a checkpoint cut short": case(
         "info", "cut-ckpt.zarr", names="cut-ckpt.zarr/checkpoint.npz: cannot read"
     ),
+    # hand-edited stores: one line naming the file and the field (they ended in tracebacks)
+    **{
+        f"info on {what}": case("info", path, names=(path, needle))
+        for path, what, needle in (
+            ("format-str.zarr", "a dataset whose format is a string", "attribute format"),
+            ("shape-str.zarr", "a dataset whose image shape is a string", "image_shape"),
+            ("labels-meta.zarr", "a dataset whose labels' metadata is empty", "labels: cannot"),
+            ("bits-meta.zarr", "a dataset whose bits' metadata is garbled", "bits: cannot"),
+            ("m-format.zarr", "a model whose format is a number", "attribute format"),
+            ("m-settings.zarr", "a model whose settings are a list", "attribute settings"),
+            ("m-history.zarr", "a model whose history is numbers", "attribute history"),
+            ("m-data.zarr", "a model whose data is a string", "attribute data"),
+            ("m-shape.zarr", "a model whose image shape is a string", "data.image_shape"),
+            ("c-list.zarr", "a checkpoint whose state is a list", "should be an object"),
+            ("c-rng.zarr", "a checkpoint without its generator's state", "rng_state"),
+            ("c-run.zarr", "a checkpoint at start -1", "run should be"),
+            ("c-nan.zarr", "a checkpoint of NaN means", "means holds values"),
+            ("sel-str", "a selection whose candidates are a string", "candidates should be"),
+        )
+    },
+    "predict with a model whose history is numbers": case(
+        "predict", "m-history.zarr", "data.zarr", "--out", "p.zarr", names="attribute history"
+    ),
+    "report of a model whose image shape is a string": case(
+        "report", "m-shape.zarr", "--out", "rep", names="data.image_shape"
+    ),
+    "report of a selection whose candidates are a string": case(
+        "report", "sel-str", "--out", "rep", names="candidates should be"
+    ),
+    "predict on data whose labels' metadata is empty": case(
+        "predict", "proj/model.zarr", "labels-meta.zarr", "--out", "p.zarr", names="labels: cannot"
+    ),
+    **{
+        f"resume from {what}": case(
+            "fit",
+            "data.zarr",
+            "--k",
+            "3",
+            "--max-iter",
+            "2",
+            "--tol",
+            "0",
+            "--out",
+            path,
+            "--resume",
+            names=(f"{path}/checkpoint.npz", needle),
+        )
+        for path, what, needle in (
+            ("c-list.zarr", "a checkpoint whose state is a list", "should be an object"),
+            ("c-rng.zarr", "a checkpoint without its generator's state", "rng_state"),
+            ("c-start.zarr", "a checkpoint at a start past the last", "start 100"),
+            ("c-nan.zarr", "a checkpoint of NaN means", "not finite"),
+            ("c-width.zarr", "a checkpoint of means of 3 features", "16 features"),
+        )
+    },
     # a performance report never replaces a file without --overwrite (it did, exit 0)
     **{
         f"{name} a performance report over a file": case(

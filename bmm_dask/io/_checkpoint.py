@@ -15,7 +15,7 @@ from numpy.typing import NDArray
 
 from bmm_dask.errors import setting
 from bmm_dask.io._output import atomic_file, atomic_output, exists, is_url, join
-from bmm_dask.io._zarr import check_version, new_group, open_group
+from bmm_dask.io._zarr import check_version, format_name, new_group, open_group
 
 #: What the ``format`` attribute of an unfinished fit's store holds.
 CHECKPOINT_FORMAT = {"name": "bmm_dask.checkpoint", "version": 1}
@@ -93,7 +93,7 @@ def read_checkpoint(
 
     group = open_group(os.fspath(path), None)
     attrs = dict(group.attrs)
-    if (attrs.get("format") or {}).get("name") != CHECKPOINT_FORMAT["name"]:
+    if format_name(os.fspath(path), attrs, ModelFileError) != CHECKPOINT_FORMAT["name"]:
         raise ModelFileError(f"{path}: not the checkpoint of an unfinished fit")
     check_version(os.fspath(path), attrs, CHECKPOINT_FORMAT, "checkpoint", ModelFileError)
     try:
@@ -109,7 +109,49 @@ def read_checkpoint(
             f"{path}/{CHECKPOINT_FILE}: cannot read the checkpoint ({reason}); fit afresh with "
             f"{setting('--overwrite')}"
         ) from err
+    _check_state(os.fspath(path), arrays, state)
     return arrays, state, attrs
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _check_state(path: str, arrays: Mapping[str, NDArray[Any]], state: Any) -> None:
+    """Refuse a checkpoint whose state is not what a fit writes (a hand edit, damage): every
+    problem named by its field, before a fit goes on from it."""
+    from bmm_dask.errors import ModelFileError
+
+    where = f"{path}/{CHECKPOINT_FILE}"
+
+    def refuse(field: str, what: str) -> ModelFileError:
+        return ModelFileError(f"{where}: {field} {what}; the checkpoint is damaged, fit afresh")
+
+    if not isinstance(state, dict):
+        raise refuse("its state", "should be an object")
+    if not _whole(state.get("run")):
+        raise refuse("run", "should be a whole number from 0")
+    history = state.get("history")
+    if not isinstance(history, list) or not all(isinstance(r, dict) for r in history):
+        raise refuse("history", "should be a list of one object per iteration or pass")
+    if not isinstance(state.get("rng_state"), dict):
+        raise refuse("rng_state", "is missing (the random generator's state)")
+    for name in ("best", "stepwise"):
+        if state.get(name) is not None and not isinstance(state[name], dict):
+            raise refuse(name, "should be an object")
+    for name, array in arrays.items():
+        if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+            raise refuse(name, "holds values that are not finite numbers")
+    means, weights = arrays.get("means"), arrays.get("weights")
+    if (means is None) != (weights is None) or (
+        means is not None
+        and (means.ndim != 2 or weights is None or weights.shape != (means.shape[0],))
+    ):
+        raise refuse("means and weights", "do not fit together")
+    stepwise = state.get("stepwise") or {}
+    for name in ("step", "position", "n_seen", "pass"):
+        if name in stepwise and not _whole(stepwise[name]):
+            raise refuse(f"stepwise {name}", "should be a whole number from 0")
 
 
 def _open(path: str) -> Any:

@@ -572,6 +572,24 @@ def dataset_children(group: zarr.Group) -> list[str]:
     )
 
 
+def has_member(group: zarr.Group, path: str, name: str) -> bool:
+    """Whether the group holds ``name``; DataError if its metadata is there but unreadable.
+
+    Raises
+    ------
+    DataError
+        If ``name``'s ``zarr.json`` is empty or not JSON (a damaged store).
+    """
+    try:
+        return name in group
+    except Exception as err:  # a malformed zarr.json below the group
+        reason = " ".join(str(err).split()) or type(err).__name__
+        raise DataError(
+            f"{path}/{name}: cannot read its metadata (zarr.json: {reason}); the store is "
+            "damaged, ingest it again"
+        ) from err
+
+
 def _check_array(path: str, group: zarr.Group, name: str, ndim: int) -> zarr.Array:
     try:
         node = group[name]
@@ -657,8 +675,18 @@ def _open_checked(
         raise DataError(
             f"{path}/bits: must be chunked by rows only; found chunks {bits_array.chunks}"
         )
+    shape = attrs.get("image_shape")
+    if shape is not None and not (
+        isinstance(shape, list)
+        and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape)
+        and int(np.prod(shape)) == n_features
+    ):
+        raise DataError(
+            f"{path}: attribute image_shape should be a list of whole numbers whose product is "
+            f"its {n_features} features; found {shape!r}"[:300]
+        )
     arrays = {"bits": bits_array}
-    if "labels" in group:
+    if has_member(group, path, "labels"):
         arrays["labels"] = labels_array = _check_array(path, group, "labels", 1)
         if labels_array.shape[0] != bits_array.shape[0]:
             raise DataError(

@@ -8,11 +8,11 @@ from typing import Any
 
 from bmm_dask.errors import DataError
 from bmm_dask.io._checkpoint import CHECKPOINT_FORMAT, read_checkpoint
-from bmm_dask.io._dataset import dataset_children, describe_dataset
+from bmm_dask.io._dataset import dataset_children, describe_dataset, has_member
 from bmm_dask.io._model import MODEL_FORMAT, describe_model
 from bmm_dask.io._output import is_url
 from bmm_dask.io._predictions import PREDICTIONS_FORMAT
-from bmm_dask.io._zarr import open_group
+from bmm_dask.io._zarr import format_name, open_group
 
 
 def describe_path(path_or_url: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -48,7 +48,7 @@ def describe_path(path_or_url: str | os.PathLike[str]) -> list[dict[str, Any]]:
         if selection is not None:
             return [_selection(path, selection)]
     group = open_group(path, None)
-    kind = (group.attrs.get("format") or {}).get("name")
+    kind = format_name(path, dict(group.attrs), DataError)
     if kind == PREDICTIONS_FORMAT["name"]:
         data = group.attrs.get("data") or {}
         return [
@@ -77,7 +77,7 @@ def describe_path(path_or_url: str | os.PathLike[str]) -> list[dict[str, Any]]:
                 "data": attrs.get("data"),
             }
         ]
-    if "bits" in group:
+    if has_member(group, path, "bits"):
         return [describe_dataset(path)]
     names = dataset_children(group)
     if not names:

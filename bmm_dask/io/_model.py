@@ -15,7 +15,7 @@ from bmm_dask.errors import DataError, setting
 from bmm_dask.io._checkpoint import CHECKPOINT_FORMAT
 from bmm_dask.io._dataset import read_feature_names, write_feature_names
 from bmm_dask.io._output import atomic_output
-from bmm_dask.io._zarr import check_version, new_group, open_group
+from bmm_dask.io._zarr import check_version, format_name, new_group, open_group
 
 #: What a model group's ``format`` attribute holds.
 MODEL_FORMAT = {"name": "bmm_dask.model", "version": 1}
@@ -84,7 +84,7 @@ def _open_model(path: str) -> tuple[zarr.Group, dict[str, Any]]:
     except DataError as err:
         raise ModelFileError(str(err)) from err
     attrs = dict(group.attrs)
-    kind = (attrs.get("format") or {}).get("name")
+    kind = format_name(os.fspath(path), attrs, ModelFileError)
     if kind == CHECKPOINT_FORMAT["name"]:
         raise ModelFileError(
             f"{path}: the checkpoint of an unfinished fit, not a model; resuming the fit ({setting('--resume')}) finishes it"
@@ -92,7 +92,51 @@ def _open_model(path: str) -> tuple[zarr.Group, dict[str, Any]]:
     if kind != MODEL_FORMAT["name"]:
         raise ModelFileError(f"{path}: not a bmm-dask model (no model format attribute)")
     check_version(path, attrs, MODEL_FORMAT, "model", ModelFileError)
+    _check_model_attrs(path, attrs)
     return group, attrs
+
+
+def _is_shape(value: Any) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in value
+    )
+
+
+#: What each attribute of a model that bmm-dask reads back must be: a test, and its words.
+MODEL_ATTRS: dict[str, tuple[Any, str]] = {
+    "settings": (lambda v: isinstance(v, dict), "an object of the settings"),
+    "history": (
+        lambda v: isinstance(v, list) and all(isinstance(r, dict) for r in v),
+        "a list of one object per iteration or pass",
+    ),
+    "data": (lambda v: v is None or isinstance(v, dict), "an object (the data's fingerprint)"),
+    "n_iter": (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
+    "converged": (lambda v: isinstance(v, bool), "true or false"),
+    "lower_bound": (
+        lambda v: v is None or (isinstance(v, int | float) and not isinstance(v, bool)),
+        "a number",
+    ),
+}
+
+
+def _check_model_attrs(path: str, attrs: dict[str, Any]) -> None:
+    """Refuse a model whose attributes are not of the types bmm-dask writes (a hand edit)."""
+    from bmm_dask.errors import ModelFileError
+
+    def refuse(name: str, what: str, value: Any) -> ModelFileError:
+        text = repr(value)
+        text = text if len(text) <= 60 else text[:57] + "..."
+        return ModelFileError(f"{path}: attribute {name} should be {what}; found {text}")
+
+    for name, (good, what) in MODEL_ATTRS.items():
+        if name in attrs and not good(attrs[name]):
+            raise refuse(name, what, attrs[name])
+    data = attrs.get("data") or {}
+    shape = data.get("image_shape")
+    if shape is not None and not _is_shape(shape):
+        raise refuse("data.image_shape", "a list of positive whole numbers", shape)
+    if not isinstance(data.get("path", ""), str):
+        raise refuse("data.path", "a path", data["path"])
 
 
 def read_model(

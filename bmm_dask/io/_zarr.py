@@ -61,6 +61,39 @@ def open_group(path: str, storage_options: Mapping[str, Any] | None) -> zarr.Gro
         raise DataError(f"{path}: cannot read it as a Zarr group: {err}") from err
 
 
+def format_name(path: str, attrs: Mapping[str, Any], error: type[Exception]) -> str | None:
+    """The store's kind, from its ``format`` attribute (None where it has none).
+
+    Parameters
+    ----------
+    path : str
+        The store, for messages.
+    attrs : mapping
+        The store's attributes.
+    error : type of Exception
+        The error to raise.
+
+    Raises
+    ------
+    error
+        If ``format`` is there but not an object with a name (a hand-edited store).
+    """
+    record = attrs.get("format")
+    if record is None:
+        return None
+    if not isinstance(record, Mapping) or not isinstance(record.get("name"), str):
+        raise error(
+            f"{path}: attribute format should be an object with a name and a version; found "
+            f"{_short(record)}"
+        )
+    return record["name"]
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def check_version(
     path: str,
     attrs: Mapping[str, Any],
@@ -92,7 +125,8 @@ def check_version(
     """
     if "format" not in attrs:  # a group made by hand, without our format record
         return
-    version = (attrs.get("format") or {}).get("version")
+    format_name(path, attrs, error)
+    version = attrs["format"].get("version")
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise error(f"{path}: its {what} format version is {version!r}; expected a whole number")
     if version > known["version"]:
