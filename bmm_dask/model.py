@@ -285,6 +285,17 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
         if not hasattr(self, "means_"):
             raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit first")
 
+    def _check_components(self) -> None:
+        """Refuse to go on from, or save, a model whose n_components is not its fitted K (a
+        set_params after fitting): the settings would describe another model."""
+        fitted = len(self.weights_)
+        if self.n_components != fitted:
+            raise SettingsError(
+                f"n_components is {self.n_components}, but the model was fitted with {fitted} "
+                f"components (set_params after fitting?); set n_components={fitted} again, or "
+                "fit afresh"
+            )
+
     def _data(self, X: Any) -> tuple[PackedData, bool]:
         """Packed rows, and whether results should be computed (NumPy in, NumPy out)."""
         lazy = isinstance(X, da.Array | Dataset)
@@ -573,11 +584,15 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
         from bmm_dask._stepwise import StepwiseState
 
         data = task_blocks(as_packed(X))
+        # Everything is checked, and the step computed, before the model changes at all.
+        if data.n_samples == 0:
+            raise DataError(f"{data.source}: no rows to take a step on")
         fitted = hasattr(self, "means_")
         feature_names = None
         if fitted:
             self._check_n_features(data.n_features, data.source)
             self._check_feature_names(X)
+            self._check_components()
             means, weights = self.means_, self.weights_
         else:
             self._check_settings(data.n_features, data.n_samples, data.source)
@@ -585,12 +600,12 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
             means, weights = starting_values(
                 data, self.n_components, self.init, self._rng(), self.means_init, self.weights_init
             )
+        started = time.perf_counter()
+        stats = estep(data, means, weights, dtype=np.dtype(self.dtype))
         state = getattr(self, "_stepwise_state", None)
         if state is None:  # the first step, or the first after fit: start from these
             state = self._stepwise_state = StepwiseState.start(means, weights)
             self.history_ = []
-        started = time.perf_counter()
-        stats = estep(data, means, weights, dtype=np.dtype(self.dtype))
         state.update(stats, float(self.step_exponent))
         reseeded = state.reseed()
         self.means_, self.weights_ = state.parameters(state.n_seen, float(self.alpha))
@@ -797,6 +812,7 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
         from bmm_dask import __version__
 
         self._check_fitted()
+        self._check_components()
         meta = {
             "settings": self._settings(),
             "n_iter": int(self.n_iter_),

@@ -321,3 +321,38 @@ def test_verbose_shows_progress_on_stderr(
     assert len(lines) == 2 and "re-seeded" in lines[0]
     BernoulliMixture(3, verbose=1, **settings).fit(X)
     assert "stepwise pass 2" in capsys.readouterr().err
+
+
+def test_partial_fit_on_no_rows_changes_nothing() -> None:
+    # it raised ZeroDivisionError after it had moved means_, weights_ and the step count
+    import dask.array as da
+
+    from bmm_dask.errors import DataError
+
+    rng = np.random.default_rng(0)
+    X = (rng.random((300, 8)) < 0.4).astype(np.uint8)
+    model = BernoulliMixture(3, random_state=0).partial_fit(X)
+    before = (model.means_.copy(), model.weights_.copy(), model.n_iter_, len(model.history_))
+    with pytest.raises(DataError, match="no rows"):
+        model.partial_fit(da.zeros((0, 8), dtype=np.uint8, chunks=(1, 8)))
+    assert np.array_equal(model.means_, before[0]) and np.array_equal(model.weights_, before[1])
+    assert (model.n_iter_, len(model.history_)) == before[2:]
+    model.partial_fit(X)
+    assert model.n_iter_ == before[2] + 1
+
+
+def test_set_params_of_another_k_after_fitting_is_refused(tmp_path) -> None:
+    # partial_fit went on with 3 components, and save recorded 5 beside means of 3 rows
+    from bmm_dask.errors import SettingsError
+
+    rng = np.random.default_rng(0)
+    X = (rng.random((300, 8)) < 0.4).astype(np.uint8)
+    model = BernoulliMixture(3, random_state=0).partial_fit(X)
+    model.set_params(n_components=5)
+    with pytest.raises(SettingsError, match="n_components is 5, but the model was fitted with 3"):
+        model.partial_fit(X)
+    with pytest.raises(SettingsError, match="n_components is 5"):
+        model.save(tmp_path / "m.zarr")
+    assert not (tmp_path / "m.zarr").exists()
+    model.set_params(n_components=3).save(tmp_path / "m.zarr")
+    assert BernoulliMixture.load(tmp_path / "m.zarr").n_components == 3
