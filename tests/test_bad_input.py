@@ -87,9 +87,8 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     twice[::2] = 1
     np.save(ws / "two-rows.npy", twice)
     ingest(ws / "two-rows.npy", ws / "two-rows.zarr", binarization=Binarization("none"))
-    unlabelled = ws / "unlabelled.zarr"
-    synth(unlabelled, n_samples=50, n_features=16, n_components=2, seed=2)
-    shutil.rmtree(unlabelled / "labels")
+    np.save(ws / "sixteen.npy", rng.integers(0, 2, size=(50, 16), dtype=np.uint8))
+    ingest(ws / "sixteen.npy", ws / "unlabelled.zarr", binarization=Binarization("none"))
 
     # stores edited by hand: attributes of the wrong type, metadata emptied or garbled
     def edit(src: str, name: str, change, file: str = "zarr.json") -> None:
@@ -138,6 +137,17 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     record = json.loads((ws / "sel-str" / "selection.json").read_text())
     record["candidates"] = "x"
     (ws / "sel-str" / "selection.json").write_text(json.dumps(record))
+    # stores that lost a part: a model's chunk, a dataset's labels' metadata, a prediction's chunk
+    shutil.copytree(ws / "proj" / "model.zarr", ws / "m-chunk.zarr")
+    shutil.rmtree(ws / "m-chunk.zarr" / "means" / "c")
+    shutil.copytree(ws / "data.zarr", ws / "no-labels-meta.zarr")
+    (ws / "no-labels-meta.zarr" / "labels" / "zarr.json").unlink()
+    from bmm_dask.evaluation import write_predictions
+
+    write_predictions(
+        model, open_dataset(ws / "data.zarr"), ws / "pred.zarr", model_path="proj/model.zarr"
+    )
+    next((ws / "pred.zarr" / "labels" / "c").iterdir()).unlink()
     # checkpoints whose state file is empty, or cut short
     for name, cut in (("empty", 0), ("cut", 100)):
         store = ws / f"{name}-ckpt.zarr"
@@ -747,6 +757,34 @@ CASES: dict[str, Case] = {
     },
     "info on a checkpoint cut short": case(
         "info", "cut-ckpt.zarr", names="cut-ckpt.zarr/checkpoint.npz: cannot read"
+    ),
+    # a lost part is told from zeros (a model's means read as fill values, labels dropped
+    # silently, predictions of label 0)
+    "predict with a model that lost a chunk": case(
+        "predict",
+        "m-chunk.zarr",
+        "data.zarr",
+        "--out",
+        "p.zarr",
+        names="m-chunk.zarr/means: 1 of its 1 chunks are missing",
+    ),
+    "evaluate on data whose labels' metadata is gone": case(
+        "evaluate",
+        "proj/model.zarr",
+        "no-labels-meta.zarr",
+        names="no-labels-meta.zarr/labels: missing from the store",
+    ),
+    "fit data whose labels' metadata is gone": case(
+        "fit",
+        "no-labels-meta.zarr",
+        "--k",
+        "2",
+        "--out",
+        "m.zarr",
+        names="no-labels-meta.zarr/labels: missing",
+    ),
+    "info on predictions that lost a chunk": case(
+        "info", "pred.zarr", names="pred.zarr/labels: 1 of its 1 chunks are missing"
     ),
     # hand-edited stores: one line naming the file and the field (they ended in tracebacks)
     **{

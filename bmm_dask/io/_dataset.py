@@ -715,6 +715,12 @@ def _check_chunks_stored(
             stacklevel=3,
         )
         return False
+    if isinstance(record, dict) and "labels" in record and "labels" not in arrays:
+        raise DataError(
+            f"{path}/labels: missing from the store, though it was written with labels "
+            "(its metadata deleted, or lost in a copy); restore the store from a good copy, or "
+            "ingest it again"
+        )
     for name, array in arrays.items():
         recorded = record.get(name) if isinstance(record, dict) else None
         if recorded != array.nchunks:

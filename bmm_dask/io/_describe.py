@@ -50,6 +50,15 @@ def describe_path(path_or_url: str | os.PathLike[str]) -> list[dict[str, Any]]:
     group = open_group(path, None)
     kind = format_name(path, dict(group.attrs), DataError)
     if kind == PREDICTIONS_FORMAT["name"]:
+        record = group.attrs.get("chunks_stored")
+        for name, count in record.items() if isinstance(record, dict) else ():
+            if has_member(group, path, name) and not is_url(path):
+                stored = group[name].nchunks_initialized
+                if stored < count:
+                    raise DataError(
+                        f"{path}/{name}: {count - stored} of its {count} chunks are missing "
+                        "from the store; predict again"
+                    )
         data = group.attrs.get("data") or {}
         return [
             {

@@ -14,7 +14,7 @@ from numpy.typing import NDArray
 from bmm_dask.errors import DataError, setting
 from bmm_dask.io._checkpoint import CHECKPOINT_FORMAT
 from bmm_dask.io._dataset import read_feature_names, write_feature_names
-from bmm_dask.io._output import atomic_output
+from bmm_dask.io._output import atomic_output, is_url
 from bmm_dask.io._zarr import check_version, format_name, new_group, open_group
 
 #: What a model group's ``format`` attribute holds.
@@ -188,8 +188,20 @@ def _read_model(
 
     group, attrs = _open_model(path)
     try:
-        means = np.asarray(group["means"][...], dtype=np.float64)
-        weights = np.asarray(group["weights"][...], dtype=np.float64)
+        arrays = {name: group[name] for name in ("means", "weights")}
+        for name, array in arrays.items():
+            # a missing chunk reads as the fill value (0, or whatever the metadata says),
+            # which would be taken for means; a model's chunks are never all fill value
+            if not is_url(path) and array.nchunks_initialized < array.nchunks:
+                raise ModelFileError(
+                    f"{path}/{name}: {array.nchunks - array.nchunks_initialized} of its "
+                    f"{array.nchunks} chunks are missing from the store; restore the model "
+                    "from a good copy, or fit again"
+                )
+        means = np.asarray(arrays["means"][...], dtype=np.float64)
+        weights = np.asarray(arrays["weights"][...], dtype=np.float64)
+    except ModelFileError:
+        raise
     except Exception as err:
         raise ModelFileError(
             f"{path}: cannot read the model's arrays (truncated or corrupt?): {err}"

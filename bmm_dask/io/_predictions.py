@@ -56,8 +56,13 @@ def store_predictions(
     import dask.array as da
 
     n_samples = int(labels.shape[0])
+    n_chunks = -(-n_samples // chunk_rows) if n_samples else 0
+    # every chunk stored, and the count recorded, as a dataset's: a lost chunk of labels 0
+    # would otherwise read as labels 0, unnoticed
+    stored = {"labels": n_chunks, **({"resp": n_chunks} if resp is not None else {})}
+    every_chunk = {"write_empty_chunks": True}
     with atomic_output(out, overwrite=overwrite, inputs=inputs) as tmp:
-        group = new_group(tmp, PREDICTIONS_FORMAT, **attrs)
+        group = new_group(tmp, PREDICTIONS_FORMAT, **attrs, chunks_stored=stored)
         sources = [labels]
         targets = [
             group.create_array(
@@ -66,6 +71,7 @@ def store_predictions(
                 chunks=(chunk_rows,),
                 dtype=labels.dtype,
                 dimension_names=("sample",),
+                config=every_chunk,
             )
         ]
         if resp is not None:
@@ -77,6 +83,7 @@ def store_predictions(
                     chunks=(chunk_rows, resp.shape[1]),
                     dtype=resp.dtype,
                     dimension_names=("sample", "component"),
+                    config=every_chunk,
                 )
             )
         try:
