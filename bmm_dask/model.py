@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 import time
@@ -250,6 +251,14 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
             8 * K * n_features * (4 + SPLIT_EVERY),
             f"{K:,} components of {n_features:,} features",
         )
+        # The smoothing prior's log is about -2 alpha K D log 2 at its largest: past the float
+        # range the objective is -inf from the first iteration, blamed on nothing.
+        if not math.isfinite(2 * float(self.alpha) * K * n_features * math.log(2)):
+            raise SettingsError(
+                f"{setting('--alpha')} {self.alpha:g} is too large: the smoothing prior's log "
+                f"overflows for {K:,} components of {n_features:,} features; give at most about "
+                f"{1e300 / (K * n_features):.0e}"
+            )
         if n_samples is not None and n_samples < K:
             raise SettingsError(
                 f"n_components={K} is larger than the number of samples in {source} "

@@ -581,7 +581,9 @@ def select_n_components(
         row["best_start"] = best_rows[row["n_components"]] == i
     models = {}
     for k, i in best_rows.items():
-        model = BernoulliMixture(k, random_state=None, **settings)
+        # the seed of the whole selection (its starts and held-out rows), as a fit records its own
+        seed = random_state if isinstance(random_state, int) else None
+        model = BernoulliMixture(k, random_state=seed, **settings)
         model._set_fitted(results[i], train.n_features, feature_names_of(X))
         models[k] = model
     if criterion == "heldout":

@@ -627,7 +627,7 @@ CASES: dict[str, Case] = {
         "2",
         "--out",
         "m.zarr",
-        names=("proj/model.zarr", "no 'bits' array"),
+        names="proj/model.zarr: a model, not a dataset",
     ),
     "fit a zip that is not one": case(
         "fit", "fake.zip", "--k", "2", "--out", "m.zarr", names="not a zip"
@@ -785,6 +785,29 @@ CASES: dict[str, Case] = {
     ),
     "info on predictions that lost a chunk": case(
         "info", "pred.zarr", names="pred.zarr/labels: 1 of its 1 chunks are missing"
+    ),
+    "fit a checkpoint as data": case(
+        "fit",
+        "ckpt.zarr",
+        "--k",
+        "2",
+        "--out",
+        "m.zarr",
+        names="ckpt.zarr: the checkpoint of an unfinished fit",
+    ),
+    "fit with an alpha whose prior overflows": case(
+        "fit",
+        "data.zarr",
+        "--k",
+        "2",
+        "--alpha",
+        "1e308",
+        "--out",
+        "m.zarr",
+        names="--alpha 1e+308 is too large",
+    ),
+    "report of a selection into its own folder": case(
+        "report", "picked", "--out", "picked/rep", names="picked/rep: lies inside picked"
     ),
     # hand-edited stores: one line naming the file and the field (they ended in tracebacks)
     **{

@@ -173,3 +173,16 @@ def test_one_writer_at_a_time(tmp_path: Path, bmm) -> None:
     )
     assert result.code == 0, result.err  # a stale lock is taken over
     assert out.is_dir() and not Path(f"{out}.lock").exists()
+
+
+def test_info_says_where_a_stepwise_checkpoint_stands(tmp_path: Path, bmm) -> None:
+    # it said "after 0 iterations, objective None"
+    data = synth(tmp_path / "d.zarr", n_samples=2000, n_features=20, n_components=2, seed=0)
+    out = tmp_path / "c.zarr"
+    BernoulliMixture(2, algorithm="stepwise", passes=2, batch_size=200, random_state=0).fit(
+        open_dataset(data), checkpoint=out, checkpoint_every=3
+    )
+    line = bmm("info", out).out.splitlines()[1]
+    pattern = r"  start          1, after 1 stepwise pass, in stepwise pass 2 after step \d+"
+    assert re.fullmatch(pattern, line), line
+    assert "None" not in line and "0 iterations" not in line

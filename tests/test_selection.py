@@ -168,6 +168,12 @@ def test_the_select_command_writes_the_table_the_figure_and_the_models(tmp_path,
     assert summary["n_train"] + summary["n_heldout"] == 6_000
     assert (out / "selection.png").stat().st_size > 10_000
     chosen = BernoulliMixture.load(out / "model.zarr")
+    # what it was fitted on: the training rows alone, from the selection's seed (it recorded
+    # every row and random_state null)
+    data_attrs = chosen.attrs_["data"]
+    assert data_attrs["n_samples"] == summary["n_train"] < 6_000
+    assert data_attrs["n_heldout"] == summary["n_heldout"] == 6_000 - summary["n_train"]
+    assert chosen.random_state == 4
     assert chosen.n_components == 3
     assert BernoulliMixture.load(out / "model-k5.zarr").n_components == 5
     # the chosen model is a model like any other: evaluate takes it

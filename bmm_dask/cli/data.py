@@ -324,7 +324,7 @@ def info(path: str, as_json: bool) -> None:
         if entry["kind"] == "checkpoint":
             lines = [
                 f"{entry['path']}: checkpoint of an unfinished fit (finish it with bmm-dask fit ... --resume)",
-                f"  start          {entry['start']}, after {entry['iterations']} iterations, objective {entry['objective']}",
+                f"  start          {entry['start']}, {_checkpoint_progress(entry)}",
                 "  settings       "
                 + ", ".join(f"{k}={v}" for k, v in sorted((entry["settings"] or {}).items())),
                 f"  data           {(entry['data'] or {}).get('path')}",
@@ -357,3 +357,19 @@ def info(path: str, as_json: bool) -> None:
         else:
             lines = format_model(entry) if entry["kind"] == "model" else format_dataset(entry)
         click.echo("\n".join(lines))
+
+
+def _checkpoint_progress(entry: dict) -> str:
+    """Where a checkpoint's fit stands, in words: its iterations and passes done, the pass it
+    is in, and the last objective."""
+    done = []
+    if entry["iterations"]:
+        done.append(f"{entry['iterations']} iteration{'s' if entry['iterations'] != 1 else ''}")
+    if entry.get("passes"):
+        done.append(f"{entry['passes']} stepwise pass{'es' if entry['passes'] != 1 else ''}")
+    words = "after " + " and ".join(done) if done else "at its beginning"
+    if entry.get("in_pass"):
+        words += f", in stepwise pass {entry['in_pass'][0]} after step {entry['in_pass'][1]}"
+    if entry["objective"] is not None:
+        words += f", objective {entry['objective']:.4f}"
+    return words

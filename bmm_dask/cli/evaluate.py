@@ -124,12 +124,13 @@ def report(
     from bmm_dask.io import check_output
     from bmm_dask.selection import read_selection
 
+    given = model_path  # the selection's whole folder is an input, not only its model
     selection = read_selection(model_path)
     if selection is not None:
         model_path = str(Path(model_path) / "model.zarr")
     model = load_model(model_path)
     dataset = open_data(data) if data else None
-    check_output(out, overwrite=overwrite, inputs=[model_path, data, mapping_from])
+    check_output(out, overwrite=overwrite, inputs=[given, model_path, data, mapping_from])
     mapping = learn_mapping(model, mapping_from, model_path)
     written = write_report(
         model,

@@ -170,7 +170,13 @@ class SelectJob:
     def save(self, selection: Any) -> None:
         """Write the selection's folder."""
         path = self.data if "://" in self.data else str(Path(self.data).absolute())
-        data_attrs = {**self.dataset.fingerprint(), "path": path}
+        # the models were fitted on the training rows alone; the rest were held out
+        data_attrs = {
+            **self.dataset.fingerprint(),
+            "path": path,
+            "n_samples": selection.n_train,
+            "n_heldout": selection.n_heldout,
+        }
         selection.save(
             self.out,
             overwrite=self.options["overwrite"],

@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # dask is imported where it is used: `bmm-dask info MODEL` ne
 from bmm_dask._kernels import n_packed_bytes, unpack_bits
 from bmm_dask.errors import DataError, SettingsError, setting
 from bmm_dask.io._output import is_url
-from bmm_dask.io._zarr import check_version, new_group, open_group
+from bmm_dask.io._zarr import check_version, format_name, new_group, open_group
 
 #: What a dataset group's ``format`` attribute holds; bumped when the layout changes.
 DATASET_FORMAT = {"name": "bmm_dask.dataset", "version": 1}
@@ -659,6 +659,15 @@ def _open_checked(
     """
     group = open_group(path, storage_options)
     attrs = dict(group.attrs)
+    kind = format_name(path, attrs, DataError)
+    other = {
+        "bmm_dask.checkpoint": "the checkpoint of an unfinished fit (bmm-dask fit ... --resume "
+        "finishes it)",
+        "bmm_dask.model": "a model",
+        "bmm_dask.predictions": "predictions",
+    }
+    if kind in other:  # said before its members are listed, which Zarr would warn of
+        raise DataError(f"{path}: {other[kind]}, not a dataset")
     bits_array = _check_array(path, group, "bits", 2)
     check_version(path, attrs, DATASET_FORMAT, "dataset", DataError)
     n_features = attrs.get("n_features")

@@ -80,8 +80,16 @@ def describe_path(path_or_url: str | os.PathLike[str]) -> list[dict[str, Any]]:
                 "kind": "checkpoint",
                 "path": path,
                 "start": state["run"] + 1,
-                "iterations": len(state["history"]),
-                "objective": state["history"][-1]["objective"] if state["history"] else None,
+                "iterations": sum(1 for r in state["history"] if "pass" not in r),
+                "passes": sum(1 for r in state["history"] if "pass" in r)
+                + len((state.get("stepwise") or {}).get("history") or []),
+                "objective": state["history"][-1].get("objective") if state["history"] else None,
+                # in a stepwise pass: which, and its last step saved
+                "in_pass": (
+                    (state["stepwise"].get("pass"), state["stepwise"].get("step"))
+                    if state.get("stepwise")
+                    else None
+                ),
                 "settings": attrs.get("settings"),
                 "data": attrs.get("data"),
             }
