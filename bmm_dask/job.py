@@ -141,7 +141,11 @@ class FitJob:
         self.resume_step: tuple[int, int] | None = None
         if resume:  # at the door: the checkpoint must be of these settings and this data
             state = model._resume_state(
-                self.checkpoint, model._settings(), self.fingerprint, dataset.n_features
+                self.checkpoint,
+                model._settings(),
+                self.fingerprint,
+                dataset.n_features,
+                dataset.n_samples,
             )
             last = state.history[-1]["objective"] if state.history else None
             self.resume_point = (state.run + 1, len(state.history), last)

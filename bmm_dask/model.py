@@ -478,7 +478,7 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
             if checkpoint is None:
                 raise SettingsError("resume needs the checkpoint to continue from")
             resume_state = self._resume_state(
-                checkpoint, settings, checkpoint_attrs or {}, data.n_features
+                checkpoint, settings, checkpoint_attrs or {}, data.n_features, data.n_samples
             )
         save = None
         if checkpoint is not None and checkpoint_every:
@@ -857,6 +857,7 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
         settings: dict[str, Any],
         expected: dict[str, Any],
         n_features: int,
+        n_samples: int,
     ) -> FitState:
         arrays, meta, attrs = read_checkpoint(path)
         for name, value in {"settings": settings, **expected}.items():
@@ -882,6 +883,31 @@ class BernoulliMixture(ClusterMixin, BaseEstimator):
                 f"{path}/checkpoint.npz: its means are not of the data's {n_features} "
                 f"features; the checkpoint is damaged, fit afresh ({setting('--overwrite')})"
             )
+        K = self.n_components
+        expected = {  # the shape of each array of a stepwise snapshot, but its steps in flight
+            "stepwise_resp_sum": (K,),
+            "stepwise_resp_x": (K, n_features),
+            "stepwise_weights": (K,),
+            "stepwise_pass_start": (K, n_features),
+            "stepwise_in_flight_means": (K, n_features),
+            "stepwise_in_flight_weights": (K,),
+        }
+        for name, shape in expected.items():
+            if name in arrays and arrays[name].shape[-len(shape) :] != shape:
+                raise ModelFileError(
+                    f"{path}/checkpoint.npz: {name} has shape {arrays[name].shape}, not of "
+                    f"{K} components of {n_features} features; the checkpoint is damaged, fit "
+                    f"afresh ({setting('--overwrite')})"
+                )
+        if meta.get("stepwise") is not None:
+            position = meta["stepwise"].get("position", 0)
+            if position > n_samples:  # a pass has at most a step per row
+                raise ModelFileError(
+                    f"{path}/checkpoint.npz: its stepwise position {position} is past the "
+                    f"{n_samples} rows of the data; the checkpoint is damaged, fit afresh "
+                    f"({setting('--overwrite')})"
+                )
+            meta["stepwise"]["checkpoint"] = os.fspath(path)  # for what a pass finds wrong
         shapes = [shape[0] for shape in shapes]
         if meta["run"] >= runs or any(k != self.n_components for k in shapes):
             raise ModelFileError(

@@ -129,6 +129,20 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     state_edit("c-start.zarr", lambda a, s: {**s, "run": 99})
     state_edit("c-nan.zarr", lambda a, s: (a.update(means=a["means"] * np.nan), s)[1])
     state_edit("c-width.zarr", lambda a, s: (a.update(means=a["means"][:, :3]), s)[1])
+    stepwise = {"algorithm": "stepwise", "passes": 2, "batch_size": 50, "random_state": 0}
+    fitted = ws / "ckpt-stepwise.zarr"
+    BernoulliMixture(3, **stepwise).fit(
+        open_dataset(ws / "data.zarr"), checkpoint=fitted, checkpoint_every=4
+    )
+
+    def in_pass(change):
+        return lambda a, s: (change(a, s["stepwise"]), s)[1]
+
+    state_edit("s-position.zarr", in_pass(lambda a, w: w.update(position=99_999)))
+    state_edit("s-step.zarr", in_pass(lambda a, w: w.update(step=-3)))
+    state_edit(
+        "s-shape.zarr", in_pass(lambda a, w: a.update(stepwise_resp_sum=a["stepwise_resp_sum"][:2]))
+    )
     fitted_selection = ws / "picked"
     select_n_components(open_dataset(ws / "data.zarr"), [2, 3], max_iter=2, random_state=0).save(
         fitted_selection
@@ -809,6 +823,29 @@ CASES: dict[str, Case] = {
     "report of a selection into its own folder": case(
         "report", "picked", "--out", "picked/rep", names="picked/rep: lies inside picked"
     ),
+    **{
+        f"resume from a stepwise checkpoint of {what}": case(
+            "fit",
+            "data.zarr",
+            "--k",
+            "3",
+            "--algorithm",
+            "stepwise",
+            "--passes",
+            "2",
+            "--batch-size",
+            "50",
+            "--out",
+            path,
+            "--resume",
+            names=(path, needle),
+        )
+        for path, what, needle in (
+            ("s-position.zarr", "a position past its rows", "stepwise position 99999 is past"),
+            ("s-step.zarr", "a negative step", "stepwise step should be"),
+            ("s-shape.zarr", "statistics of 2 components", "stepwise_resp_sum has shape (2,)"),
+        )
+    },
     # hand-edited stores: one line naming the file and the field (they ended in tracebacks)
     **{
         f"info on {what}": case("info", path, names=(path, needle))

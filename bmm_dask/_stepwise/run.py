@@ -296,6 +296,14 @@ def stepwise_pass(
         return [run.means for run in runs], [run.weights for run in runs]
 
     count, batches = pass_batches(chunk_sizes, batch_size, window, rng)
+    if skip > count:
+        from bmm_dask.errors import ModelFileError
+
+        raise ModelFileError(
+            f"{resume.get('checkpoint', 'the checkpoint') if resume else ''}: its stepwise "
+            f"position {skip} is past the {count} steps of the pass; the checkpoint is damaged, "
+            "fit afresh"
+        )
     steps = pass_steps(
         data,
         batches,
