@@ -185,6 +185,9 @@ def case(*args: str, names: str | tuple[str, ...]) -> Case:
     return Case(args, (names,) if isinstance(names, str) else names)
 
 
+#: A fit of the workspace's checkpoints' settings, to be resumed.
+RESUMED = ("fit", "data.zarr", "--k", "3", "--max-iter", "2", "--tol", "0")
+
 CASES: dict[str, Case] = {
     # fetch
     "fetch from a missing folder": case(
@@ -723,45 +726,30 @@ CASES: dict[str, Case] = {
         "x.zarr",
         names="100,000,000,000,000 rows of 8 features are more than a store can hold",
     ),
-    "synth a million chunks of one row": case(
-        "synth",
-        "--n",
-        "1000000",
-        "--d",
-        "1",
-        "--k",
-        "2",
-        "--chunk-rows",
-        "1",
-        "--out",
-        "x.zarr",
-        names=("--chunk-rows 1 makes 1,000,000 chunks", "give at least 50 rows per chunk"),
-    ),
-    "synth ten billion chunks of one row": case(
-        "synth",
-        "--n",
-        "10000000000",
-        "--d",
-        "1",
-        "--k",
-        "2",
-        "--chunk-rows",
-        "1",
-        "--out",
-        "x.zarr",
-        names="--chunk-rows 1 makes 10,000,000,000 chunks",
-    ),
+    **{
+        f"synth {what} in chunks of one row": case(
+            "synth",
+            "--n",
+            rows,
+            "--d",
+            "1",
+            "--k",
+            "2",
+            "--chunk-rows",
+            "1",
+            "--out",
+            "x.zarr",
+            names=needles,
+        )
+        for what, rows, needles in (
+            ("a million rows", "1000000", ("makes 1,000,000 chunks", "at least 50 rows")),
+            ("ten billion rows", "10000000000", ("makes 10,000,000,000 chunks",)),
+        )
+    },
     # a checkpoint cut short (an empty one said "interrupted", exit 130, with no signal sent)
     **{
         f"resume from a checkpoint {how}": case(
-            "fit",
-            "data.zarr",
-            "--k",
-            "3",
-            "--max-iter",
-            "2",
-            "--tol",
-            "0",
+            *RESUMED,
             "--out",
             f"{name}-ckpt.zarr",
             "--resume",
@@ -880,14 +868,7 @@ CASES: dict[str, Case] = {
     ),
     **{
         f"resume from {what}": case(
-            "fit",
-            "data.zarr",
-            "--k",
-            "3",
-            "--max-iter",
-            "2",
-            "--tol",
-            "0",
+            *RESUMED,
             "--out",
             path,
             "--resume",
