@@ -659,6 +659,17 @@ def _open_checked(
     """
     group = open_group(path, storage_options)
     attrs = dict(group.attrs)
+    try:
+        return _checked(path, group, attrs)
+    except DataError:
+        # the store may have been replaced between two of these reads: say so, if it was
+        _check_generation(path, attrs.get(GENERATION))
+        raise
+
+
+def _checked(
+    path: str, group: zarr.Group, attrs: dict[str, Any]
+) -> tuple[zarr.Group, dict[str, Any], int, dict[str, zarr.Array], bool]:
     kind = format_name(path, attrs, DataError)
     other = {
         "bmm_dask.checkpoint": "the checkpoint of an unfinished fit (bmm-dask fit ... --resume "

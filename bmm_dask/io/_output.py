@@ -412,6 +412,25 @@ def atomic_file(
     return final
 
 
+def _rename_exchange(source: Path, target: Path) -> bool:
+    """Swap ``source`` and ``target`` in one step (Linux renameat2), so that a reader never
+    finds ``target`` missing while it is replaced. Returns False where the system cannot."""
+    libc = _libc()
+    renameat2 = getattr(libc, "renameat2", None) if libc is not None else None
+    if renameat2 is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    result = renameat2(
+        at_fdcwd, os.fsencode(source), at_fdcwd, os.fsencode(target), rename_exchange
+    )
+    if result == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOENT):
+        return False  # not on this filesystem or kernel, or target gone meanwhile
+    raise OSError(code, os.strerror(code), os.fspath(target))
+
+
 def _rename_noreplace(source: Path, target: Path) -> bool:
     """Rename ``source`` to ``target`` unless ``target`` exists, in one step (Linux renameat2).
 
@@ -459,9 +478,12 @@ def _replace(tmp: Path, target: Path, *, overwrite: bool) -> None:
         raise OutputError(
             f"{target}: appeared while this command was writing it; pass {setting('--overwrite')} to replace it"
         )
-    old = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.old")
-    os.rename(target, old)
-    os.rename(tmp, target)
+    if _rename_exchange(tmp, target):  # the old output now lies at tmp's name
+        old = tmp
+    else:
+        old = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.old")
+        os.rename(target, old)
+        os.rename(tmp, target)
     if old.is_dir() and not old.is_symlink():
         shutil.rmtree(old, ignore_errors=True)
     else:
