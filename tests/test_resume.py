@@ -183,6 +183,9 @@ def test_info_says_where_a_stepwise_checkpoint_stands(tmp_path: Path, bmm) -> No
         open_dataset(data), checkpoint=out, checkpoint_every=3
     )
     line = bmm("info", out).out.splitlines()[1]
-    pattern = r"  start          1, after 1 stepwise pass, in stepwise pass 2 after step \d+"
+    pattern = (
+        r"  start          1, after 1 stepwise pass, in stepwise pass 2 after step \d+, "
+        r"objective -\d+\.\d{4}"
+    )
     assert re.fullmatch(pattern, line), line
     assert "None" not in line and "0 iterations" not in line

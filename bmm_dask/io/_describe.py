@@ -83,7 +83,19 @@ def describe_path(path_or_url: str | os.PathLike[str]) -> list[dict[str, Any]]:
                 "iterations": sum(1 for r in state["history"] if "pass" not in r),
                 "passes": sum(1 for r in state["history"] if "pass" in r)
                 + len((state.get("stepwise") or {}).get("history") or []),
-                "objective": state["history"][-1].get("objective") if state["history"] else None,
+                # the last record: of the passes in the snapshot, else of the phases finished
+                "objective": next(
+                    (
+                        r.get("objective")
+                        for r in reversed(
+                            [
+                                *state["history"],
+                                *((state.get("stepwise") or {}).get("history") or []),
+                            ]
+                        )
+                    ),
+                    None,
+                ),
                 # in a stepwise pass: which, and its last step saved
                 "in_pass": (
                     (state["stepwise"].get("pass"), state["stepwise"].get("step"))
