@@ -602,8 +602,8 @@ def fit_em(
         )
     if persist:
         (bits,) = dask.persist(data.bits)
-        data = PackedData(bits, data.n_features, data.source, unchanged=data.unchanged)
-        data.check_unchanged()  # read once, whole: no reader from here on
+        # read once, whole (no reader from here on), by the first E-step, checked after it
+        data = PackedData(bits, data.n_features, data.source, unchanged=data.unchanged).held()
         if hold:
             assert density is not None
             data = with_sparse_chunks(data, n_components, dtype, density)

@@ -4,6 +4,7 @@ for prediction."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import uuid
@@ -65,6 +66,19 @@ class PackedData:
     #: replaced since it was opened (another command wrote a dataset there), so that what was
     #: read may mix two datasets. Called after each computation that read the rows.
     unchanged: Callable[[], None] | None = None
+
+    def held(self) -> PackedData:
+        """The same rows, once held in memory: the store is read by the first computation on
+        them alone, so ``unchanged`` is called after that one and no more (not each iteration)."""
+        unchanged, checked = self.unchanged, False
+
+        def once() -> None:
+            nonlocal checked
+            if unchanged is not None and not checked:
+                unchanged()
+                checked = True
+
+        return dataclasses.replace(self, unchanged=once)
 
     def check_unchanged(self) -> None:
         """Raise DataError if the store the rows come from was replaced (see ``unchanged``)."""

@@ -434,10 +434,12 @@ def select_n_components(
         persist = fits_in_memory(train)
     if persist:
         train_bits, heldout_bits = dask.persist(train.bits, heldout.bits)
-        train = PackedData(train_bits, train.n_features, train.source, unchanged=train.unchanged)
+        train = PackedData(
+            train_bits, train.n_features, train.source, unchanged=train.unchanged
+        ).held()
         heldout = PackedData(
             heldout_bits, heldout.n_features, heldout.source, unchanged=heldout.unchanged
-        )
+        ).held()
     arithmetic = np.dtype(dtype)
     hold = persist and algorithm != "stepwise"  # batch E-steps on sparse chunks skip unpacking
     density = data_density(train) if algorithm != "batch" or hold else None

@@ -583,11 +583,15 @@ def has_member(group: zarr.Group, path: str, name: str) -> bool:
     try:
         return name in group
     except Exception as err:  # a malformed zarr.json below the group
-        reason = " ".join(str(err).split()) or type(err).__name__
-        raise DataError(
-            f"{path}/{name}: cannot read its metadata (zarr.json: {reason}); the store is "
-            "damaged, ingest it again"
-        ) from err
+        raise _unreadable_metadata(path, name, err) from err
+
+
+def _unreadable_metadata(path: str, name: str, err: BaseException) -> DataError:
+    reason = " ".join(str(err).split()) or type(err).__name__
+    return DataError(
+        f"{path}/{name}: cannot read its metadata (zarr.json: {reason}); the store is damaged, "
+        "ingest it again"
+    )
 
 
 def _check_array(path: str, group: zarr.Group, name: str, ndim: int) -> zarr.Array:
@@ -602,7 +606,7 @@ def _check_array(path: str, group: zarr.Group, name: str, ndim: int) -> zarr.Arr
             ) from None
         raise DataError(f"{path}: not a bmm-dask dataset: it has no {name!r} array") from None
     except Exception as err:  # a malformed zarr.json below the group
-        raise DataError(f"{path}/{name}: cannot read its metadata: {err}") from err
+        raise _unreadable_metadata(path, name, err) from err
     if not isinstance(node, zarr.Array) or node.ndim != ndim:
         raise DataError(f"{path}/{name}: expected a {ndim}-dimensional array, found {node}")
     return node

@@ -412,23 +412,32 @@ def atomic_file(
     return final
 
 
-def _rename_exchange(source: Path, target: Path) -> bool:
-    """Swap ``source`` and ``target`` in one step (Linux renameat2), so that a reader never
-    finds ``target`` missing while it is replaced. Returns False where the system cannot."""
+def _renameat2(source: Path, target: Path, flag: int) -> int | None:
+    """Linux renameat2 with ``flag``: 0 when done, else the error's code; None where the
+    system has no such call."""
     libc = _libc()
     renameat2 = getattr(libc, "renameat2", None) if libc is not None else None
     if renameat2 is None:
+        return None
+    at_fdcwd = -100
+    if renameat2(at_fdcwd, os.fsencode(source), at_fdcwd, os.fsencode(target), flag) == 0:
+        return 0
+    return ctypes.get_errno()
+
+
+#: Error codes of renameat2 that mean the filesystem or kernel cannot do it in one step.
+_CANNOT = (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP)
+
+
+def _rename_exchange(source: Path, target: Path) -> bool:
+    """Swap ``source`` and ``target`` in one step (Linux renameat2), so that a reader never
+    finds ``target`` missing while it is replaced. Returns False where the system cannot."""
+    code = _renameat2(source, target, 2)  # RENAME_EXCHANGE
+    if code is None or code in (*_CANNOT, errno.ENOENT):  # or target gone meanwhile
         return False
-    at_fdcwd, rename_exchange = -100, 2
-    result = renameat2(
-        at_fdcwd, os.fsencode(source), at_fdcwd, os.fsencode(target), rename_exchange
-    )
-    if result == 0:
-        return True
-    code = ctypes.get_errno()
-    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOENT):
-        return False  # not on this filesystem or kernel, or target gone meanwhile
-    raise OSError(code, os.strerror(code), os.fspath(target))
+    if code:
+        raise OSError(code, os.strerror(code), os.fspath(target))
+    return True
 
 
 def _rename_noreplace(source: Path, target: Path) -> bool:
@@ -437,22 +446,14 @@ def _rename_noreplace(source: Path, target: Path) -> bool:
     Returns False where the system cannot do it in one step (the caller then checks under its
     lock); raises FileExistsError when ``target`` exists.
     """
-    libc = _libc()
-    renameat2 = getattr(libc, "renameat2", None) if libc is not None else None
-    if renameat2 is None:
+    code = _renameat2(source, target, 1)  # RENAME_NOREPLACE
+    if code is None or code in _CANNOT:
         return False
-    at_fdcwd, rename_noreplace = -100, 1
-    result = renameat2(
-        at_fdcwd, os.fsencode(source), at_fdcwd, os.fsencode(target), rename_noreplace
-    )
-    if result == 0:
-        return True
-    code = ctypes.get_errno()
     if code == errno.EEXIST:
         raise FileExistsError(code, os.strerror(code), os.fspath(target))
-    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):  # not on this filesystem or kernel
-        return False
-    raise OSError(code, os.strerror(code), os.fspath(target))
+    if code:
+        raise OSError(code, os.strerror(code), os.fspath(target))
+    return True
 
 
 @functools.cache
